@@ -1,0 +1,24 @@
+-- A worker claims the most urgent queued range of a file that is ingesting and not paused.
+-- SKIP LOCKED lets concurrent workers claim different ranges without waiting on each other.
+-- Every claim draws a fresh lease token: completions and heartbeats must present it (fencing).
+WITH candidate AS (
+    SELECT r.file_id, r.range_index
+    FROM ranges r
+    JOIN files f ON f.file_id = r.file_id
+    WHERE r.state = 'queued'
+      AND f.state = 'ingesting'
+      AND NOT f.paused
+    ORDER BY f.priority DESC, f.file_id, r.range_index
+    LIMIT 1
+    FOR UPDATE OF r SKIP LOCKED
+)
+UPDATE ranges r
+SET state = 'leased',
+    lease_owner = $1,
+    lease_token = nextval('lease_tokens'),
+    lease_expires_at = now() + make_interval(secs => $2),
+    attempts = r.attempts + 1
+FROM candidate c, files f
+WHERE r.file_id = c.file_id AND r.range_index = c.range_index AND f.file_id = r.file_id
+RETURNING r.file_id, r.range_index, r.start_offset, r.end_offset, r.lease_token, r.attempts,
+          f.advertiser_id, f.bucket, f.object_key, f.etag, f.size_bytes, f.compression

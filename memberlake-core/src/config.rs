@@ -1,0 +1,215 @@
+//! Configuration from `MEMBERLAKE_*` environment variables (flags override), with clap.
+//!
+//! Each service composes the argument groups it needs (`#[command(flatten)]`). `--help` lists
+//! every variable with its default and current value (secrets hidden), and
+//! [`log_effective_config`] prints the effective configuration at start, secrets masked.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{ArgMatches, Args, ValueEnum};
+
+/// How logs look and how much of them there is.
+#[derive(Args, Debug, Clone)]
+pub struct LogArgs {
+    /// Log format: `text` for people, `json` for log pipelines.
+    #[arg(long, env = "MEMBERLAKE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// tracing filter directives, e.g. `info` or `info,memberlake=debug`.
+    #[arg(long, env = "MEMBERLAKE_LOG", default_value = "info")]
+    pub log_filter: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The Postgres control plane.
+#[derive(Args, Debug, Clone)]
+pub struct DatabaseArgs {
+    /// Postgres URL of the control plane (the password, if any, is masked in logs).
+    #[arg(
+        long,
+        env = "MEMBERLAKE_DATABASE_URL",
+        default_value = "postgres://memberlake@127.0.0.1:5432/memberlake",
+        hide_env_values = true
+    )]
+    pub database_url: String,
+    /// Connections in this process's Postgres pool.
+    #[arg(long, env = "MEMBERLAKE_DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
+    pub database_max_connections: u32,
+}
+
+/// The CQL membership store (ScyllaDB or Cassandra).
+#[derive(Args, Debug, Clone)]
+pub struct StoreArgs {
+    /// CQL contact points, comma-separated host:port.
+    #[arg(long, env = "MEMBERLAKE_SCYLLA_NODES", value_delimiter = ',', default_value = "127.0.0.1:9042")]
+    pub scylla_nodes: Vec<String>,
+    /// Keyspace holding the memberships table.
+    #[arg(long, env = "MEMBERLAKE_SCYLLA_KEYSPACE", default_value = "memberlake")]
+    pub scylla_keyspace: String,
+    /// Timeout of one store request, e.g. `2s` or `500ms`.
+    #[arg(long, env = "MEMBERLAKE_SCYLLA_TIMEOUT", value_parser = parse_duration, default_value = "2s")]
+    pub scylla_timeout: Duration,
+}
+
+/// The data lake root.
+#[derive(Args, Debug, Clone)]
+pub struct LakeArgs {
+    /// Lake root: `s3://bucket/prefix` (configured by the standard AWS_* variables, incl.
+    /// AWS_ENDPOINT_URL and AWS_ALLOW_HTTP) or `file:///absolute/path`.
+    #[arg(long, env = "MEMBERLAKE_LAKE_URL", default_value = "file:///var/lib/memberlake/lake")]
+    pub lake_url: String,
+}
+
+/// Where a service without its own HTTP API serves /healthz, /readyz and /metrics.
+#[derive(Args, Debug, Clone)]
+pub struct OpsArgs {
+    /// Address of this service's /healthz, /readyz and /metrics.
+    #[arg(long, env = "MEMBERLAKE_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// Parses `250ms`, `2s`, `5m`, `1h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let value: f64 = number.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 2s, 5m"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a byte size: `64MiB`, `1GiB`, `512KiB`, `1000` (bytes).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: u64 = number.parse().map_err(|_| format!("invalid size {s:?}: expected e.g. 64MiB"))?;
+    let multiplier = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "KB" => 1 << 10,
+        "MiB" | "M" | "MB" => 1 << 20,
+        "GiB" | "G" | "GB" => 1 << 30,
+        other => return Err(format!("invalid size unit {other:?}: use B, KiB, MiB or GiB")),
+    };
+    value
+        .checked_mul(multiplier)
+        .filter(|v| *v > 0)
+        .ok_or_else(|| format!("size {s:?} must be positive and fit in 64 bits"))
+}
+
+/// One line of the effective configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Setting {
+    pub env: String,
+    pub value: String,
+    pub source: &'static str,
+}
+
+/// Parses the process arguments and environment into `T`, returning the effective
+/// configuration with secrets masked alongside. Exits with clap's message on bad input.
+pub fn parse<T: clap::Parser>() -> (T, Vec<Setting>) {
+    let mut command = T::command();
+    let matches = command.get_matches_mut();
+    let settings = effective_settings(&command, &matches);
+    let parsed = T::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut command).exit());
+    (parsed, settings)
+}
+
+/// The value and origin of every argument that has an environment variable.
+pub fn effective_settings(command: &clap::Command, matches: &ArgMatches) -> Vec<Setting> {
+    let mut out = Vec::new();
+    for arg in command.get_arguments() {
+        let Some(env) = arg.get_env() else { continue };
+        let id = arg.get_id().as_str();
+        let source = match matches.value_source(id) {
+            Some(clap::parser::ValueSource::EnvVariable) => "env",
+            Some(clap::parser::ValueSource::CommandLine) => "flag",
+            Some(clap::parser::ValueSource::DefaultValue) => "default",
+            _ => "unset",
+        };
+        let raw: Vec<String> = matches
+            .get_raw(id)
+            .map(|vals| vals.map(|v| v.to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        let joined = raw.join(",");
+        let value = if arg.is_hide_env_values_set() { mask_secret(&joined) } else { joined };
+        out.push(Setting { env: env.to_string_lossy().into_owned(), value, source });
+    }
+    // Subcommands' own arguments are reported by the subcommand that runs.
+    out
+}
+
+/// Masks a secret: a URL keeps everything but its password; anything else shows only whether it
+/// is set and how many comma-separated items it holds.
+pub fn mask_secret(value: &str) -> String {
+    if value.is_empty() {
+        return "(unset)".into();
+    }
+    if let Ok(mut url) = url::Url::parse(value) {
+        if url.has_host() {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("****"));
+            }
+            return url.to_string();
+        }
+    }
+    let items = value.split(',').filter(|s| !s.is_empty()).count();
+    format!("**** ({items} item{})", if items == 1 { "" } else { "s" })
+}
+
+/// Logs the effective configuration, one line per variable.
+pub fn log_effective_config(service: &str, settings: &[Setting]) {
+    tracing::info!(service, version = env!("CARGO_PKG_VERSION"), "starting");
+    for s in settings {
+        tracing::info!(target: "memberlake::config", "{}={} ({})", s.env, s.value, s.source);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_duration("1.5m").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("2 weeks").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("4096").unwrap(), 4096);
+        assert_eq!(parse_bytes("1GiB").unwrap(), 1 << 30);
+        assert!(parse_bytes("0").is_err());
+        assert!(parse_bytes("12parsecs").is_err());
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        assert_eq!(mask_secret("postgres://u:hunter2@db:5432/x"), "postgres://u:****@db:5432/x");
+        assert_eq!(mask_secret("postgres://u@db/x"), "postgres://u@db/x");
+        assert_eq!(mask_secret("tok1,tok2"), "**** (2 items)");
+        assert_eq!(mask_secret(""), "(unset)");
+        assert!(!mask_secret("hunter2").contains("hunter2"));
+    }
+}

@@ -1,0 +1,269 @@
+//! The data lake: `s3://bucket/prefix` (any S3-compatible server, through `object_store`) or
+//! `file:///abs/path`. Lists advertisers' objects and reads byte windows of them.
+//!
+//! Layout: `advertisers/<advertiser_id>/<any name>` under the lake root; anything else is
+//! reported as [`LakeEntry::Ignored`]. Objects are immutable per etag; every read names the etag
+//! it expects, so a file replaced under the same key is detected rather than half-read.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange, ObjectStore};
+
+use crate::ids::AdvertiserId;
+use crate::ranges::ByteRange;
+
+/// Where the advertisers' folders live below the lake root.
+pub const ADVERTISERS_DIR: &str = "advertisers";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LakeError {
+    #[error("invalid lake URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    /// The object is gone: permanent for the file.
+    #[error("object {key:?} not found in the lake")]
+    NotFound { key: String },
+    /// The object under this key is no longer the registered version: permanent for the file.
+    #[error("object {key:?} changed since it was registered (etag mismatch)")]
+    Changed { key: String },
+    /// Anything else (network, throttling, server error): worth retrying.
+    #[error("lake request for {key:?} failed: {source}")]
+    Transient {
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
+}
+
+impl LakeError {
+    /// Whether retrying the same read could succeed.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, LakeError::InvalidUrl { .. } | LakeError::NotFound { .. } | LakeError::Changed { .. })
+    }
+
+    fn from_store(key: &str, e: object_store::Error) -> Self {
+        match e {
+            object_store::Error::NotFound { .. } => LakeError::NotFound { key: key.to_owned() },
+            object_store::Error::Precondition { .. } | object_store::Error::NotModified { .. } => {
+                LakeError::Changed { key: key.to_owned() }
+            }
+            source => LakeError::Transient { key: key.to_owned(), source },
+        }
+    }
+}
+
+/// An object found by a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LakeEntry {
+    Member(LakeObject),
+    /// Outside `advertisers/<advertiser_id>/`, or with an invalid advertiser id.
+    Ignored { key: String },
+}
+
+/// A member-list object: what the catalog registers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LakeObject {
+    pub advertiser_id: AdvertiserId,
+    /// Key relative to the object store's root (for S3: the full key in the bucket).
+    pub key: String,
+    pub etag: String,
+    pub size: u64,
+    pub last_modified: DateTime<Utc>,
+    pub compression: Compression,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub fn from_key(key: &str) -> Self {
+        let lower = key.to_ascii_lowercase();
+        if lower.ends_with(".gz") || lower.ends_with(".gzip") {
+            Compression::Gzip
+        } else if lower.ends_with(".zst") || lower.ends_with(".zstd") {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "none" => Some(Compression::None),
+            "gzip" => Some(Compression::Gzip),
+            "zstd" => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+
+    /// Compressed streams cannot be entered at an arbitrary byte: one range per object.
+    pub fn is_splittable(self) -> bool {
+        self == Compression::None
+    }
+}
+
+/// A handle on the lake root.
+#[derive(Clone)]
+pub struct Lake {
+    store: Arc<dyn ObjectStore>,
+    /// Identifies the lake in the catalog's (bucket, key, etag) uniqueness: the bucket name for
+    /// S3, `file://<root>` for a local directory.
+    bucket: String,
+    /// Key prefix of the lake root inside the store (empty for `file://`).
+    prefix: String,
+    url: String,
+}
+
+impl std::fmt::Debug for Lake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lake").field("url", &self.url).finish()
+    }
+}
+
+impl Lake {
+    /// Opens `s3://bucket/prefix` or `file:///abs/path`.
+    pub fn open(url: &str) -> Result<Self, LakeError> {
+        let invalid = |reason: &str| LakeError::InvalidUrl { url: url.to_owned(), reason: reason.to_owned() };
+        let parsed = url::Url::parse(url).map_err(|e| invalid(&e.to_string()))?;
+        match parsed.scheme() {
+            "s3" => {
+                let bucket = parsed.host_str().filter(|b| !b.is_empty()).ok_or_else(|| invalid("missing bucket"))?;
+                let prefix = parsed.path().trim_matches('/').to_owned();
+                let store = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .build()
+                    .map_err(|e| invalid(&e.to_string()))?;
+                Ok(Self { store: Arc::new(store), bucket: bucket.to_owned(), prefix, url: url.to_owned() })
+            }
+            "file" => {
+                let root = parsed.to_file_path().map_err(|_| invalid("file URL must be an absolute path"))?;
+                std::fs::create_dir_all(&root).map_err(|e| invalid(&format!("cannot create {}: {e}", root.display())))?;
+                let store = LocalFileSystem::new_with_prefix(&root).map_err(|e| invalid(&e.to_string()))?;
+                Ok(Self {
+                    store: Arc::new(store),
+                    bucket: format!("file://{}", root.display()),
+                    prefix: String::new(),
+                    url: url.to_owned(),
+                })
+            }
+            other => Err(invalid(&format!("unsupported scheme {other:?}: use s3:// or file://"))),
+        }
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn advertisers_root(&self) -> String {
+        if self.prefix.is_empty() {
+            ADVERTISERS_DIR.to_owned()
+        } else {
+            format!("{}/{ADVERTISERS_DIR}", self.prefix)
+        }
+    }
+
+    /// Lists every object under the lake root's `advertisers/` folder (ListObjectsV2 for S3).
+    pub fn list(&self) -> BoxStream<'_, Result<LakeEntry, LakeError>> {
+        let root = Path::from(self.advertisers_root());
+        let root_str = self.advertisers_root();
+        self.store
+            .list(Some(&root))
+            .map(move |item| {
+                let meta = item.map_err(|e| LakeError::from_store(&root_str, e))?;
+                Ok(self.classify(meta))
+            })
+            .boxed()
+    }
+
+    fn classify(&self, meta: object_store::ObjectMeta) -> LakeEntry {
+        let key = meta.location.to_string();
+        let rest = key.strip_prefix(&self.advertisers_root()).and_then(|r| r.strip_prefix('/'));
+        let Some(rest) = rest else { return LakeEntry::Ignored { key } };
+        let Some((advertiser, name)) = rest.split_once('/') else { return LakeEntry::Ignored { key } };
+        let Ok(advertiser_id) = AdvertiserId::parse(advertiser) else { return LakeEntry::Ignored { key } };
+        if name.is_empty() {
+            return LakeEntry::Ignored { key };
+        }
+        LakeEntry::Member(LakeObject {
+            advertiser_id,
+            compression: Compression::from_key(name),
+            etag: meta.e_tag.unwrap_or_else(|| format!("{}-{}", meta.size, meta.last_modified.timestamp_nanos_opt().unwrap_or(0))),
+            size: meta.size,
+            last_modified: meta.last_modified,
+            key,
+        })
+    }
+
+    /// Streams `window` of the object `key`, failing with [`LakeError::Changed`] if its etag is
+    /// no longer `etag`. `None` reads the whole object.
+    pub async fn read(
+        &self,
+        key: &str,
+        etag: &str,
+        window: Option<ByteRange>,
+    ) -> Result<BoxStream<'static, Result<Bytes, LakeError>>, LakeError> {
+        let path = Path::from(key);
+        let options = GetOptions {
+            if_match: Some(etag.to_owned()),
+            range: window.map(|w| GetRange::Bounded(w.start..w.end)),
+            ..Default::default()
+        };
+        if window.is_some_and(|w| w.is_empty()) {
+            return Ok(futures::stream::empty().boxed());
+        }
+        let result = self.store.get_opts(&path, options).await.map_err(|e| LakeError::from_store(key, e))?;
+        let key = key.to_owned();
+        Ok(result.into_stream().map_err(move |e| LakeError::from_store(&key, e)).boxed())
+    }
+
+    /// Writes an object (used by the demo and the tests; the product only reads).
+    pub async fn put(&self, key: &str, data: Bytes) -> Result<(), LakeError> {
+        self.store
+            .put(&Path::from(key), data.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| LakeError::from_store(key, e))
+    }
+
+    /// Deletes an object (tests).
+    pub async fn delete(&self, key: &str) -> Result<(), LakeError> {
+        self.store.delete(&Path::from(key)).await.map_err(|e| LakeError::from_store(key, e))
+    }
+
+    /// The store key of `advertisers/<advertiser>/<name>` in this lake.
+    pub fn member_list_key(&self, advertiser: &AdvertiserId, name: &str) -> String {
+        format!("{}/{advertiser}/{name}", self.advertisers_root())
+    }
+
+    /// Cheap reachability check for /readyz.
+    pub async fn ping(&self) -> Result<(), LakeError> {
+        let root = Path::from(self.advertisers_root());
+        let mut listing = self.store.list_with_delimiter(Some(&root)).await;
+        if let Err(object_store::Error::NotFound { .. }) = listing {
+            listing = Ok(object_store::ListResult { common_prefixes: vec![], objects: vec![] });
+        }
+        listing.map(|_| ()).map_err(|e| LakeError::from_store(&self.advertisers_root(), e))
+    }
+}

@@ -1,0 +1,36 @@
+//! # memberlake
+//!
+//! memberlake ingests advertisers' member lists from an object-store data lake and answers,
+//! at high request rates, whether an email hash is a member of an advertiser's active list.
+//!
+//! ```text
+//! advertiser --PUT--> lake: advertisers/<advertiser_id>/<file>
+//! meta-service   : polls the lake, registers each (bucket, key, etag) once in the catalog
+//! splitter       : leader-elected; cuts files into byte ranges, reaps expired leases,
+//!                  completes files, activates list versions, retires superseded rows
+//! compute-worker : pulls range leases by priority, ranged GET, parse + normalize + MD5
+//!                  (rayon), writes (email_hash, advertiser_id, list_version) to the store
+//! matcher-api    : GET /v1/match, POST /v1/suppress from the store, behind a moka cache
+//! ```
+//!
+//! This crate is the shared domain; each service's `main` is wiring over it:
+//! - [`ids`]: identifiers parsed once at the edge (`AdvertiserId`, `EmailHash`, ...).
+//! - [`records`]: the hashing contract, one line at a time.
+//! - [`ranges`]: byte ranges and the range-boundary rule, streaming.
+//! - [`lake`]: object access (`s3://` and `file://`), listing and ranged reads.
+//! - [`catalog`]: the Postgres control plane (files, ranges, leases, versions).
+//! - [`store`]: the CQL data plane (memberships).
+//! - [`schema`]: versioned Postgres and CQL migrations and the start-up schema check.
+//! - [`config`], [`telemetry`], [`shutdown`], [`http`]: service plumbing.
+
+pub mod ids;
+pub mod ranges;
+pub mod records;
+pub mod catalog;
+pub mod config;
+pub mod http;
+pub mod lake;
+pub mod schema;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;

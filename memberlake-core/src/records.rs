@@ -1,0 +1,223 @@
+//! The hashing contract: how one line of a member list becomes an [`EmailHash`], or is
+//! skipped (blank, header), or is rejected with a reason.
+//!
+//! Rules (DESIGN.md, "File format and normalization"):
+//! - an optional UTF-8 BOM on the very first line; an optional header line `email`
+//!   (case-insensitive) as the very first line;
+//! - `\n` or `\r\n` line ends; blank lines skipped; one pair of surrounding double quotes
+//!   stripped;
+//! - trim ASCII whitespace, lowercase; a record must have exactly one `@`, a non-empty local part
+//!   and domain, and at most 254 bytes, otherwise it is rejected and counted;
+//! - exactly 32 hex digits is an already-hashed email;
+//! - `email_hash` = MD5 of the normalized email's UTF-8 bytes.
+//!
+//! Nothing here logs, stores or returns the line's contents: a rejection carries only a reason.
+
+use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
+
+use crate::ids::EmailHash;
+
+/// Longest normalized email accepted (RFC 5321 path limit).
+pub const MAX_EMAIL_BYTES: usize = 254;
+
+/// Longest raw line the readers keep in memory. Longer lines are rejected as
+/// [`RejectReason::LineTooLong`] without being buffered; this is what bounds memory on a
+/// file without newlines.
+pub const MAX_LINE_BYTES: usize = 4096;
+
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Why a record was rejected. Serialized as snake_case in rejection samples and the APIs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    /// The line is not valid UTF-8 (and not a 32-hex-digit hash).
+    NotUtf8,
+    /// Nothing left after stripping quotes and whitespace (e.g. `""`).
+    Empty,
+    /// No `@`.
+    MissingAt,
+    /// More than one `@`.
+    MultipleAt,
+    EmptyLocalPart,
+    EmptyDomain,
+    /// Normalized email longer than [`MAX_EMAIL_BYTES`].
+    TooLong,
+    /// Raw line longer than [`MAX_LINE_BYTES`].
+    LineTooLong,
+}
+
+impl RejectReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::NotUtf8 => "not_utf8",
+            RejectReason::Empty => "empty",
+            RejectReason::MissingAt => "missing_at",
+            RejectReason::MultipleAt => "multiple_at",
+            RejectReason::EmptyLocalPart => "empty_local_part",
+            RejectReason::EmptyDomain => "empty_domain",
+            RejectReason::TooLong => "too_long",
+            RejectReason::LineTooLong => "line_too_long",
+        }
+    }
+}
+
+/// What one line turned into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Record {
+    /// A member: the hash to store.
+    Member(EmailHash),
+    /// Blank line or the header line: neither a member nor a rejection.
+    Skipped,
+    Rejected(RejectReason),
+}
+
+/// Parses one line (without its `\n`). `first_line` is true only for the line at byte offset 0
+/// of the (decompressed) object, where a BOM and a header are allowed.
+pub fn parse_line(line: &[u8], first_line: bool) -> Record {
+    let mut line = line;
+    if first_line {
+        line = line.strip_prefix(UTF8_BOM).unwrap_or(line);
+    }
+    let mut value = line.trim_ascii();
+    if value.is_empty() {
+        return Record::Skipped;
+    }
+    if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
+        value = value[1..value.len() - 1].trim_ascii();
+        if value.is_empty() {
+            return Record::Rejected(RejectReason::Empty);
+        }
+    }
+    if first_line && value.eq_ignore_ascii_case(b"email") {
+        return Record::Skipped;
+    }
+    if value.len() == 32 && value.iter().all(u8::is_ascii_hexdigit) {
+        // Cannot fail: 32 hex digits.
+        return EmailHash::from_hex(value).map_or(Record::Rejected(RejectReason::NotUtf8), Record::Member);
+    }
+    match normalize_and_hash(value) {
+        Ok(hash) => Record::Member(hash),
+        Err(reason) => Record::Rejected(reason),
+    }
+}
+
+/// Lower-cases `value` (already trimmed), checks it looks like an email and hashes it.
+/// ASCII input, the common case, is lower-cased on the stack without allocating.
+pub fn normalize_and_hash(value: &[u8]) -> Result<EmailHash, RejectReason> {
+    if value.is_ascii() {
+        // A lower-cased ASCII string has the same length; check it before copying.
+        if value.len() > MAX_EMAIL_BYTES {
+            return Err(RejectReason::TooLong);
+        }
+        let mut buf = [0u8; MAX_EMAIL_BYTES];
+        let lowered = &mut buf[..value.len()];
+        lowered.copy_from_slice(value);
+        lowered.make_ascii_lowercase();
+        check_email_shape(lowered)?;
+        Ok(md5_hash(lowered))
+    } else {
+        let text = std::str::from_utf8(value).map_err(|_| RejectReason::NotUtf8)?;
+        let lowered = text.to_lowercase();
+        if lowered.len() > MAX_EMAIL_BYTES {
+            return Err(RejectReason::TooLong);
+        }
+        check_email_shape(lowered.as_bytes())?;
+        Ok(md5_hash(lowered.as_bytes()))
+    }
+}
+
+fn check_email_shape(email: &[u8]) -> Result<(), RejectReason> {
+    let mut ats = email.iter().enumerate().filter(|(_, b)| **b == b'@').map(|(i, _)| i);
+    let at = ats.next().ok_or(RejectReason::MissingAt)?;
+    if ats.next().is_some() {
+        return Err(RejectReason::MultipleAt);
+    }
+    if at == 0 {
+        return Err(RejectReason::EmptyLocalPart);
+    }
+    if at + 1 == email.len() {
+        return Err(RejectReason::EmptyDomain);
+    }
+    Ok(())
+}
+
+/// MD5 of already-normalized bytes.
+pub fn md5_hash(normalized: &[u8]) -> EmailHash {
+    EmailHash(Md5::digest(normalized).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(hex: &str) -> Record {
+        Record::Member(EmailHash::from_hex(hex.as_bytes()).unwrap())
+    }
+
+    /// Vectors computed independently with coreutils: `printf %s 'x' | md5sum`.
+    #[test]
+    fn fixed_vectors() {
+        // printf %s 'alice@example.com' | md5sum
+        let alice = "c160f8cc69a4f0bf2b0362752353d060";
+        assert_eq!(parse_line(b"alice@example.com", false), member(alice));
+        assert_eq!(parse_line(b"  Alice@Example.COM \r", false), member(alice));
+        assert_eq!(parse_line(b"\"Alice@example.com\"", false), member(alice));
+        assert_eq!(parse_line(b"\t\" alice@example.com \" ", false), member(alice));
+        assert_eq!(parse_line(b"\xEF\xBB\xBFalice@example.com", true), member(alice));
+        // printf %s 'bob.smith+tag@mail.co.uk' | md5sum
+        assert_eq!(
+            parse_line(b"Bob.Smith+tag@Mail.co.UK", false),
+            member("f57408735b9414f057c79c43f742dc7b")
+        );
+        // printf %s 'jörg@bücher.de' | md5sum   (Unicode lower-casing of 'JÖRG@BÜCHER.DE')
+        assert_eq!(
+            parse_line("JÖRG@BÜCHER.DE".as_bytes(), false),
+            member("3a212d3b4853b31737ded37ec3bf1ab4")
+        );
+    }
+
+    #[test]
+    fn prehashed_rows_are_taken_as_hashes() {
+        assert_eq!(
+            parse_line(b"C160F8CC69A4F0BF2B0362752353D060", false),
+            member("c160f8cc69a4f0bf2b0362752353d060")
+        );
+        assert_eq!(
+            parse_line(b"\"c160f8cc69a4f0bf2b0362752353d060\"\r", false),
+            member("c160f8cc69a4f0bf2b0362752353d060")
+        );
+    }
+
+    #[test]
+    fn skips_blank_and_header() {
+        assert_eq!(parse_line(b"", false), Record::Skipped);
+        assert_eq!(parse_line(b"  \t\r", false), Record::Skipped);
+        assert_eq!(parse_line(b"Email", true), Record::Skipped);
+        assert_eq!(parse_line(b"\xEF\xBB\xBFEMAIL\r", true), Record::Skipped);
+        // A header anywhere but the first line is a bad record.
+        assert_eq!(parse_line(b"email", false), Record::Rejected(RejectReason::MissingAt));
+        // A BOM anywhere but the first line is part of the record.
+        assert_eq!(
+            parse_line(b"\xEF\xBB\xBFa@b", false),
+            Record::Member(md5_hash("\u{feff}a@b".as_bytes()))
+        );
+    }
+
+    #[test]
+    fn rejections() {
+        use RejectReason::*;
+        assert_eq!(parse_line(b"no-at-sign", false), Record::Rejected(MissingAt));
+        assert_eq!(parse_line(b"a@b@c", false), Record::Rejected(MultipleAt));
+        assert_eq!(parse_line(b"@b.com", false), Record::Rejected(EmptyLocalPart));
+        assert_eq!(parse_line(b"a@", false), Record::Rejected(EmptyDomain));
+        assert_eq!(parse_line(b"\"\"", false), Record::Rejected(Empty));
+        assert_eq!(parse_line(b"a\xFF@b.com", false), Record::Rejected(NotUtf8));
+        let long = format!("{}@b.com", "a".repeat(250));
+        assert_eq!(parse_line(long.as_bytes(), false), Record::Rejected(TooLong));
+        let just_fits = format!("{}@b.com", "a".repeat(248));
+        assert_eq!(just_fits.len(), 254);
+        assert!(matches!(parse_line(just_fits.as_bytes(), false), Record::Member(_)));
+    }
+}

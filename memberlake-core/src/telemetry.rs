@@ -1,0 +1,47 @@
+//! Logs (tracing, text or JSON) and Prometheus metrics, set up once per process.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::{fmt, prelude::*, EnvFilter};
+
+use crate::config::{LogArgs, LogFormat};
+
+static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Latency buckets in seconds, fine-grained below 10 ms where the matcher's target lies.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Installs the tracing subscriber and the Prometheus recorder. Call once, first thing in main.
+pub fn init(log: &LogArgs) {
+    let filter = EnvFilter::try_new(&log.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let _ = match log.log_format {
+        LogFormat::Json => registry.with(fmt::layer().json().with_current_span(true)).try_init(),
+        LogFormat::Text => registry.with(fmt::layer().with_target(false)).try_init(),
+    };
+    init_metrics();
+}
+
+/// Installs the Prometheus recorder if none is; returns the handle that renders `/metrics`.
+pub fn init_metrics() -> &'static PrometheusHandle {
+    PROMETHEUS.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .expect("valid buckets");
+        match builder.install_recorder() {
+            Ok(handle) => handle,
+            // Another recorder is installed (tests running several services in one process):
+            // render an empty registry rather than failing.
+            Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+        }
+    })
+}
+
+/// The text exposition of every metric recorded by this process.
+pub fn render_metrics() -> String {
+    init_metrics().render()
+}
