@@ -1,1 +1,112 @@
-fn main() {}
+//! compute-worker: stateless; pulls range leases by priority, reads each range with a ranged
+//! GET, parses, normalizes and MD5-hashes emails on rayon, writes memberships to the store.
+
+mod process;
+mod worker;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use memberlake::config::{self, parse_bytes, parse_duration, DatabaseArgs, LakeArgs, LogArgs, StoreArgs};
+use memberlake::http::{ops_router, spawn_server, ReadinessCheck};
+use memberlake::lake::Lake;
+use memberlake::shutdown::Shutdown;
+use memberlake::{bootstrap, telemetry};
+
+#[derive(Parser, Debug)]
+#[command(name = "compute-worker", version, about = "memberlake compute-worker: leases ranges, hashes emails, writes memberships.")]
+struct Args {
+    #[command(flatten)]
+    log: LogArgs,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    lake: LakeArgs,
+    /// Lease lifetime; renewed every third of it. A dead worker's range is retried after it.
+    #[arg(long, env = "MEMBERLAKE_LEASE_TTL", value_parser = parse_duration, default_value = "30s")]
+    lease_ttl: Duration,
+    /// Pause between claims when there is no work.
+    #[arg(long, env = "MEMBERLAKE_WORKER_POLL_INTERVAL", value_parser = parse_duration, default_value = "500ms")]
+    poll_interval: Duration,
+    /// Attempts a range gets before it (and its file) fails.
+    #[arg(long, env = "MEMBERLAKE_MAX_ATTEMPTS", default_value_t = 5)]
+    max_attempts: i32,
+    /// Bytes of complete lines hashed as one unit on the rayon pool.
+    #[arg(long, env = "MEMBERLAKE_BLOCK_SIZE", value_parser = parse_bytes, default_value = "4MiB")]
+    block_size: u64,
+    /// Store inserts in flight per worker.
+    #[arg(long, env = "MEMBERLAKE_WRITE_CONCURRENCY", default_value_t = 256)]
+    write_concurrency: usize,
+    /// Hashing threads (0: one per core).
+    #[arg(long, env = "MEMBERLAKE_HASH_THREADS", default_value_t = 0)]
+    hash_threads: usize,
+    /// After SIGTERM, time the range in hand gets to finish before its lease is given back.
+    #[arg(long, env = "MEMBERLAKE_SHUTDOWN_GRACE", value_parser = parse_duration, default_value = "20s")]
+    shutdown_grace: Duration,
+    /// Name of this worker in leases (default: host-pid).
+    #[arg(long, env = "MEMBERLAKE_INSTANCE_ID")]
+    instance_id: Option<String>,
+    /// /healthz, /readyz and /metrics.
+    #[arg(long, env = "MEMBERLAKE_METRICS_ADDR", default_value = "127.0.0.1:9103")]
+    metrics_addr: SocketAddr,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let (args, settings) = config::parse::<Args>();
+    telemetry::init(&args.log);
+    config::log_effective_config("compute-worker", &settings);
+    if args.hash_threads > 0 {
+        rayon::ThreadPoolBuilder::new().num_threads(args.hash_threads).build_global()?;
+    }
+    let shutdown = Shutdown::on_signals();
+    let catalog = bootstrap::open_catalog(&args.database).await.context("opening the catalog")?;
+    let store = Arc::new(bootstrap::open_store(&args.store).await.context("opening the store")?);
+    let lake = Lake::open(&args.lake.lake_url)?;
+
+    let checks = vec![
+        ReadinessCheck::new("postgres", {
+            let c = catalog.clone();
+            move || {
+                let c = c.clone();
+                async move { c.ping().await.map_err(|e| e.to_string()) }
+            }
+        }),
+        ReadinessCheck::new("cql", {
+            let s = store.clone();
+            move || {
+                let s = s.clone();
+                async move { s.ping().await.map_err(|e| e.to_string()) }
+            }
+        }),
+    ];
+    let (_, server) = spawn_server(args.metrics_addr, ops_router(checks), shutdown.clone())
+        .await
+        .with_context(|| format!("binding {}", args.metrics_addr))?;
+
+    let worker = worker::Worker {
+        catalog,
+        lake,
+        store,
+        cfg: worker::WorkerConfig {
+            worker_id: bootstrap::instance_id(args.instance_id.as_deref()),
+            lease_ttl: args.lease_ttl,
+            idle_poll: args.poll_interval,
+            max_attempts: args.max_attempts,
+            shutdown_grace: args.shutdown_grace,
+            process: process::ProcessConfig {
+                block_size: args.block_size as usize,
+                write_concurrency: args.write_concurrency,
+            },
+        },
+    };
+    worker.run(shutdown.clone()).await;
+    server.await??;
+    tracing::info!("compute-worker stopped");
+    Ok(())
+}

@@ -188,7 +188,7 @@ full_page_writes = off
 EOF
     fi
     log "postgres: starting ($PG_BIN) on 127.0.0.1:$PG_PORT"
-    if ! as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$logf" -w -t 60 start >/dev/null 2>&1; then
+    if ! as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$logf" -w -t 60 start 9>&- </dev/null >/dev/null 2>&1; then
       show_log_tail postgres "$logf"
       die "postgres: pg_ctl start failed (log: $logf)"
     fi
@@ -338,7 +338,7 @@ cassandra_start() {
   # The script has no job control, so setsid execs java directly and $! is the JVM's pid.
   setsid "$JAVA" "${opts[@]}" -cp "$CASSANDRA_DIR/conf:$lib/*" \
     org.apache.cassandra.service.CassandraDaemon \
-    </dev/null >>"$CASSANDRA_DIR/logs/stdout.log" 2>&1 &
+    9>&- </dev/null >>"$CASSANDRA_DIR/logs/stdout.log" 2>&1 &
   echo $! >"$CASSANDRA_PIDFILE"
 }
 
@@ -351,7 +351,7 @@ scylla_start() {
     --listen-address 127.0.0.1 --rpc-address 127.0.0.1 --seed-provider-parameters seeds=127.0.0.1 \
     --native-transport-port "$CQL_PORT" --storage-port "$CASSANDRA_STORAGE_PORT" \
     --workdir "$d" --api-address 127.0.0.1 --prometheus-port 0 \
-    </dev/null >>"$d/scylla.log" 2>&1 &
+    9>&- </dev/null >>"$d/scylla.log" 2>&1 &
   echo $! >"$SCYLLA_PIDFILE"
 }
 
@@ -520,7 +520,7 @@ garage_up() {
       ADMIN_PORT="$GARAGE_ADMIN_PORT" S3_REGION="$S3_REGION" RPC_SECRET="$secret" ADMIN_TOKEN="$token")
     log "garage: starting on 127.0.0.1:$S3_PORT (admin :$GARAGE_ADMIN_PORT, rpc :$GARAGE_RPC_PORT)"
     RUST_LOG=${RUST_LOG:-garage=info} setsid "$GARAGE_BIN" -c "$GARAGE_TOML" server \
-      </dev/null >>"$logf" 2>&1 &
+      9>&- </dev/null >>"$logf" 2>&1 &
     echo $! >"$GARAGE_PIDFILE"
   fi
   if ! wait_until garage 60 "$GARAGE_PIDFILE" "$GARAGE_BIN" garage status; then
@@ -560,7 +560,8 @@ garage_status() {
 # Commands
 # ================================================================================================
 lock_stack() {
-  # Serialise concurrent up/down on the same stack dir.
+  # Serialise concurrent up/down on the same stack dir. Every server is started with fd 9
+  # closed (9>&-): a daemon inheriting it would hold the lock for its whole life.
   exec 9>"$STACK_DIR/.lock"
   flock -w 900 9 || die "another stack.sh holds $STACK_DIR/.lock"
 }

@@ -1,1 +1,92 @@
-fn main() {}
+//! matcher-api: stateless HTTP service answering "is this email hash a member of these
+//! advertisers' active lists?" from the store, behind a moka cache.
+
+mod active;
+mod api;
+mod lookup;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use memberlake::config::{self, parse_duration, DatabaseArgs, LogArgs, StoreArgs};
+use memberlake::http::{ops_router, spawn_server, ReadinessCheck};
+use memberlake::shutdown::Shutdown;
+use memberlake::{bootstrap, telemetry};
+
+#[derive(Parser, Debug)]
+#[command(name = "matcher-api", version, about = "memberlake matcher-api: GET /v1/match and POST /v1/suppress.")]
+struct Args {
+    #[command(flatten)]
+    log: LogArgs,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Address of the API (and its /healthz, /readyz, /metrics).
+    #[arg(long, env = "MEMBERLAKE_MATCHER_ADDR", default_value = "127.0.0.1:8080")]
+    matcher_addr: SocketAddr,
+    /// Bearer tokens accepted from callers (comma-separated). Unset: open (warned).
+    #[arg(long, env = "MEMBERLAKE_MATCHER_TOKENS", value_delimiter = ',', hide_env_values = true)]
+    matcher_tokens: Vec<String>,
+    /// Partitions (email hashes) kept in the cache.
+    #[arg(long, env = "MEMBERLAKE_CACHE_ENTRIES", default_value_t = 1_000_000)]
+    cache_entries: u64,
+    /// Longest time a cached partition is kept.
+    #[arg(long, env = "MEMBERLAKE_CACHE_TTL", value_parser = parse_duration, default_value = "10m")]
+    cache_ttl: Duration,
+    /// Active versions are re-read at least this often (and at once on each activation notice).
+    #[arg(long, env = "MEMBERLAKE_VERSIONS_REFRESH", value_parser = parse_duration, default_value = "1s")]
+    versions_refresh: Duration,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let (args, settings) = config::parse::<Args>();
+    telemetry::init(&args.log);
+    config::log_effective_config("matcher-api", &settings);
+    let tokens: Vec<Vec<u8>> =
+        args.matcher_tokens.iter().filter(|t| !t.is_empty()).map(|t| t.as_bytes().to_vec()).collect();
+    if tokens.is_empty() {
+        tracing::warn!("MEMBERLAKE_MATCHER_TOKENS is unset: the matcher API is OPEN to anyone who can reach {}", args.matcher_addr);
+    }
+    let shutdown = Shutdown::on_signals();
+    let catalog = bootstrap::open_catalog(&args.database).await.context("opening the catalog")?;
+    let store = Arc::new(bootstrap::open_store(&args.store).await.context("opening the store")?);
+
+    let active = active::ActiveVersions::default();
+    if let Err(e) = active.refresh(&catalog).await {
+        tracing::warn!(error = %e, "initial load of active versions failed; retrying in the background");
+    }
+    tokio::spawn(active.clone().run(catalog.clone(), args.versions_refresh, shutdown.clone()));
+
+    let memberships = lookup::Memberships::new(store.clone(), args.cache_entries, args.cache_ttl);
+    let state = api::AppState { active: active.clone(), memberships, tokens: Arc::new(tokens) };
+    let checks = vec![
+        ReadinessCheck::new("cql", {
+            let s = store.clone();
+            move || {
+                let s = s.clone();
+                async move { s.ping().await.map_err(|e| e.to_string()) }
+            }
+        }),
+        ReadinessCheck::new("active_versions", {
+            let a = active.clone();
+            move || {
+                let loaded = a.snapshot().is_some();
+                async move { if loaded { Ok(()) } else { Err("not loaded yet".to_owned()) } }
+            }
+        }),
+    ];
+    let app = api::router(state)
+        .merge(ops_router(checks))
+        .layer(axum::middleware::from_fn(api::record_metrics));
+    let (_, server) = spawn_server(args.matcher_addr, app, shutdown.clone())
+        .await
+        .with_context(|| format!("binding {}", args.matcher_addr))?;
+    server.await??;
+    tracing::info!("matcher-api stopped");
+    Ok(())
+}

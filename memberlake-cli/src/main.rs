@@ -1,1 +1,33 @@
-fn main() {}
+//! `memberlake`: the operator's command line.
+//!
+//! - `memberlake migrate`: applies the Postgres and CQL schema migrations (idempotent).
+
+mod migrate;
+
+use clap::{Parser, Subcommand};
+use memberlake::config::{self, LogArgs};
+use memberlake::telemetry;
+
+#[derive(Parser, Debug)]
+#[command(name = "memberlake", version, about = "memberlake operator command line")]
+struct Cli {
+    #[command(flatten)]
+    log: LogArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Apply the Postgres and CQL schema migrations (safe to run again).
+    Migrate(migrate::MigrateArgs),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let (cli, _) = config::parse::<Cli>();
+    telemetry::init(&cli.log);
+    match cli.command {
+        Command::Migrate(args) => migrate::run(args).await,
+    }
+}

@@ -32,6 +32,9 @@ pub enum LakeError {
     /// The object under this key is no longer the registered version: permanent for the file.
     #[error("object {key:?} changed since it was registered (etag mismatch)")]
     Changed { key: String },
+    /// A compressed object that does not decode: permanent for the file.
+    #[error("cannot decompress the object: {0}")]
+    Corrupt(String),
     /// Anything else (network, throttling, server error): worth retrying.
     #[error("lake request for {key:?} failed: {source}")]
     Transient {
@@ -44,7 +47,10 @@ pub enum LakeError {
 impl LakeError {
     /// Whether retrying the same read could succeed.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, LakeError::InvalidUrl { .. } | LakeError::NotFound { .. } | LakeError::Changed { .. })
+        matches!(
+            self,
+            LakeError::InvalidUrl { .. } | LakeError::NotFound { .. } | LakeError::Changed { .. } | LakeError::Corrupt(_)
+        )
     }
 
     fn from_store(key: &str, e: object_store::Error) -> Self {
@@ -184,14 +190,14 @@ impl Lake {
         }
     }
 
-    /// Lists every object under the lake root's `advertisers/` folder (ListObjectsV2 for S3).
+    /// Lists every object under the lake root (ListObjectsV2 for S3): member lists and the
+    /// objects the layout ignores, so those can be counted.
     pub fn list(&self) -> BoxStream<'_, Result<LakeEntry, LakeError>> {
-        let root = Path::from(self.advertisers_root());
-        let root_str = self.advertisers_root();
+        let root = (!self.prefix.is_empty()).then(|| Path::from(self.prefix.as_str()));
         self.store
-            .list(Some(&root))
+            .list(root.as_ref())
             .map(move |item| {
-                let meta = item.map_err(|e| LakeError::from_store(&root_str, e))?;
+                let meta = item.map_err(|e| LakeError::from_store(&self.prefix, e))?;
                 Ok(self.classify(meta))
             })
             .boxed()

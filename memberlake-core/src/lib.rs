@@ -26,6 +26,7 @@
 pub mod ids;
 pub mod ranges;
 pub mod records;
+pub mod bootstrap;
 pub mod catalog;
 pub mod config;
 pub mod http;

@@ -1,1 +1,73 @@
-fn main() {}
+//! meta-service: watches the lake and registers each new member-list object once in the
+//! catalog; serves the operator surface on `MEMBERLAKE_ADMIN_ADDR`.
+
+mod discovery;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use memberlake::config::{self, parse_duration, DatabaseArgs, LakeArgs, LogArgs};
+use memberlake::http::{ops_router, spawn_server, ReadinessCheck};
+use memberlake::lake::Lake;
+use memberlake::shutdown::Shutdown;
+use memberlake::{bootstrap, telemetry};
+
+#[derive(Parser, Debug)]
+#[command(name = "meta-service", version, about = "memberlake meta-service: discovers member lists in the lake and registers each object once.")]
+struct Args {
+    #[command(flatten)]
+    log: LogArgs,
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
+    lake: LakeArgs,
+    /// How often the lake is listed.
+    #[arg(long, env = "MEMBERLAKE_POLL_INTERVAL", value_parser = parse_duration, default_value = "10s")]
+    poll_interval: Duration,
+    /// Operator API, status page, /healthz, /readyz and /metrics.
+    #[arg(long, env = "MEMBERLAKE_ADMIN_ADDR", default_value = "127.0.0.1:8081")]
+    admin_addr: SocketAddr,
+    /// Bearer tokens accepted by the operator API (comma-separated). Unset: open (warned).
+    #[arg(long, env = "MEMBERLAKE_ADMIN_TOKENS", value_delimiter = ',', hide_env_values = true)]
+    admin_tokens: Vec<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let (args, settings) = config::parse::<Args>();
+    telemetry::init(&args.log);
+    config::log_effective_config("meta-service", &settings);
+    if args.admin_tokens.iter().all(|t| t.is_empty()) {
+        tracing::warn!("MEMBERLAKE_ADMIN_TOKENS is unset: the operator API is OPEN to anyone who can reach {}", args.admin_addr);
+    }
+    let shutdown = Shutdown::on_signals();
+    let catalog = bootstrap::open_catalog(&args.database).await.context("opening the catalog")?;
+    let lake = Lake::open(&args.lake.lake_url)?;
+
+    let checks = vec![
+        ReadinessCheck::new("postgres", {
+            let catalog = catalog.clone();
+            move || {
+                let catalog = catalog.clone();
+                async move { catalog.ping().await.map_err(|e| e.to_string()) }
+            }
+        }),
+        ReadinessCheck::new("lake", {
+            let lake = lake.clone();
+            move || {
+                let lake = lake.clone();
+                async move { lake.ping().await.map_err(|e| e.to_string()) }
+            }
+        }),
+    ];
+    let (_, server) = spawn_server(args.admin_addr, ops_router(checks), shutdown.clone()).await
+        .with_context(|| format!("binding {}", args.admin_addr))?;
+
+    let discovery = discovery::Discovery::new(lake, catalog).await?;
+    discovery.run(args.poll_interval, shutdown.clone()).await;
+    server.await??;
+    tracing::info!("meta-service stopped");
+    Ok(())
+}

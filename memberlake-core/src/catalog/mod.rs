@@ -441,15 +441,23 @@ impl Catalog {
         Ok(row.is_some())
     }
 
-    /// Returns the lease after a transient error; the range is retried (or failed for good once
-    /// it has used `max_attempts`). Returns the range's new state, if the lease was still ours.
-    pub async fn release_range(&self, lease: &RangeLease, error: &str, max_attempts: i32) -> Result<Option<String>> {
+    /// Returns the lease. After a transient error (`count_attempt`) the range is retried, or
+    /// failed for good once it has used `max_attempts`; a release at shutdown does not count.
+    /// Returns the range's new state, if the lease was still ours.
+    pub async fn release_range(
+        &self,
+        lease: &RangeLease,
+        error: &str,
+        max_attempts: i32,
+        count_attempt: bool,
+    ) -> Result<Option<String>> {
         let state: Option<String> = sqlx::query_scalar(include_str!("queries/release_range.sql"))
             .bind(lease.file_id.0)
             .bind(lease.range_index)
             .bind(lease.token)
             .bind(truncate(error, 1000))
             .bind(max_attempts)
+            .bind(count_attempt)
             .fetch_optional(&self.pool)
             .await?;
         Ok(state)

@@ -1,7 +1,9 @@
--- Gives a lease back after a transient failure: queued again, or failed for good once it has
--- used its attempts.
+-- Gives a lease back. After a transient failure ($6 = true) the attempt counts: the range is
+-- queued again, or failed for good once it has used its attempts. A release at shutdown
+-- ($6 = false) hands the attempt back.
 UPDATE ranges
-SET state = CASE WHEN attempts >= $5 THEN 'failed'::range_state ELSE 'queued'::range_state END,
+SET state = CASE WHEN $6 AND attempts >= $5 THEN 'failed'::range_state ELSE 'queued'::range_state END,
+    attempts = CASE WHEN $6 THEN attempts ELSE greatest(attempts - 1, 0) END,
     lease_owner = NULL,
     lease_token = NULL,
     lease_expires_at = NULL,

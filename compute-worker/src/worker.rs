@@ -1,0 +1,152 @@
+//! The pull loop: claim a range lease, keep it alive with heartbeats, process it, then complete
+//! it (fenced by the lease token) or give it back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use memberlake::catalog::{Catalog, RangeLease};
+use memberlake::lake::Lake;
+use memberlake::shutdown::Shutdown;
+use memberlake::store::MembershipStore;
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::process::{process_range, ProcessConfig, RangeError};
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub worker_id: String,
+    pub lease_ttl: Duration,
+    pub idle_poll: Duration,
+    pub max_attempts: i32,
+    /// After SIGTERM, how long the range in hand may take before its lease is given back.
+    pub shutdown_grace: Duration,
+    pub process: ProcessConfig,
+}
+
+pub struct Worker {
+    pub catalog: Catalog,
+    pub lake: Lake,
+    pub store: Arc<MembershipStore>,
+    pub cfg: WorkerConfig,
+}
+
+impl Worker {
+    /// Claims and processes ranges until shutdown.
+    pub async fn run(&self, shutdown: Shutdown) {
+        let mut backoff = self.cfg.idle_poll;
+        while !shutdown.is_triggered() {
+            match self.catalog.claim_range(&self.cfg.worker_id, self.cfg.lease_ttl).await {
+                Ok(Some(lease)) => {
+                    backoff = self.cfg.idle_poll;
+                    let span = info_span!(
+                        "range",
+                        file_id = lease.file_id.0,
+                        range = lease.range_index,
+                        advertiser_id = %lease.advertiser_id,
+                        attempt = lease.attempt,
+                        token = lease.token,
+                    );
+                    self.work_on(lease, &shutdown).instrument(span).await;
+                    continue;
+                }
+                Ok(None) => {
+                    backoff = self.cfg.idle_poll;
+                }
+                Err(e) => {
+                    warn!(error = %e, "claiming a range failed; backing off");
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+            // Jitter keeps many idle workers from polling in lockstep.
+            let sleep = backoff.mul_f64(rand::rng().random_range(0.5..1.5));
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+
+    async fn work_on(&self, lease: RangeLease, shutdown: &Shutdown) {
+        let started = std::time::Instant::now();
+        debug!(start = lease.range.start, end = lease.range.end, "leased range");
+        let lost = CancellationToken::new();
+        let heartbeat = tokio::spawn(heartbeat(self.catalog.clone(), lease.clone(), self.cfg.lease_ttl, lost.clone()));
+        let work = process_range(&self.lake, &self.store, &lease, &self.cfg.process, lost.clone());
+        // On shutdown the range in hand gets `shutdown_grace` to finish, then is given back.
+        let deadline = async {
+            shutdown.wait().await;
+            tokio::time::sleep(self.cfg.shutdown_grace).await;
+        };
+        let result = tokio::select! {
+            r = work => r,
+            _ = deadline => Err(RangeError::Shutdown),
+        };
+        heartbeat.abort();
+        match result {
+            Ok((outcome, timings)) => match self.catalog.complete_range(&lease, &outcome).await {
+                Ok(true) => {
+                    let secs = started.elapsed().as_secs_f64();
+                    info!(
+                        rows = outcome.rows,
+                        rejected = outcome.rejected,
+                        seconds = secs,
+                        read_s = timings.read_secs,
+                        hash_s = timings.hash_secs,
+                        write_s = timings.write_secs,
+                        "range done"
+                    );
+                    metrics::counter!("memberlake_worker_ranges_done_total").increment(1);
+                    metrics::histogram!("memberlake_worker_range_seconds").record(secs);
+                    metrics::counter!("memberlake_worker_read_seconds_total").increment(timings.read_secs as u64);
+                    metrics::counter!("memberlake_worker_rows_written_total").increment(outcome.rows);
+                    metrics::gauge!("memberlake_worker_last_range_hash_seconds").set(timings.hash_secs);
+                    metrics::gauge!("memberlake_worker_last_range_write_seconds").set(timings.write_secs);
+                    metrics::gauge!("memberlake_worker_last_range_read_seconds").set(timings.read_secs);
+                }
+                Ok(false) => warn!("lease lost before completion; another worker redoes this range"),
+                Err(e) => warn!(error = %e, "could not record completion; the lease will expire and the range be redone"),
+            },
+            Err(e) if e.is_permanent() => {
+                warn!(error = %e, "permanent error: failing the file");
+                metrics::counter!("memberlake_worker_ranges_failed_total", "kind" => "permanent").increment(1);
+                if let Err(db) = self.catalog.fail_file(&lease, &e.to_string()).await {
+                    warn!(error = %db, "could not record the failure; the lease will expire");
+                }
+            }
+            Err(RangeError::LeaseLost) => {
+                warn!("lease lost while working; dropping the range");
+                metrics::counter!("memberlake_worker_ranges_failed_total", "kind" => "lease_lost").increment(1);
+            }
+            Err(e) => {
+                warn!(error = %e, "transient error: giving the range back");
+                metrics::counter!("memberlake_worker_ranges_failed_total", "kind" => "transient").increment(1);
+                let shutdown_release = matches!(e, RangeError::Shutdown);
+                match self.catalog.release_range(&lease, &e.to_string(), self.cfg.max_attempts, !shutdown_release).await {
+                    Ok(Some(state)) => info!(%state, "range released"),
+                    Ok(None) => {}
+                    Err(db) => warn!(error = %db, "could not release; the lease will expire"),
+                }
+            }
+        }
+    }
+}
+
+/// Renews the lease every third of its TTL; cancels `lost` when the lease is gone.
+async fn heartbeat(catalog: Catalog, lease: RangeLease, ttl: Duration, lost: CancellationToken) {
+    let every = ttl / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        match catalog.heartbeat(&lease, ttl).await {
+            Ok(true) => debug!("lease renewed"),
+            Ok(false) => {
+                lost.cancel();
+                return;
+            }
+            // Postgres unreachable: keep trying; if it stays down the lease expires and the
+            // completion is refused.
+            Err(e) => warn!(error = %e, "heartbeat failed"),
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! The matcher's HTTP API, versioned under `/v1`:
+//! - `GET /v1/match?advertiser_id=A&email_hash=H` → `{"advertiser_id","email_hash","member"}`
+//! - `POST /v1/suppress` `{"email_hash","advertiser_ids":[..]}` → `{"email_hash","members":[..]}`
+//!   (one partition read whatever the number of advertisers)
+//!
+//! Bad input → 400 with a JSON error; missing/invalid token → 401; store unavailable → 503 with
+//! `Retry-After`, never a "not a member".
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{MatchedPath, Query, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use memberlake::ids::{AdvertiserId, EmailHash};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::active::{ActiveVersions, Snapshot};
+use crate::lookup::Memberships;
+
+/// Most advertisers one `/v1/suppress` call may ask about.
+pub const MAX_SUPPRESS_ADVERTISERS: usize = 1000;
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 128 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub active: ActiveVersions,
+    pub memberships: Memberships,
+    pub tokens: Arc<Vec<Vec<u8>>>,
+}
+
+/// An API error: status, machine-readable code and a message safe to show the caller.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::BAD_REQUEST, code: "bad_request", message: message.into() }
+    }
+    fn unavailable(message: impl Into<String>) -> Self {
+        Self { status: StatusCode::SERVICE_UNAVAILABLE, code: "unavailable", message: message.into() }
+    }
+    fn unauthorized() -> Self {
+        Self { status: StatusCode::UNAUTHORIZED, code: "unauthorized", message: "missing or invalid bearer token".into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        let mut response = (self.status, body).into_response();
+        match self.status {
+            StatusCode::SERVICE_UNAVAILABLE => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            StatusCode::UNAUTHORIZED => {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct MatchResponse {
+    pub advertiser_id: String,
+    pub email_hash: EmailHash,
+    pub member: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuppressRequest {
+    pub email_hash: String,
+    pub advertiser_ids: Vec<String>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct SuppressResponse {
+    pub email_hash: EmailHash,
+    pub members: Vec<String>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/match", get(match_one))
+        .route("/v1/suppress", post(suppress))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+fn parse_hash(raw: &str) -> Result<EmailHash, ApiError> {
+    EmailHash::from_hex(raw.as_bytes()).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn parse_advertiser(raw: &str) -> Result<AdvertiserId, ApiError> {
+    AdvertiserId::parse(raw).map_err(|e| ApiError::bad_request(format!("{e} (got {} bytes)", raw.len())))
+}
+
+fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
+    state.active.snapshot().ok_or_else(|| ApiError::unavailable("active list versions not loaded yet"))
+}
+
+async fn match_one(
+    State(state): State<AppState>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<MatchResponse>, ApiError> {
+    let Query(params) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if let Some(unknown) = params.keys().find(|k| *k != "advertiser_id" && *k != "email_hash") {
+        return Err(ApiError::bad_request(format!("unknown query parameter {unknown:?}")));
+    }
+    let advertiser = params.get("advertiser_id").ok_or_else(|| ApiError::bad_request("missing query parameter advertiser_id"))?;
+    let hash = params.get("email_hash").ok_or_else(|| ApiError::bad_request("missing query parameter email_hash"))?;
+    let advertiser = parse_advertiser(advertiser)?;
+    let hash = parse_hash(hash)?;
+    let active = snapshot(&state)?;
+    let member = match active.get(advertiser.as_str()) {
+        // No list ingested for this advertiser: nobody is a member.
+        None => false,
+        Some(av) => {
+            let partition = state
+                .memberships
+                .partition(hash, av.observed_at)
+                .await
+                .map_err(|e| ApiError::unavailable(format!("membership store unavailable: {e}")))?;
+            partition.contains(advertiser.as_str(), av.version)
+        }
+    };
+    Ok(Json(MatchResponse { advertiser_id: advertiser.to_string(), email_hash: hash, member }))
+}
+
+async fn suppress(
+    State(state): State<AppState>,
+    body: Result<Json<SuppressRequest>, JsonRejection>,
+) -> Result<Json<SuppressResponse>, ApiError> {
+    let Json(request) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let hash = parse_hash(&request.email_hash)?;
+    if request.advertiser_ids.len() > MAX_SUPPRESS_ADVERTISERS {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_SUPPRESS_ADVERTISERS} advertiser_ids per call (got {})",
+            request.advertiser_ids.len()
+        )));
+    }
+    let mut seen = HashSet::with_capacity(request.advertiser_ids.len());
+    let mut advertisers = Vec::with_capacity(request.advertiser_ids.len());
+    for (i, raw) in request.advertiser_ids.iter().enumerate() {
+        let adv = AdvertiserId::parse(raw).map_err(|e| ApiError::bad_request(format!("advertiser_ids[{i}]: {e}")))?;
+        if seen.insert(adv.clone()) {
+            advertisers.push(adv);
+        }
+    }
+    let active = snapshot(&state)?;
+    let candidates: Vec<_> = advertisers.iter().filter_map(|a| active.get(a.as_str()).map(|av| (a, *av))).collect();
+    let members = match candidates.iter().map(|(_, av)| av.observed_at).max() {
+        None => Vec::new(),
+        Some(needed_since) => {
+            let partition = state
+                .memberships
+                .partition(hash, needed_since)
+                .await
+                .map_err(|e| ApiError::unavailable(format!("membership store unavailable: {e}")))?;
+            candidates
+                .iter()
+                .filter(|(a, av)| partition.contains(a.as_str(), av.version))
+                .map(|(a, _)| a.to_string())
+                .collect()
+        }
+    };
+    Ok(Json(SuppressResponse { email_hash: hash, members }))
+}
+
+/// Rejects requests without a configured bearer token (when tokens are configured).
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if !state.tokens.is_empty() {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::as_bytes);
+        let ok = presented.is_some_and(|p| token_matches(&state.tokens, p));
+        if !ok {
+            return ApiError::unauthorized().into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// Compares against every configured token without an early exit, so timing does not reveal
+/// how much of a token matched.
+pub fn token_matches(tokens: &[Vec<u8>], presented: &[u8]) -> bool {
+    let mut any = 0u8;
+    for token in tokens {
+        any |= constant_time_eq(token, presented) as u8;
+    }
+    any == 1
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut diff = 0u8;
+    for (x, y) in a.iter().zip(b) {
+        diff |= x ^ y;
+    }
+    std::hint::black_box(diff) == 0
+}
+
+/// Counts requests by route and status and records their latency.
+pub async fn record_metrics(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("memberlake_http_requests_total", "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("memberlake_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole() {
+        let tokens = vec![b"alpha".to_vec(), b"bravo-token".to_vec()];
+        assert!(token_matches(&tokens, b"alpha"));
+        assert!(token_matches(&tokens, b"bravo-token"));
+        assert!(!token_matches(&tokens, b"alph"));
+        assert!(!token_matches(&tokens, b"alphax"));
+        assert!(!token_matches(&tokens, b""));
+        assert!(!token_matches(&[], b"alpha"));
+    }
+}

@@ -1,0 +1,44 @@
+//! `memberlake migrate`: Postgres (sqlx migrations) then CQL (keyspace + versioned scripts).
+
+use anyhow::Context;
+use clap::Args;
+use memberlake::catalog::Catalog;
+use memberlake::config::{DatabaseArgs, StoreArgs};
+use memberlake::{schema, store};
+
+#[derive(Args, Debug)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    database: DatabaseArgs,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// CQL replication map used when the keyspace is created.
+    #[arg(
+        long,
+        env = "MEMBERLAKE_SCYLLA_REPLICATION",
+        default_value = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+    )]
+    replication: String,
+    /// Only migrate Postgres.
+    #[arg(long)]
+    postgres_only: bool,
+}
+
+pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
+    let catalog = Catalog::connect(&args.database.database_url, 2).await.context("connecting to Postgres")?;
+    schema::migrate_postgres(catalog.pool()).await.context("migrating Postgres")?;
+    schema::check_postgres(catalog.pool()).await?;
+    println!("postgres: schema up to date");
+    if args.postgres_only {
+        return Ok(());
+    }
+    let session = store::connect_session(&args.store.scylla_nodes, args.store.scylla_timeout)
+        .await
+        .context("connecting to the CQL store")?;
+    let applied = schema::migrate_cql(&session, &args.store.scylla_keyspace, &args.replication)
+        .await
+        .context("migrating the CQL keyspace")?;
+    schema::check_cql(&session, &args.store.scylla_keyspace).await?;
+    println!("cql: keyspace {} up to date (applied now: {applied:?})", args.store.scylla_keyspace);
+    Ok(())
+}

@@ -1,0 +1,42 @@
+//! Start-up steps every service shares: connect to a dependency and refuse to run against a
+//! schema that is not exactly the one this build knows.
+
+use std::sync::Arc;
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::config::{DatabaseArgs, StoreArgs};
+use crate::schema::{self, SchemaError};
+use crate::store::{MembershipStore, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+}
+
+/// Connects the control plane and checks its schema version.
+pub async fn open_catalog(args: &DatabaseArgs) -> Result<Catalog, BootstrapError> {
+    let catalog = Catalog::connect(&args.database_url, args.database_max_connections).await?;
+    schema::check_postgres(catalog.pool()).await?;
+    Ok(catalog)
+}
+
+/// Connects the membership store and checks its schema version.
+pub async fn open_store(args: &StoreArgs) -> Result<MembershipStore, BootstrapError> {
+    let session = Arc::new(crate::store::connect_session(&args.scylla_nodes, args.scylla_timeout).await?);
+    schema::check_cql(&session, &args.scylla_keyspace).await?;
+    Ok(MembershipStore::with_session(session, &args.scylla_keyspace, args.scylla_timeout).await?)
+}
+
+/// A name for this process in leases and logs: `MEMBERLAKE_INSTANCE_ID`, else host and pid.
+pub fn instance_id(configured: Option<&str>) -> String {
+    if let Some(id) = configured.filter(|s| !s.is_empty()) {
+        return id.to_owned();
+    }
+    let host = std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "host".into());
+    format!("{host}-{}", std::process::id())
+}

@@ -1,0 +1,86 @@
+//! What the leader does every tick, and the background retirement of superseded versions.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use memberlake::catalog::{Catalog, CatalogError};
+use memberlake::ids::ListVersion;
+use memberlake::store::MembershipStore;
+use tracing::{info, warn};
+
+use crate::leader::ROLE;
+
+#[derive(Debug, Clone)]
+pub struct DutyConfig {
+    pub range_size: u64,
+    pub max_attempts: i32,
+    pub max_reject_ratio: f64,
+    pub split_batch: i64,
+}
+
+/// One leader tick: split new files, reap expired leases, settle finished files.
+pub async fn run_tick(catalog: &Catalog, term: i64, cfg: &DutyConfig) -> Result<(), CatalogError> {
+    let (files, ranges) = catalog.split_registered_files(ROLE, term, cfg.range_size, cfg.split_batch).await?;
+    if files > 0 {
+        info!(files, ranges, range_size = cfg.range_size, "split files into ranges");
+        metrics::counter!("memberlake_ranges_created_total").increment(ranges as u64);
+    }
+    let (requeued, failed) = catalog.reap_expired_leases(ROLE, term, cfg.max_attempts).await?;
+    if requeued + failed > 0 {
+        warn!(requeued, failed, "reaped expired range leases");
+        metrics::counter!("memberlake_leases_expired_total").increment((requeued + failed) as u64);
+    }
+    let settled = catalog.settle_files(ROLE, term, cfg.max_reject_ratio).await?;
+    for (advertiser_id, file_id) in &settled.activated {
+        info!(%advertiser_id, file_id = file_id.0, "activated list version");
+        metrics::counter!("memberlake_versions_activated_total").increment(1);
+    }
+    for file_id in &settled.superseded {
+        info!(file_id = file_id.0, "file ingested but a newer version is already active");
+    }
+    for (file_id, reason) in &settled.failed {
+        warn!(file_id = file_id.0, %reason, "file failed");
+        metrics::counter!("memberlake_files_failed_total").increment(1);
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+pub struct RetireConfig {
+    pub grace: Duration,
+    pub segments: u32,
+    pub concurrency: usize,
+}
+
+/// Deletes the rows of every retirable version from the store, then records them retired.
+/// Safe to run by a leader that is about to lose its term: retirable versions are retirable
+/// whoever deletes them; only the bookkeeping is fenced.
+pub async fn retire_once(
+    catalog: &Catalog,
+    store: &Arc<MembershipStore>,
+    term: i64,
+    cfg: &RetireConfig,
+) -> anyhow::Result<usize> {
+    let files = catalog.retirable_files(cfg.grace).await?;
+    if files.is_empty() {
+        return Ok(0);
+    }
+    let retire: HashSet<(String, ListVersion)> =
+        files.iter().map(|(f, adv)| (adv.as_str().to_owned(), ListVersion::from(*f))).collect();
+    let started = Instant::now();
+    let (scanned, deleted) = store
+        .retire_rows(|adv, v| retire.contains(&(adv.to_owned(), v)), cfg.segments, cfg.concurrency)
+        .await?;
+    let ids: Vec<_> = files.iter().map(|(f, _)| *f).collect();
+    catalog.mark_retired(ROLE, term, &ids).await?;
+    info!(
+        versions = ids.len(),
+        scanned,
+        deleted,
+        seconds = started.elapsed().as_secs_f64(),
+        "retired superseded versions from the store"
+    );
+    metrics::histogram!("memberlake_retirement_seconds").record(started.elapsed().as_secs_f64());
+    Ok(ids.len())
+}
