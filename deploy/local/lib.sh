@@ -66,6 +66,15 @@ stop_pidfile() {
   rm -f "$pidfile"
 }
 
+# rotate_log FILE... : keep exactly one previous log (FILE.prev), so that the tail printed on a
+# failed start shows this start's output, not an older run's.
+rotate_log() {
+  local f
+  for f in "$@"; do
+    if [[ -e $f ]]; then mv -f "$f" "$f.prev"; fi
+  done
+}
+
 # show_log_tail NAME FILE... : print the end of each log that exists (used on failures).
 show_log_tail() {
   local name=$1 f

@@ -7,6 +7,8 @@
 #   deploy/local/stack.sh env            `export` lines only: eval "$(deploy/local/stack.sh env)"
 #   deploy/local/stack.sh check          real round trips: SQL query, CQL query, S3 put/list/get
 #
+# Ports (127.0.0.1 only): PostgreSQL 55432, CQL 19042 (Cassandra storage 17000, JMX 17199),
+# S3 39000 (Garage RPC 39001, admin 39003); MEMBERLAKE_STACK_PORT_OFFSET=N adds N to all of them.
 # Data lives under $MEMBERLAKE_STACK_DIR (default <repo>/.stack); downloads and builds are cached
 # under $MEMBERLAKE_CACHE_DIR (default ~/.cache/memberlake). MEMBERLAKE_STACK_S3=0 == --no-s3.
 # Runs unattended (CI): never reads stdin, installs missing Debian packages with apt-get.
@@ -21,14 +23,18 @@ STACK_DIR=$(realpath -m "${MEMBERLAKE_STACK_DIR:-$REPO_ROOT/.stack}")
 CACHE_DIR=$(realpath -m "${MEMBERLAKE_CACHE_DIR:-${HOME:?HOME must be set}/.cache/memberlake}")
 LOG_DIR=$CACHE_DIR/logs
 
-# ---- fixed ports (the env output below depends on them) -------------------------------------
-PG_PORT=55432
-CQL_PORT=19042
-CASSANDRA_STORAGE_PORT=17000
-CASSANDRA_JMX_PORT=17199
-S3_PORT=39000
-GARAGE_RPC_PORT=39001
-GARAGE_ADMIN_PORT=39003
+# ---- ports (the env output follows them) ------------------------------------------------------
+# Non-default ports so a developer's own servers on 5432/9042/3900 are untouched.
+# MEMBERLAKE_STACK_PORT_OFFSET shifts all of them, for a second stack on the same machine.
+PORT_OFFSET=${MEMBERLAKE_STACK_PORT_OFFSET:-0}
+[[ $PORT_OFFSET =~ ^[0-9]+$ ]] || die "MEMBERLAKE_STACK_PORT_OFFSET must be a number"
+PG_PORT=$((55432 + PORT_OFFSET))
+CQL_PORT=$((19042 + PORT_OFFSET))
+CASSANDRA_STORAGE_PORT=$((17000 + PORT_OFFSET))
+CASSANDRA_JMX_PORT=$((17199 + PORT_OFFSET))
+S3_PORT=$((39000 + PORT_OFFSET))
+GARAGE_RPC_PORT=$((39001 + PORT_OFFSET))
+GARAGE_ADMIN_PORT=$((39003 + PORT_OFFSET))
 
 # ---- versions ---------------------------------------------------------------------------------
 # Newest 5.0.x on Maven Central when this was written; override to try another 5.0 release.
@@ -128,7 +134,7 @@ pg_home() {
 
 as_pg() { runuser -u "$PG_USER" -- "$@"; }
 
-pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -t 2; }
+pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -t 2; }
 
 pg_psql() {
   "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U postgres "$@" </dev/null
@@ -188,6 +194,7 @@ full_page_writes = off
 EOF
     fi
     log "postgres: starting ($PG_BIN) on 127.0.0.1:$PG_PORT"
+    as_pg bash -c 'if [[ -e $1 ]]; then mv -f "$1" "$1.prev"; fi' _ "$logf"
     if ! as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$logf" -w -t 60 start 9>&- </dev/null >/dev/null 2>&1; then
       show_log_tail postgres "$logf"
       die "postgres: pg_ctl start failed (log: $logf)"
@@ -196,6 +203,7 @@ EOF
       show_log_tail postgres "$logf"
       die "postgres: not answering on 127.0.0.1:$PG_PORT (log: $logf)"
     fi
+    TIMINGS+=("postgres-start $(($(now) - t0))s")
   fi
 
   # Idempotent: role (superuser, so tests may CREATE DATABASE) and database.
@@ -207,7 +215,6 @@ EOF
   if [[ $(pg_psql -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'") != 1 ]]; then
     pg_psql -d postgres -c "CREATE DATABASE $PG_DB OWNER $PG_ROLE" || die "postgres: createdb failed"
   fi
-  TIMINGS+=("postgres $(($(now) - t0))s")
 }
 
 pg_down() {
@@ -333,6 +340,7 @@ cassandra_start() {
     "-XX:HeapDumpPath=$CASSANDRA_DIR/logs"
     "-XX:ErrorFile=$CASSANDRA_DIR/logs/hs_err_%p.log"
   )
+  rotate_log "$CASSANDRA_DIR/logs/stdout.log" "$CASSANDRA_DIR/logs/system.log"
   log "cassandra: starting $CASSANDRA_VERSION ($JAVA, heap $CASSANDRA_HEAP) on 127.0.0.1:$CQL_PORT"
   # setsid: own session, so the node survives the calling shell/CI step and its signals.
   # The script has no job control, so setsid execs java directly and $! is the JVM's pid.
@@ -470,14 +478,16 @@ PY
 
 # Layout, bucket, key and grant: each step checks first, so re-running is harmless.
 garage_configure() {
-  local node_id version
-  if ! garage layout show 2>/dev/null | grep -q 'dc1'; then
+  local node_id version layout
+  layout=$(garage layout show) || die "garage: 'garage layout show' failed"
+  # Only the applied layout counts (a crash between assign and apply leaves a staged change).
+  if ! sed '/STAGED/,$d' <<<"$layout" | grep -q ' dc1 '; then
     node_id=$(garage node id -q 2>/dev/null | cut -d@ -f1)
     [[ -n $node_id ]] || die "garage: could not read the node id"
     log "garage: assigning layout to node ${node_id:0:16}"
     garage layout assign -z dc1 -c 1G "$node_id" >/dev/null
     # Current version + 1: parsed from `layout show` ("Current cluster layout version: N").
-    version=$(garage layout show | sed -n 's/.*[Cc]urrent cluster layout version: *\([0-9]\+\).*/\1/p' | head -n1)
+    version=$(sed -n 's/.*[Cc]urrent cluster layout version: *\([0-9]\+\).*/\1/p' <<<"$layout" | head -n1)
     garage layout apply --version "$((${version:-0} + 1))" >/dev/null
   fi
   if ! garage bucket info "$S3_BUCKET" >/dev/null 2>&1; then
@@ -518,12 +528,15 @@ garage_up() {
     (umask 077 && render "$SCRIPT_DIR/garage.toml.tmpl" "$GARAGE_TOML" \
       DATA_DIR="$GARAGE_DIR" RPC_PORT="$GARAGE_RPC_PORT" S3_PORT="$S3_PORT" \
       ADMIN_PORT="$GARAGE_ADMIN_PORT" S3_REGION="$S3_REGION" RPC_SECRET="$secret" ADMIN_TOKEN="$token")
+    rotate_log "$logf"
     log "garage: starting on 127.0.0.1:$S3_PORT (admin :$GARAGE_ADMIN_PORT, rpc :$GARAGE_RPC_PORT)"
     RUST_LOG=${RUST_LOG:-garage=info} setsid "$GARAGE_BIN" -c "$GARAGE_TOML" server \
       9>&- </dev/null >>"$logf" 2>&1 &
     echo $! >"$GARAGE_PIDFILE"
   fi
-  if ! wait_until garage 60 "$GARAGE_PIDFILE" "$GARAGE_BIN" garage status; then
+  # `garage status` answers a moment before layout commands do; wait for the latter, because
+  # garage_configure must tell "no layout yet" from "not ready yet".
+  if ! wait_until garage 60 "$GARAGE_PIDFILE" "$GARAGE_BIN" garage layout show; then
     show_log_tail garage "$logf"
     die "garage: RPC not answering (log: $logf)"
   fi
@@ -627,8 +640,9 @@ export MEMBERLAKE_SCYLLA_KEYSPACE=$CQL_KEYSPACE
 export MEMBERLAKE_LAKE_URL=file://$STACK_DIR/lake
 export MEMBERLAKE_CQLSH=$CQLSH
 EOF
-  # Without S3 the S3 variables are left out, so S3 tests can skip instead of failing to connect.
-  if s3_enabled; then
+  # Without S3 (up --no-s3 / MEMBERLAKE_STACK_S3=0, and no Garage answering anyway) the S3
+  # variables are left out, so S3 tests can skip instead of failing to connect.
+  if s3_enabled || port_open "$S3_PORT"; then
     cat <<EOF
 export MEMBERLAKE_TEST_S3_LAKE_URL=s3://$S3_BUCKET
 export AWS_ENDPOINT_URL=http://127.0.0.1:$S3_PORT

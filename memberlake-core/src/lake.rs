@@ -258,6 +258,15 @@ impl Lake {
         self.store.delete(&Path::from(key)).await.map_err(|e| LakeError::from_store(key, e))
     }
 
+    /// The store key of `relative` (a path below the lake root).
+    pub fn key(&self, relative: &str) -> String {
+        if self.prefix.is_empty() {
+            relative.to_owned()
+        } else {
+            format!("{}/{relative}", self.prefix)
+        }
+    }
+
     /// The store key of `advertisers/<advertiser>/<name>` in this lake.
     pub fn member_list_key(&self, advertiser: &AdvertiserId, name: &str) -> String {
         format!("{}/{advertiser}/{name}", self.advertisers_root())

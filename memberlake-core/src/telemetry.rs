@@ -20,8 +20,11 @@ pub fn init(log: &LogArgs) {
     let filter = EnvFilter::try_new(&log.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match log.log_format {
-        LogFormat::Json => registry.with(fmt::layer().json().with_current_span(true)).try_init(),
-        LogFormat::Text => registry.with(fmt::layer().with_target(false)).try_init(),
+        LogFormat::Json => registry.with(fmt::layer().json().with_current_span(true).with_writer(std::io::stderr)).try_init(),
+        LogFormat::Text => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            registry.with(fmt::layer().with_target(false).with_ansi(ansi).with_writer(std::io::stderr)).try_init()
+        }
     };
     init_metrics();
 }

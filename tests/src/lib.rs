@@ -1,1 +1,304 @@
+//! Shared helpers for the integration tests: a fresh database, keyspace and lake per test, the
+//! service binaries as real processes, and polling helpers.
+//!
+//! The tests need the local stack (`deploy/local/stack.sh up`) and its environment
+//! (`eval "$(deploy/local/stack.sh env)"`); `deploy/local/test.sh` does both. Without it they
+//! fail with a message saying so: a test that silently skips checks nothing.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use md5::{Digest, Md5};
+use memberlake::catalog::{Catalog, FileRecord};
+use memberlake::ids::{EmailHash, FileId};
+use memberlake::lake::Lake;
+use memberlake::store::MembershipStore;
+use rand::Rng;
+use tokio::process::{Child, Command};
+
+/// The local stack's coordinates, from the environment.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub database_url: String,
+    pub scylla_nodes: String,
+    pub s3_lake_url: Option<String>,
+    pub scratch: PathBuf,
+}
+
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with deploy/local/test.sh (or eval \"$(deploy/local/stack.sh env)\")")
+    })
+}
+
+impl Stack {
+    pub fn from_env() -> Self {
+        let stack_dir = std::env::var("MEMBERLAKE_STACK_DIR").map(PathBuf::from).unwrap_or_else(|_| std::env::temp_dir());
+        Self {
+            database_url: env("MEMBERLAKE_DATABASE_URL"),
+            scylla_nodes: env("MEMBERLAKE_SCYLLA_NODES"),
+            s3_lake_url: std::env::var("MEMBERLAKE_TEST_S3_LAKE_URL").ok(),
+            scratch: stack_dir.join("test-scratch"),
+        }
+    }
+
+    /// The S3 lake root for tests; panics if the stack was started without S3.
+    pub fn s3_lake_url(&self) -> &str {
+        self.s3_lake_url.as_deref().expect("MEMBERLAKE_TEST_S3_LAKE_URL is not set: start the stack with S3")
+    }
+}
+
+pub fn unique(prefix: &str) -> String {
+    let n: u64 = rand::rng().random();
+    format!("{prefix}_{:012x}", n & 0xffff_ffff_ffff)
+}
+
+/// A fresh, migrated Postgres database and keyspace, and a fresh lake, for one test.
+pub struct TestWorld {
+    pub stack: Stack,
+    pub database_url: String,
+    pub keyspace: String,
+    pub lake_url: String,
+    pub catalog: Catalog,
+    pub store: Arc<MembershipStore>,
+    pub lake: Lake,
+}
+
+impl TestWorld {
+    /// A world with a `file://` lake.
+    pub async fn new() -> Self {
+        let stack = Stack::from_env();
+        let dir = stack.scratch.join(unique("lake"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("file://{}", dir.display());
+        Self::with_lake(stack, url).await
+    }
+
+    /// A world with an `s3://` lake under a fresh prefix of the stack's bucket.
+    pub async fn new_s3() -> Self {
+        let stack = Stack::from_env();
+        let url = format!("{}/{}", stack.s3_lake_url().trim_end_matches('/'), unique("lake"));
+        Self::with_lake(stack, url).await
+    }
+
+    async fn with_lake(stack: Stack, lake_url: String) -> Self {
+        let database_url = fresh_database(&stack.database_url).await;
+        let keyspace = unique("t");
+        let catalog = Catalog::connect(&database_url, 4).await.unwrap();
+        memberlake::schema::migrate_postgres(catalog.pool()).await.unwrap();
+        let nodes: Vec<String> = stack.scylla_nodes.split(',').map(str::to_owned).collect();
+        let session = memberlake::store::connect_session(&nodes, Duration::from_secs(5)).await.unwrap();
+        memberlake::schema::migrate_cql(&session, &keyspace, "{'class': 'SimpleStrategy', 'replication_factor': 1}")
+            .await
+            .unwrap();
+        let store = Arc::new(
+            MembershipStore::with_session(Arc::new(session), &keyspace, Duration::from_secs(5)).await.unwrap(),
+        );
+        let lake = Lake::open(&lake_url).unwrap();
+        Self { stack, database_url, keyspace, lake_url, catalog, store, lake }
+    }
+
+    /// Environment for a service process pointed at this world.
+    pub fn service_env(&self) -> HashMap<String, String> {
+        let mut env: HashMap<String, String> = [
+            ("MEMBERLAKE_DATABASE_URL", self.database_url.as_str()),
+            ("MEMBERLAKE_SCYLLA_NODES", self.stack.scylla_nodes.as_str()),
+            ("MEMBERLAKE_SCYLLA_KEYSPACE", self.keyspace.as_str()),
+            ("MEMBERLAKE_LAKE_URL", self.lake_url.as_str()),
+            ("MEMBERLAKE_POLL_INTERVAL", "300ms"),
+            ("MEMBERLAKE_SPLITTER_INTERVAL", "200ms"),
+            ("MEMBERLAKE_WORKER_POLL_INTERVAL", "100ms"),
+            ("MEMBERLAKE_LEADER_TTL", "3s"),
+            ("MEMBERLAKE_LEASE_TTL", "3s"),
+            ("MEMBERLAKE_VERSIONS_REFRESH", "500ms"),
+            ("MEMBERLAKE_RETIRE_INTERVAL", "1s"),
+            ("MEMBERLAKE_RETIRE_GRACE", "1s"),
+            ("MEMBERLAKE_DATABASE_MAX_CONNECTIONS", "4"),
+            ("MEMBERLAKE_LOG", "info"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        for (k, v) in std::env::vars() {
+            if k.starts_with("AWS_") {
+                env.insert(k, v);
+            }
+        }
+        env
+    }
+
+    /// Spawns a service binary with this world's environment plus `extra`.
+    pub fn spawn(&self, binary: &str, name: &str, extra: &[(&str, &str)]) -> Service {
+        let mut env = self.service_env();
+        let metrics_port = free_port();
+        env.insert("MEMBERLAKE_METRICS_ADDR".into(), format!("127.0.0.1:{metrics_port}"));
+        env.insert("MEMBERLAKE_INSTANCE_ID".into(), name.to_owned());
+        for (k, v) in extra {
+            env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        Service::spawn(binary, name, env, &self.stack.scratch)
+    }
+
+    /// Writes a member list under `advertisers/<advertiser>/<name>`; returns its key.
+    pub async fn upload(&self, advertiser: &str, name: &str, data: impl Into<bytes::Bytes>) -> String {
+        let adv = memberlake::ids::AdvertiserId::parse(advertiser).unwrap();
+        let key = self.lake.member_list_key(&adv, name);
+        self.lake.put(&key, data.into()).await.unwrap();
+        key
+    }
+
+    pub async fn files(&self) -> Vec<FileRecord> {
+        self.catalog.files().await.unwrap()
+    }
+
+    /// Waits until the file under `key` is registered and finished (ingested, failed or
+    /// cancelled); returns it.
+    pub async fn wait_finished(&self, key: &str, timeout: Duration) -> FileRecord {
+        wait_for(timeout, &format!("file {key} to finish"), || async {
+            self.files().await.into_iter().find(|f| f.object_key.ends_with(key) && f.finished_at.is_some())
+        })
+        .await
+    }
+
+    pub async fn file(&self, id: i64) -> FileRecord {
+        self.catalog.file(FileId(id)).await.unwrap().unwrap()
+    }
+
+    /// Every (advertiser, version) row in this world's keyspace.
+    pub async fn count_rows(&self) -> u64 {
+        self.store.retire_rows(|_, _| false, 16, 4).await.unwrap().0
+    }
+}
+
+/// Creates an empty database on the stack's server and returns its URL.
+pub async fn fresh_database(admin_url: &str) -> String {
+    let name = unique("test");
+    let admin = sqlx::PgPool::connect(admin_url).await.expect("connect to the stack's Postgres");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
+    admin.close().await;
+    let mut url = url::Url::parse(admin_url).unwrap();
+    url.set_path(&name);
+    url.to_string()
+}
+
+/// A free TCP port on loopback (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Path of a workspace binary, next to the test executable's directory.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let path = dir.join(name);
+    assert!(path.exists(), "{} not built: run `cargo build --bins` first (deploy/local/test.sh does)", path.display());
+    path
+}
+
+/// A running service process, killed when dropped. Its output goes to a log file.
+pub struct Service {
+    pub name: String,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+    pub metrics_addr: Option<String>,
+}
+
+impl Service {
+    pub fn spawn(binary_name: &str, name: &str, env: HashMap<String, String>, scratch: &std::path::Path) -> Self {
+        std::fs::create_dir_all(scratch).unwrap();
+        let log = scratch.join(format!("{}.log", unique(name)));
+        let out = std::fs::File::create(&log).unwrap();
+        let metrics_addr = env.get("MEMBERLAKE_METRICS_ADDR").cloned();
+        let child = Command::new(binary(binary_name))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        Self { name: name.to_owned(), child: Some(child), log, metrics_addr }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().and_then(|c| c.id()).expect("running")
+    }
+
+    /// kill -9: no cleanup, no lease release.
+    pub async fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.unwrap();
+        }
+    }
+
+    /// SIGTERM, then wait for exit; returns the exit status.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        signal(child.id().unwrap(), "TERM");
+        tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exits after SIGTERM").unwrap()
+    }
+
+    /// Waits for the process to exit by itself.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        tokio::time::timeout(timeout, child.wait()).await.expect("process exits").unwrap()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GETs `path` on this service's ops address.
+    pub async fn get(&self, path: &str) -> Result<(u16, String), reqwest::Error> {
+        let addr = self.metrics_addr.as_ref().expect("service has an ops address");
+        let r = reqwest::get(format!("http://{addr}{path}")).await?;
+        let status = r.status().as_u16();
+        Ok((status, r.text().await?))
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
+    assert!(status.success(), "kill -{sig} {pid}");
+}
+
+/// Polls `probe` every 100 ms until it returns `Some`, or panics after `timeout`.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// MD5 of the normalized email, computed here independently of the product's parser.
+pub fn md5_email(email: &str) -> EmailHash {
+    EmailHash(Md5::digest(email.trim().to_lowercase().as_bytes()).into())
+}
+
+/// `n` distinct synthetic emails starting at index `from`.
+pub fn emails(from: usize, n: usize) -> Vec<String> {
+    (from..from + n).map(|i| format!("member.{i}@domain{}.example", i % 13)).collect()
+}
+
+/// Value of a Prometheus counter/gauge (summed over label sets) in a `/metrics` text.
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split([' ', '{']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
