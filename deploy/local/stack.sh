@@ -42,6 +42,7 @@ CASSANDRA_VERSION=${MEMBERLAKE_CASSANDRA_VERSION:-5.0.9}
 CASSANDRA_HEAP=${MEMBERLAKE_CASSANDRA_HEAP:-1g}
 GARAGE_VERSION=2.5.0
 # Only the LMDB engine is needed; skipping sqlite/k2v/metrics/etc. shortens a long first build.
+# shellcheck disable=SC2054  # the comma is cargo's feature separator
 GARAGE_CARGO_FEATURES=(--no-default-features --features bundled-libs,lmdb)
 CQLSH_VERSION=6.2.2
 BOTO3_VERSION=1.44.5
@@ -73,7 +74,8 @@ s3_enabled() {
 
 ensure_dirs() {
   # 0755 on purpose: the non-root postgres user must be able to traverse into the stack dir.
-  mkdir -p -m 0755 "$STACK_DIR" "$STACK_DIR/lake"
+  mkdir -p "$STACK_DIR/lake"
+  chmod 0755 "$STACK_DIR"
   mkdir -p "$CACHE_DIR" "$LOG_DIR"
 }
 
@@ -111,7 +113,7 @@ PG_BIN=
 pg_find_bin() {
   local d
   # Newest installed major version wins.
-  for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+  for d in $(printf '%s\n' /usr/lib/postgresql/*/bin | sort -V -r); do
     if [[ -x $d/pg_ctl && -x $d/initdb && -x $d/postgres && -x $d/psql ]]; then
       PG_BIN=$d
       return 0
@@ -194,6 +196,7 @@ full_page_writes = off
 EOF
     fi
     log "postgres: starting ($PG_BIN) on 127.0.0.1:$PG_PORT"
+    # shellcheck disable=SC2016  # $1 is expanded by the inner shell
     as_pg bash -c 'if [[ -e $1 ]]; then mv -f "$1" "$1.prev"; fi' _ "$logf"
     if ! as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$logf" -w -t 60 start 9>&- </dev/null >/dev/null 2>&1; then
       show_log_tail postgres "$logf"
@@ -307,10 +310,11 @@ cassandra_fetch() {
 }
 
 cassandra_start() {
-  local lib=$CASSANDRA_HOME/lib jamm opts=() line
+  local lib=$CASSANDRA_HOME/lib jamm opts=() line jars
   find_java || { apt_install openjdk-17-jre-headless; find_java; } ||
     die "cassandra: need a JDK 17 (or 11) java"
-  jamm=$(ls "$lib"/jamm-*.jar | head -n1)
+  jars=("$lib"/jamm-*.jar)
+  jamm=${jars[0]}
   mkdir -p "$CASSANDRA_DIR"/{conf,data,commitlog,saved_caches,hints,cdc_raw,logs,triggers}
   # Regenerated on every start so template changes take effect; the data dirs are kept.
   render "$SCRIPT_DIR/cassandra/cassandra.yaml.tmpl" "$CASSANDRA_DIR/conf/cassandra.yaml" \

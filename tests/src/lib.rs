@@ -302,3 +302,72 @@ pub fn metric_value(text: &str, name: &str) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// The four services running against one world.
+pub struct Pipeline {
+    pub meta: Vec<Service>,
+    pub splitters: Vec<Service>,
+    pub workers: Vec<Service>,
+    pub matcher: Option<Service>,
+    pub matcher_url: String,
+}
+
+impl TestWorld {
+    /// Starts one meta-service, one splitter (range size `range_size`), `workers` workers and a
+    /// matcher; waits until the matcher is ready.
+    pub async fn start_pipeline(&self, range_size: &str, workers: usize) -> Pipeline {
+        let meta = vec![self.spawn("meta-service", "meta-a", &[("MEMBERLAKE_ADMIN_ADDR", &format!("127.0.0.1:{}", free_port()))])];
+        let splitters = vec![self.spawn("splitter", "splitter-a", &[("MEMBERLAKE_RANGE_SIZE", range_size)])];
+        let workers = (0..workers).map(|i| self.spawn("compute-worker", &format!("worker-{i}"), &[])).collect();
+        let (matcher, matcher_url) = self.start_matcher(&[]).await;
+        Pipeline { meta, splitters, workers, matcher: Some(matcher), matcher_url }
+    }
+
+    /// Starts a matcher-api and waits for /readyz.
+    pub async fn start_matcher(&self, extra: &[(&str, &str)]) -> (Service, String) {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut env: Vec<(&str, &str)> = vec![("MEMBERLAKE_MATCHER_ADDR", &addr)];
+        env.extend_from_slice(extra);
+        let mut matcher = self.spawn("matcher-api", "matcher", &env);
+        matcher.metrics_addr = Some(addr.clone());
+        let url = format!("http://{addr}");
+        wait_for(Duration::from_secs(30), "matcher /readyz", || async {
+            matcher.get("/readyz").await.ok().filter(|(s, _)| *s == 200)
+        })
+        .await;
+        (matcher, url)
+    }
+}
+
+/// `GET /v1/match`; panics unless the answer is a 200.
+pub async fn is_member(client: &reqwest::Client, matcher_url: &str, advertiser: &str, hash: EmailHash) -> bool {
+    let r = client
+        .get(format!("{matcher_url}/v1/match?advertiser_id={advertiser}&email_hash={hash}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    body["member"].as_bool().unwrap()
+}
+
+/// Reads `hashes` from the store (64 at a time) and returns those whose partition holds
+/// `(advertiser, version)`.
+pub async fn stored_members(store: &MembershipStore, advertiser: &str, version: i64, hashes: &[EmailHash]) -> usize {
+    use futures::StreamExt;
+    futures::stream::iter(hashes)
+        .map(|h| async move {
+            let rows = store.read_partition(h).await.unwrap();
+            rows.iter().any(|r| r.advertiser_id == advertiser && r.list_version.0 == version)
+        })
+        .buffer_unordered(64)
+        .filter(|found| futures::future::ready(*found))
+        .count()
+        .await
+}
+
+/// Runs a SQL query returning one i64.
+pub async fn sql_i64(catalog: &Catalog, query: &str) -> i64 {
+    sqlx::query_scalar::<_, i64>(query).fetch_one(catalog.pool()).await.unwrap()
+}

@@ -1,0 +1,327 @@
+//! The ingestion pipeline end to end, with real processes: lake → catalog → workers → store →
+//! matcher, including killed workers and leaders, list replacement and bad input.
+
+use std::time::Duration;
+
+use memberlake::ids::EmailHash;
+use memberlake_tests::*;
+
+const FINISH: Duration = Duration::from_secs(120);
+
+/// A list of `members` emails in assorted shapes, with `invalid` bad rows and some blank lines.
+fn messy_list(members: &[String], invalid: usize) -> Vec<u8> {
+    let mut out = b"Email\r\n".to_vec();
+    let mut bad = 0;
+    for (i, e) in members.iter().enumerate() {
+        let line = match i % 5 {
+            0 => format!("{e}\n"),
+            1 => format!("  {}  \r\n", e.to_uppercase()),
+            2 => format!("\"{e}\"\n"),
+            3 => format!("{}\n", hex_of(&md5_email(e))),
+            _ => format!("{e}\r\n"),
+        };
+        out.extend_from_slice(line.as_bytes());
+        if i % 997 == 0 {
+            out.extend_from_slice(b"\n   \n");
+        }
+        if bad < invalid && i % (members.len() / invalid.max(1)).max(1) == 0 {
+            out.extend_from_slice(b"not-an-email\n");
+            bad += 1;
+        }
+    }
+    while bad < invalid {
+        out.extend_from_slice(b"still@not@valid\n");
+        bad += 1;
+    }
+    out
+}
+
+fn hex_of(h: &EmailHash) -> String {
+    h.to_hex().to_uppercase()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_100k_members_two_workers_on_s3() {
+    let world = TestWorld::new_s3().await;
+    let members = emails(0, 100_000);
+    let data = messy_list(&members, 37);
+    let range_size = 48 * 1024;
+    let expected_ranges = (data.len() as u64).div_ceil(range_size);
+    assert!(expected_ranges >= 50, "{expected_ranges} ranges");
+    let pipeline = world.start_pipeline(&range_size.to_string(), 2).await;
+    let key = world.upload("acme", "members.csv", data).await;
+
+    let file = world.wait_finished(&key, FINISH).await;
+    assert_eq!(file.state, "ingested", "{file:?}");
+    assert!(file.active);
+    assert_eq!(file.ranges_total as u64, expected_ranges);
+    assert_eq!(file.ranges_done, file.ranges_total);
+    assert_eq!(file.rows_ingested, 100_000);
+    assert_eq!(file.rows_rejected, 37);
+    let owners = sql_i64(&world.catalog, "SELECT count(DISTINCT lease_owner) FROM ranges").await;
+    assert_eq!(owners, 2, "both workers took ranges");
+
+    let hashes: Vec<EmailHash> = members.iter().map(|e| md5_email(e)).collect();
+    assert_eq!(stored_members(&world.store, "acme", file.file_id, &hashes).await, 100_000);
+    assert_eq!(world.count_rows().await, 100_000, "exactly one row per member");
+
+    let client = reqwest::Client::new();
+    for h in hashes.iter().step_by(200) {
+        assert!(is_member(&client, &pipeline.matcher_url, "acme", *h).await);
+        assert!(!is_member(&client, &pipeline.matcher_url, "globex", *h).await);
+    }
+    for e in emails(500_000, 200) {
+        assert!(!is_member(&client, &pipeline.matcher_url, "acme", md5_email(&e)).await);
+    }
+    let samples = world.catalog.rejection_samples(memberlake::ids::FileId(file.file_id)).await.unwrap();
+    assert!(!samples.is_empty());
+    assert!(samples.iter().all(|s| matches!(s.reason, memberlake::records::RejectReason::MissingAt | memberlake::records::RejectReason::MultipleAt)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_worker_range_is_retried_after_lease_expiry() {
+    let world = TestWorld::new().await;
+    let members = emails(0, 60_000);
+    let data: Vec<u8> = members.iter().flat_map(|e| format!("{e}\n").into_bytes()).collect();
+    let _meta = world.spawn("meta-service", "meta-a", &[("MEMBERLAKE_ADMIN_ADDR", &format!("127.0.0.1:{}", free_port()))]);
+    let _splitter = world.spawn("splitter", "splitter-a", &[("MEMBERLAKE_RANGE_SIZE", "256KiB")]);
+    // A deliberately slow worker, so that it is killed in the middle of a range.
+    let mut slow = world.spawn("compute-worker", "worker-slow", &[("MEMBERLAKE_WRITE_CONCURRENCY", "2")]);
+    let key = world.upload("acme", "members.csv", data).await;
+
+    wait_for(Duration::from_secs(30), "the slow worker to hold a lease", || async {
+        let n = sql_i64(&world.catalog, "SELECT count(*) FROM ranges WHERE state = 'leased' AND lease_owner = 'worker-slow'").await;
+        (n > 0).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    slow.kill9().await;
+    let _healthy = world.spawn("compute-worker", "worker-healthy", &[]);
+
+    let file = world.wait_finished(&key, FINISH).await;
+    assert_eq!(file.state, "ingested", "{file:?}");
+    assert_eq!(file.rows_ingested, 60_000);
+    assert_eq!(file.rows_rejected, 0);
+    let retried = sql_i64(
+        &world.catalog,
+        "SELECT count(*) FROM ranges WHERE attempts >= 2 AND lease_owner = 'worker-healthy'",
+    )
+    .await;
+    assert!(retried >= 1, "the killed worker's range was re-leased");
+    let hashes: Vec<EmailHash> = members.iter().map(|e| md5_email(e)).collect();
+    assert_eq!(stored_members(&world.store, "acme", file.file_id, &hashes).await, 60_000);
+    assert_eq!(world.count_rows().await, 60_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_splitters_one_leader_and_failover_after_kill() {
+    let world = TestWorld::new().await;
+    let admin = |n: &str| world.spawn("meta-service", n, &[("MEMBERLAKE_ADMIN_ADDR", &format!("127.0.0.1:{}", free_port()))]);
+    let _meta = [admin("meta-a"), admin("meta-b")];
+    let mut splitters = vec![
+        world.spawn("splitter", "splitter-a", &[("MEMBERLAKE_RANGE_SIZE", "64KiB")]),
+        world.spawn("splitter", "splitter-b", &[("MEMBERLAKE_RANGE_SIZE", "64KiB")]),
+    ];
+    let _worker = world.spawn("compute-worker", "worker-0", &[]);
+
+    let first = emails(0, 20_000);
+    let key1 = world
+        .upload("acme", "v1.csv", first.iter().flat_map(|e| format!("{e}\n").into_bytes()).collect::<Vec<u8>>())
+        .await;
+    let f1 = world.wait_finished(&key1, FINISH).await;
+    assert_eq!(f1.state, "ingested");
+    let (leader, term) = world.catalog.leader("splitter").await.unwrap().expect("a leader");
+    assert!(leader == "splitter-a" || leader == "splitter-b");
+    // Exactly one leader over a few ticks: the other process reports standby.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut leaders = 0;
+    for s in &splitters {
+        let (_, m) = s.get("/metrics").await.unwrap();
+        leaders += metric_value(&m, "memberlake_splitter_is_leader") as i32;
+    }
+    assert_eq!(leaders, 1);
+
+    let idx = if leader == "splitter-a" { 0 } else { 1 };
+    splitters[idx].kill9().await;
+    let killed_at = std::time::Instant::now();
+    let second = emails(100_000, 20_000);
+    let key2 = world
+        .upload("globex", "v1.csv", second.iter().flat_map(|e| format!("{e}\n").into_bytes()).collect::<Vec<u8>>())
+        .await;
+    let (new_leader, new_term) = wait_for(Duration::from_secs(15), "a new leader", || async {
+        world.catalog.leader("splitter").await.unwrap().filter(|(h, _)| *h != leader)
+    })
+    .await;
+    assert!(killed_at.elapsed() < Duration::from_secs(3 + 3), "takeover within the lease TTL");
+    assert!(new_term > term, "a takeover bumps the term");
+    assert_ne!(new_leader, leader);
+    let f2 = world.wait_finished(&key2, FINISH).await;
+    assert_eq!(f2.state, "ingested");
+    assert_eq!(f2.rows_ingested, 20_000);
+
+    // Two meta-services polled the same lake: each object registered once, ranges once.
+    assert_eq!(sql_i64(&world.catalog, "SELECT count(*) FROM files").await, 2);
+    let ranges = sql_i64(&world.catalog, "SELECT count(*) FROM ranges").await;
+    let planned = sql_i64(&world.catalog, "SELECT sum(ranges_total)::bigint FROM files").await;
+    assert_eq!(ranges, planned);
+    assert_eq!(world.count_rows().await, 40_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_replacement_is_atomic_and_the_old_version_is_retired() {
+    let world = TestWorld::new().await;
+    let _meta = world.spawn("meta-service", "meta-a", &[("MEMBERLAKE_ADMIN_ADDR", &format!("127.0.0.1:{}", free_port()))]);
+    let _splitter = world.spawn("splitter", "splitter-a", &[("MEMBERLAKE_RANGE_SIZE", "32KiB")]);
+    let (_matcher, url) = world.start_matcher(&[]).await;
+    let client = reqwest::Client::new();
+    let only_v1 = emails(0, 3_000);
+    let both = emails(3_000, 3_000);
+    let only_v2 = emails(6_000, 3_000);
+    let list = |parts: &[&Vec<String>]| -> Vec<u8> {
+        parts.iter().flat_map(|p| p.iter()).flat_map(|e| format!("{e}\n").into_bytes()).collect()
+    };
+
+    let mut worker = world.spawn("compute-worker", "worker-0", &[]);
+    let key1 = world.upload("acme", "list-v1.csv", list(&[&only_v1, &both])).await;
+    let v1 = world.wait_finished(&key1, FINISH).await;
+    assert!(v1.active && v1.rows_ingested == 6_000);
+    let member = |e: &String| is_member(&client, &url, "acme", md5_email(e));
+    wait_for(Duration::from_secs(5), "v1 visible", || async { member(&only_v1[0]).await.then_some(()) }).await;
+
+    // v2 is uploaded while no worker runs: it is registered and split, but not complete.
+    worker.terminate().await;
+    let key2 = world.upload("acme", "list-v2.csv", list(&[&both, &only_v2])).await;
+    wait_for(Duration::from_secs(20), "v2 split", || async {
+        world.files().await.into_iter().find(|f| f.object_key.ends_with(&key2) && f.state == "ingesting")
+    })
+    .await;
+    for e in only_v1.iter().step_by(300).chain(both.iter().step_by(300)) {
+        assert!(member(e).await, "v1 keeps answering until v2 completes");
+    }
+    for e in only_v2.iter().step_by(300) {
+        assert!(!member(e).await, "v2 members do not match before activation");
+    }
+
+    let _worker = world.spawn("compute-worker", "worker-1", &[]);
+    let v2 = world.wait_finished(&key2, FINISH).await;
+    assert!(v2.active && v2.rows_ingested == 6_000, "{v2:?}");
+    // The matcher learns the activation within its refresh interval.
+    wait_for(Duration::from_secs(5), "v2 visible", || async { (!member(&only_v1[0]).await).then_some(()) }).await;
+    for e in only_v1.iter().step_by(150) {
+        assert!(!member(e).await, "members absent from v2 stop matching");
+    }
+    for e in both.iter().chain(only_v2.iter()).step_by(150) {
+        assert!(member(e).await);
+    }
+
+    // v1's rows are retired from the store, and nothing of v2's.
+    let retired = wait_for(Duration::from_secs(30), "v1 retired", || async {
+        Some(world.file(v1.file_id).await).filter(|f| f.retired_at.is_some())
+    })
+    .await;
+    assert_eq!(retired.state, "ingested");
+    assert!(!retired.active);
+    assert_eq!(world.count_rows().await, 6_000, "only v2's rows remain");
+    let v2_hashes: Vec<_> = both.iter().chain(only_v2.iter()).map(|e| md5_email(e)).collect();
+    assert_eq!(stored_members(&world.store, "acme", v2.file_id, &v2_hashes).await, 6_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_counted_and_reported_and_nothing_else_is_lost() {
+    use memberlake::records::RejectReason::*;
+    let world = TestWorld::new().await;
+    let range = 64 * 1024u64;
+    let _p = world.start_pipeline(&range.to_string(), 1).await;
+
+    // 1. Everything odd at once. Members: 6 (a duplicate hash is still a row). Rejected: 5.
+    let mut odd = b"\xEF\xBB\xBFemail\r\n".to_vec();
+    odd.extend_from_slice(b"Alice@Example.com\r\n");          // member
+    odd.extend_from_slice(b"\"bob@example.com\"\n");           // member (quoted)
+    odd.extend_from_slice(b"C160F8CC69A4F0BF2B0362752353D060\n"); // member (pre-hashed alice: duplicate hash)
+    odd.extend_from_slice(b"\n  \n");                          // blank: skipped
+    odd.extend_from_slice(b"no-at-sign\n");                    // rejected: missing_at
+    odd.extend_from_slice(b"caf\xE9@example.com\n");           // rejected: not_utf8 (latin-1 byte)
+    odd.extend_from_slice(b"a@b@c\n");                         // rejected: multiple_at
+    odd.extend_from_slice(b"@example.com\n");                  // rejected: empty_local_part
+    odd.extend_from_slice("jörg@bücher.de\n".as_bytes());      // member (UTF-8)
+    let long_line_at = odd.len() as u64;
+    odd.extend(std::iter::repeat_n(b'x', 10 << 20));           // rejected: 10 MB line, no newline...
+    odd.extend_from_slice(b"\nlast@example.com\n");            // ...then a member
+    odd.extend_from_slice(b"final@example.com");               // member, no trailing newline
+    let key = world.upload("odd", "odd.csv", odd).await;
+    let f = world.wait_finished(&key, FINISH).await;
+    assert_eq!(f.state, "ingested", "{f:?}");
+    assert_eq!((f.rows_ingested, f.rows_rejected), (6, 5), "{f:?}");
+    let samples = world.catalog.rejection_samples(memberlake::ids::FileId(f.file_id)).await.unwrap();
+    let reasons: Vec<_> = samples.iter().map(|s| s.reason).collect();
+    assert_eq!(reasons, vec![MissingAt, NotUtf8, MultipleAt, EmptyLocalPart, LineTooLong]);
+    assert_eq!(samples[4].offset, long_line_at);
+    for e in ["alice@example.com", "bob@example.com", "jörg@bücher.de", "last@example.com", "final@example.com"] {
+        assert_eq!(stored_members(&world.store, "odd", f.file_id, &[md5_email(e)]).await, 1, "{e}");
+    }
+
+    // 2. An empty file: ingested, zero rows, active (an empty list is a valid snapshot).
+    let key = world.upload("empty", "empty.csv", Vec::new()).await;
+    let f = world.wait_finished(&key, FINISH).await;
+    assert_eq!((f.state.as_str(), f.ranges_total, f.rows_ingested, f.active), ("ingested", 0, 0, true));
+
+    // 3. A file whose size is an exact multiple of the range size: no record lost at the seams.
+    let mut exact = Vec::new();
+    let mut n = 0;
+    while exact.len() < 3 * range as usize {
+        let line = format!("m{n}@exact.example\n");
+        if exact.len() + line.len() > 3 * range as usize {
+            let pad = 3 * range as usize - exact.len() - 1;
+            exact.extend(std::iter::repeat_n(b' ', pad));
+            exact.push(b'\n');
+            break;
+        }
+        exact.extend_from_slice(line.as_bytes());
+        n += 1;
+    }
+    assert_eq!(exact.len() as u64, 3 * range);
+    let key = world.upload("exact", "exact.csv", exact).await;
+    let f = world.wait_finished(&key, FINISH).await;
+    assert_eq!((f.state.as_str(), f.ranges_total, f.rows_ingested, f.rows_rejected), ("ingested", 3, n, 0));
+
+    // 4. A gzip file: one range whatever its size; offsets are in decompressed bytes.
+    let members = emails(0, 5_000);
+    let plain: Vec<u8> = members.iter().flat_map(|e| format!("{e}\n").into_bytes()).collect();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &plain).unwrap();
+    let key = world.upload("gz", "members.csv.gz", gz.finish().unwrap()).await;
+    let f = world.wait_finished(&key, FINISH).await;
+    assert_eq!((f.state.as_str(), f.ranges_total, f.rows_ingested), ("ingested", 1, 5_000), "{f:?}");
+    let hashes: Vec<_> = members.iter().map(|e| md5_email(e)).collect();
+    assert_eq!(stored_members(&world.store, "gz", f.file_id, &hashes).await, 5_000);
+
+    // 5. Mostly garbage: the file fails and never activates.
+    let garbage: Vec<u8> = (0..100).flat_map(|i| if i < 10 { format!("ok{i}@x.io\n") } else { format!("junk{i}\n") }.into_bytes()).collect();
+    let key = world.upload("garbage", "g.csv", garbage).await;
+    let f = world.wait_finished(&key, FINISH).await;
+    assert_eq!(f.state, "failed");
+    assert!(!f.active);
+    assert!(f.failure_reason.as_deref().unwrap().contains("too many rejected rows: 90 of 100"), "{f:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_object_fails_its_file_with_the_reason() {
+    let world = TestWorld::new().await;
+    let _meta = world.spawn("meta-service", "meta-a", &[("MEMBERLAKE_ADMIN_ADDR", &format!("127.0.0.1:{}", free_port()))]);
+    let _splitter = world.spawn("splitter", "splitter-a", &[("MEMBERLAKE_RANGE_SIZE", "16KiB")]);
+    let data: Vec<u8> = emails(0, 5_000).iter().flat_map(|e| format!("{e}\n").into_bytes()).collect();
+    let key = world.upload("acme", "doomed.csv", data).await;
+    wait_for(Duration::from_secs(20), "file split", || async {
+        world.files().await.into_iter().find(|f| f.state == "ingesting")
+    })
+    .await;
+    world.lake.delete(&key).await.unwrap();
+    let _worker = world.spawn("compute-worker", "worker-0", &[]);
+    let f = world.wait_finished(&key, FINISH).await;
+    assert_eq!(f.state, "failed");
+    assert!(!f.active);
+    let reason = f.failure_reason.unwrap();
+    assert!(reason.contains("not found"), "{reason}");
+    let pending = sql_i64(&world.catalog, "SELECT count(*) FROM ranges WHERE state IN ('queued', 'leased')").await;
+    assert_eq!(pending, 0, "a failed file's ranges are not leased again");
+}
