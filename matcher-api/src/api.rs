@@ -73,24 +73,87 @@ impl IntoResponse for ApiError {
     }
 }
 
-#[derive(Debug, Serialize, PartialEq, Eq)]
+/// Query of `GET /v1/match`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)] // documents the query; the handler parses it strictly by hand
+pub struct MatchParams {
+    /// `[A-Za-z0-9_-]{1,64}`
+    #[param(example = "acme")]
+    advertiser_id: String,
+    /// MD5 of the normalized email: 32 hex digits, either case.
+    #[param(example = "c160f8cc69a4f0bf2b0362752353d060")]
+    email_hash: String,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct MatchResponse {
+    #[schema(example = "acme")]
     pub advertiser_id: String,
+    /// Lower-case hex.
+    #[schema(value_type = String, example = "c160f8cc69a4f0bf2b0362752353d060")]
     pub email_hash: EmailHash,
+    /// Whether the advertiser's active list contains this email hash. `false` also when the
+    /// advertiser has no list yet.
     pub member: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SuppressRequest {
+    #[schema(example = "c160f8cc69a4f0bf2b0362752353d060")]
     pub email_hash: String,
+    /// At most 1,000 advertiser ids; duplicates are answered once.
+    #[schema(example = json!(["acme", "globex"]))]
     pub advertiser_ids: Vec<String>,
 }
 
-#[derive(Debug, Serialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct SuppressResponse {
+    #[schema(value_type = String, example = "c160f8cc69a4f0bf2b0362752353d060")]
     pub email_hash: EmailHash,
+    /// The requested advertisers whose active list contains the hash, in request order.
+    #[schema(example = json!(["globex"]))]
     pub members: Vec<String>,
+}
+
+/// Every error: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// `bad_request`, `unauthorized` or `unavailable`.
+    #[schema(example = "bad_request")]
+    code: String,
+    #[schema(example = "email_hash must be 32 hexadecimal digits")]
+    message: String,
+}
+
+/// The OpenAPI document, generated from the handlers and types above.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "memberlake matcher-api", description = "Is this email hash a member of these advertisers' active lists?"),
+    paths(match_one, suppress),
+    components(schemas(MatchResponse, SuppressRequest, SuppressResponse, ErrorBody, ErrorDetail)),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+    }
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(<ApiDoc as utoipa::OpenApi>::openapi())
 }
 
 pub fn router(state: AppState) -> Router {
@@ -99,6 +162,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/suppress", post(suppress))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
+        .route("/v1/openapi.json", get(openapi))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
@@ -114,6 +178,19 @@ fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
     state.active.snapshot().ok_or_else(|| ApiError::unavailable("active list versions not loaded yet"))
 }
 
+/// Whether one advertiser's active list contains the email hash.
+#[utoipa::path(
+    get,
+    path = "/v1/match",
+    params(MatchParams),
+    responses(
+        (status = 200, description = "Answer from the active list", body = MatchResponse),
+        (status = 400, description = "Invalid query", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 503, description = "Store unavailable; retry (Retry-After). Never a false `member: false`.", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn match_one(
     State(state): State<AppState>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -142,6 +219,21 @@ async fn match_one(
     Ok(Json(MatchResponse { advertiser_id: advertiser.to_string(), email_hash: hash, member }))
 }
 
+/// Which of these advertisers' offers to suppress for this email hash: one store read whatever
+/// the number of advertisers.
+#[utoipa::path(
+    post,
+    path = "/v1/suppress",
+    request_body = SuppressRequest,
+    responses(
+        (status = 200, description = "The advertisers whose active list contains the hash", body = SuppressResponse),
+        (status = 400, description = "Invalid body (or more than 1,000 advertiser ids)", body = ErrorBody),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 413, description = "Body larger than 128 KiB"),
+        (status = 503, description = "Store unavailable; retry (Retry-After)", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn suppress(
     State(state): State<AppState>,
     body: Result<Json<SuppressRequest>, JsonRejection>,
@@ -239,6 +331,15 @@ pub async fn record_metrics(request: Request, next: Next) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn openapi_document_describes_both_routes() {
+        let doc = serde_json::to_value(<ApiDoc as utoipa::OpenApi>::openapi()).unwrap();
+        assert!(doc["paths"]["/v1/match"]["get"].is_object());
+        assert!(doc["paths"]["/v1/suppress"]["post"].is_object());
+        assert!(doc["components"]["schemas"]["MatchResponse"].is_object());
+        assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    }
 
     #[test]
     fn tokens_compare_whole() {
