@@ -6,6 +6,7 @@
 #   deploy/local/stack.sh status         one line per server; exit 1 if an enabled one is down
 #   deploy/local/stack.sh env            `export` lines only: eval "$(deploy/local/stack.sh env)"
 #   deploy/local/stack.sh check          real round trips: SQL query, CQL query, S3 put/list/get
+#   deploy/local/stack.sh stop|start postgres|cql|s3   one server (game-day tests)
 #
 # Ports (127.0.0.1 only): PostgreSQL 55432, CQL 19042 (Cassandra storage 17000, JMX 17199),
 # S3 39000 (Garage RPC 39001, admin 39003); MEMBERLAKE_STACK_PORT_OFFSET=N adds N to all of them.
@@ -669,6 +670,24 @@ cmd_check() {
   log "all checks passed"
 }
 
+# Game-day helpers: stop or start one server of a running stack (tests stop the CQL node or
+# Postgres on purpose and expect the services to recover).
+cmd_component() {
+  local action=$1 name=${2:-}
+  TIMINGS=()
+  ensure_dirs
+  lock_stack
+  case $action:$name in
+    start:postgres) pg_up ;;
+    stop:postgres) pg_down ;;
+    start:cql) cql_up ;;
+    stop:cql) cql_down ;;
+    start:s3) garage_up ;;
+    stop:s3) garage_down ;;
+    *) die "usage: $0 start|stop postgres|cql|s3" ;;
+  esac
+}
+
 usage() {
   sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
   exit 2
@@ -683,6 +702,7 @@ main() {
     status) cmd_status ;;
     env) cmd_env ;;
     check) cmd_check ;;
+    start | stop) cmd_component "$cmd" "$@" ;;
     *) usage ;;
   esac
 }

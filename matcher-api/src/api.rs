@@ -229,7 +229,7 @@ async fn match_one(
         (status = 200, description = "The advertisers whose active list contains the hash", body = SuppressResponse),
         (status = 400, description = "Invalid body (or more than 1,000 advertiser ids)", body = ErrorBody),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 413, description = "Body larger than 128 KiB"),
+        (status = 413, description = "Body larger than 128 KiB", body = ErrorBody),
         (status = 503, description = "Store unavailable; retry (Retry-After)", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -238,7 +238,14 @@ async fn suppress(
     State(state): State<AppState>,
     body: Result<Json<SuppressRequest>, JsonRejection>,
 ) -> Result<Json<SuppressResponse>, ApiError> {
-    let Json(request) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Json(request) = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "payload_too_large",
+            message: format!("request body larger than {MAX_BODY_BYTES} bytes"),
+        },
+        _ => ApiError::bad_request(e.body_text()),
+    })?;
     let hash = parse_hash(&request.email_hash)?;
     if request.advertiser_ids.len() > MAX_SUPPRESS_ADVERTISERS {
         return Err(ApiError::bad_request(format!(

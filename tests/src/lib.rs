@@ -371,3 +371,52 @@ pub async fn stored_members(store: &MembershipStore, advertiser: &str, version: 
 pub async fn sql_i64(catalog: &Catalog, query: &str) -> i64 {
     sqlx::query_scalar::<_, i64>(query).fetch_one(catalog.pool()).await.unwrap()
 }
+
+impl TestWorld {
+    /// Writes `hashes` as a new, fully ingested version of `advertiser`'s list and activates it
+    /// (rows first, then the version flip, as the splitter does). Returns the version.
+    pub async fn seed_list(&self, advertiser: &str, hashes: &[EmailHash]) -> i64 {
+        let pool = self.catalog.pool();
+        sqlx::query("INSERT INTO advertisers (advertiser_id) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(advertiser)
+            .execute(pool)
+            .await
+            .unwrap();
+        let version: i64 = sqlx::query_scalar(
+            "INSERT INTO files (advertiser_id, bucket, object_key, etag, size_bytes, last_modified, state, finished_at) \
+             VALUES ($1, 'seed', $2, 'seed', 0, now(), 'ingested', now()) RETURNING file_id",
+        )
+        .bind(advertiser)
+        .bind(unique("seed"))
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        let adv = memberlake::ids::AdvertiserId::parse(advertiser).unwrap();
+        self.store.insert_members(&adv, memberlake::ids::ListVersion(version), hashes, 64).await.unwrap();
+        sqlx::query("UPDATE advertisers SET active_file_id = $2, activated_at = now() WHERE advertiser_id = $1")
+            .bind(advertiser)
+            .bind(version)
+            .execute(pool)
+            .await
+            .unwrap();
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(memberlake::catalog::ACTIVATIONS_CHANNEL)
+            .bind(format!("{advertiser}:{version}"))
+            .execute(pool)
+            .await
+            .unwrap();
+        version
+    }
+}
+
+/// Runs `deploy/local/stack.sh <args>` (game-day tests stop and start servers).
+pub fn stack_sh(args: &[&str]) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/local/stack.sh");
+    let out = std::process::Command::new("bash").arg(script).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "stack.sh {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
