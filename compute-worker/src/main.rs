@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use memberlake::config::{self, parse_bytes, parse_duration, DatabaseArgs, LakeArgs, LogArgs, StoreArgs};
+use memberlake::catalog::{ClaimPolicy, Lane};
+use memberlake::config::{self, parse_bytes, parse_duration, DatabaseArgs, LakeArgs, LaneArgs, LogArgs, PriorityArgs, StoreArgs};
 use memberlake::http::{ops_router, spawn_server, ReadinessCheck};
 use memberlake::lake::Lake;
 use memberlake::shutdown::Shutdown;
@@ -27,6 +28,18 @@ struct Args {
     store: StoreArgs,
     #[command(flatten)]
     lake: LakeArgs,
+    #[command(flatten)]
+    priority: PriorityArgs,
+    /// Claim loops of this worker, by lane: `express` takes only small or urgent files' ranges,
+    /// `bulk` takes anything, most urgent first. E.g. `express,bulk,bulk`.
+    #[arg(long, env = "MEMBERLAKE_WORKER_LANES", value_delimiter = ',', default_value = "express,bulk")]
+    lanes: Vec<LaneKind>,
+    #[command(flatten)]
+    express: LaneArgs,
+    /// Concurrent leases one file may hold across all workers (0: no cap), so that one huge
+    /// file never holds every worker.
+    #[arg(long, env = "MEMBERLAKE_MAX_LEASES_PER_FILE", default_value_t = 32)]
+    max_leases_per_file: i32,
     /// Lease lifetime; renewed every third of it. A dead worker's range is retried after it.
     #[arg(long, env = "MEMBERLAKE_LEASE_TTL", value_parser = parse_duration, default_value = "30s")]
     lease_ttl: Duration,
@@ -54,6 +67,12 @@ struct Args {
     /// /healthz, /readyz and /metrics.
     #[arg(long, env = "MEMBERLAKE_METRICS_ADDR", default_value = "127.0.0.1:9103")]
     metrics_addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LaneKind {
+    Express,
+    Bulk,
 }
 
 #[tokio::main]
@@ -99,6 +118,18 @@ async fn main() -> anyhow::Result<()> {
             idle_poll: args.poll_interval,
             max_attempts: args.max_attempts,
             shutdown_grace: args.shutdown_grace,
+            slots: args
+                .lanes
+                .iter()
+                .map(|kind| ClaimPolicy {
+                    lane: match kind {
+                        LaneKind::Express => Lane::express(args.express.express_max_file_size, args.express.urgent_priority),
+                        LaneKind::Bulk => Lane::bulk(),
+                    },
+                    per_file_cap: args.max_leases_per_file,
+                    knobs: args.priority,
+                })
+                .collect(),
             process: process::ProcessConfig {
                 block_size: args.block_size as usize,
                 write_concurrency: args.write_concurrency,

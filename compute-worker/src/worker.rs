@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use memberlake::catalog::{Catalog, RangeLease};
+use memberlake::catalog::{Catalog, ClaimPolicy, RangeLease};
 use memberlake::lake::Lake;
 use memberlake::shutdown::Shutdown;
 use memberlake::store::MembershipStore;
@@ -23,6 +23,8 @@ pub struct WorkerConfig {
     /// After SIGTERM, how long the range in hand may take before its lease is given back.
     pub shutdown_grace: Duration,
     pub process: ProcessConfig,
+    /// One claim loop per entry: its lane, per-file cap and priority knobs.
+    pub slots: Vec<ClaimPolicy>,
 }
 
 pub struct Worker {
@@ -33,11 +35,20 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Claims and processes ranges until shutdown.
+    /// Runs every slot's claim loop until shutdown.
     pub async fn run(&self, shutdown: Shutdown) {
+        let slots = self.cfg.slots.iter().enumerate().map(|(i, policy)| {
+            let span = info_span!("slot", slot = i, lane = %policy.lane.name);
+            self.run_slot(policy, shutdown.clone()).instrument(span)
+        });
+        futures::future::join_all(slots).await;
+    }
+
+    /// Claims and processes ranges allowed by `policy` until shutdown.
+    async fn run_slot(&self, policy: &ClaimPolicy, shutdown: Shutdown) {
         let mut backoff = self.cfg.idle_poll;
         while !shutdown.is_triggered() {
-            match self.catalog.claim_range(&self.cfg.worker_id, self.cfg.lease_ttl).await {
+            match self.catalog.claim_range(&self.cfg.worker_id, self.cfg.lease_ttl, policy).await {
                 Ok(Some(lease)) => {
                     backoff = self.cfg.idle_poll;
                     let span = info_span!(

@@ -18,6 +18,17 @@ timed() { # label command...
   echo "== $label: $((SECONDS - t0))s"
 }
 
+# Headless Chromium for the status-page test (Debian's package; no browser download).
+install_chromium() {
+  command -v chromium >/dev/null 2>&1 && return 0
+  if [[ $(id -u) == 0 ]]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+}
+
+timed "chromium" install_chromium
 timed "stack up" "$SCRIPT_DIR/stack.sh" up
 eval "$("$SCRIPT_DIR/stack.sh" env)"
 timed "build (bins and tests)" cargo build --workspace --bins --tests

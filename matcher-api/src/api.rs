@@ -7,19 +7,17 @@
 //! `Retry-After`, never a "not a member".
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{MatchedPath, Query, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::extract::{Query, Request, State};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use memberlake::http::{ApiError, Tokens};
 use memberlake::ids::{AdvertiserId, EmailHash};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::active::{ActiveVersions, Snapshot};
 use crate::lookup::Memberships;
@@ -33,44 +31,7 @@ pub const MAX_BODY_BYTES: usize = 128 * 1024;
 pub struct AppState {
     pub active: ActiveVersions,
     pub memberships: Memberships,
-    pub tokens: Arc<Vec<Vec<u8>>>,
-}
-
-/// An API error: status, machine-readable code and a message safe to show the caller.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
-
-impl ApiError {
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::BAD_REQUEST, code: "bad_request", message: message.into() }
-    }
-    fn unavailable(message: impl Into<String>) -> Self {
-        Self { status: StatusCode::SERVICE_UNAVAILABLE, code: "unavailable", message: message.into() }
-    }
-    fn unauthorized() -> Self {
-        Self { status: StatusCode::UNAUTHORIZED, code: "unauthorized", message: "missing or invalid bearer token".into() }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
-        let mut response = (self.status, body).into_response();
-        match self.status {
-            StatusCode::SERVICE_UNAVAILABLE => {
-                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            }
-            StatusCode::UNAUTHORIZED => {
-                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            _ => {}
-        }
-        response
-    }
+    pub tokens: Tokens,
 }
 
 /// Query of `GET /v1/match`.
@@ -238,14 +199,7 @@ async fn suppress(
     State(state): State<AppState>,
     body: Result<Json<SuppressRequest>, JsonRejection>,
 ) -> Result<Json<SuppressResponse>, ApiError> {
-    let Json(request) = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError {
-            status: StatusCode::PAYLOAD_TOO_LARGE,
-            code: "payload_too_large",
-            message: format!("request body larger than {MAX_BODY_BYTES} bytes"),
-        },
-        _ => ApiError::bad_request(e.body_text()),
-    })?;
+    let Json(request) = body.map_err(|e| ApiError::from_rejection(e.status(), e.body_text()))?;
     let hash = parse_hash(&request.email_hash)?;
     if request.advertiser_ids.len() > MAX_SUPPRESS_ADVERTISERS {
         return Err(ApiError::bad_request(format!(
@@ -283,56 +237,11 @@ async fn suppress(
 
 /// Rejects requests without a configured bearer token (when tokens are configured).
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if !state.tokens.is_empty() {
-        let presented = request
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::as_bytes);
-        let ok = presented.is_some_and(|p| token_matches(&state.tokens, p));
-        if !ok {
-            return ApiError::unauthorized().into_response();
-        }
+    let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match state.tokens.authorize(authorization) {
+        Ok(_) => next.run(request).await,
+        Err(e) => e.into_response(),
     }
-    next.run(request).await
-}
-
-/// Compares against every configured token without an early exit, so timing does not reveal
-/// how much of a token matched.
-pub fn token_matches(tokens: &[Vec<u8>], presented: &[u8]) -> bool {
-    let mut any = 0u8;
-    for token in tokens {
-        any |= constant_time_eq(token, presented) as u8;
-    }
-    any == 1
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut diff = 0u8;
-    for (x, y) in a.iter().zip(b) {
-        diff |= x ^ y;
-    }
-    std::hint::black_box(diff) == 0
-}
-
-/// Counts requests by route and status and records their latency.
-pub async fn record_metrics(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("memberlake_http_requests_total", "route" => route.clone(), "status" => status).increment(1);
-    metrics::histogram!("memberlake_http_request_duration_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
-    response
 }
 
 #[cfg(test)]
@@ -348,14 +257,4 @@ mod tests {
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     }
 
-    #[test]
-    fn tokens_compare_whole() {
-        let tokens = vec![b"alpha".to_vec(), b"bravo-token".to_vec()];
-        assert!(token_matches(&tokens, b"alpha"));
-        assert!(token_matches(&tokens, b"bravo-token"));
-        assert!(!token_matches(&tokens, b"alph"));
-        assert!(!token_matches(&tokens, b"alphax"));
-        assert!(!token_matches(&tokens, b""));
-        assert!(!token_matches(&[], b"alpha"));
-    }
 }

@@ -47,9 +47,8 @@ async fn main() -> anyhow::Result<()> {
     let (args, settings) = config::parse::<Args>();
     telemetry::init(&args.log);
     config::log_effective_config("matcher-api", &settings);
-    let tokens: Vec<Vec<u8>> =
-        args.matcher_tokens.iter().filter(|t| !t.is_empty()).map(|t| t.as_bytes().to_vec()).collect();
-    if tokens.is_empty() {
+    let tokens = memberlake::http::Tokens::parse(&args.matcher_tokens);
+    if tokens.is_open() {
         tracing::warn!("MEMBERLAKE_MATCHER_TOKENS is unset: the matcher API is OPEN to anyone who can reach {}", args.matcher_addr);
     }
     let shutdown = Shutdown::on_signals();
@@ -63,7 +62,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(active.clone().run(catalog.clone(), args.versions_refresh, shutdown.clone()));
 
     let memberships = lookup::Memberships::new(store.clone(), args.cache_entries, args.cache_ttl);
-    let state = api::AppState { active: active.clone(), memberships, tokens: Arc::new(tokens) };
+    let state = api::AppState { active: active.clone(), memberships, tokens };
     let checks = vec![
         ReadinessCheck::new("cql", {
             let s = store.clone();
@@ -82,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
     ];
     let app = api::router(state)
         .merge(ops_router(checks))
-        .layer(axum::middleware::from_fn(api::record_metrics));
+        .layer(axum::middleware::from_fn(memberlake::http::record_metrics));
     let (_, server) = spawn_server(args.matcher_addr, app, shutdown.clone())
         .await
         .with_context(|| format!("binding {}", args.matcher_addr))?;

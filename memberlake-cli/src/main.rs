@@ -1,7 +1,11 @@
 //! `memberlake`: the operator's command line.
 //!
 //! - `memberlake migrate`: applies the Postgres and CQL schema migrations (idempotent).
+//! - `memberlake files | file | prioritize | pause | resume | cancel | retry | weight | actions
+//!   | watch`: the operator API (meta-service, `MEMBERLAKE_ADMIN_ADDR`, token in
+//!   `MEMBERLAKE_ADMIN_TOKEN`).
 
+mod admin;
 mod migrate;
 
 use clap::{Parser, Subcommand};
@@ -13,6 +17,8 @@ use memberlake::telemetry;
 struct Cli {
     #[command(flatten)]
     log: LogArgs,
+    #[command(flatten)]
+    admin: admin::AdminArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -21,6 +27,8 @@ struct Cli {
 enum Command {
     /// Apply the Postgres and CQL schema migrations (safe to run again).
     Migrate(migrate::MigrateArgs),
+    #[command(flatten)]
+    Admin(admin::AdminCommand),
 }
 
 #[tokio::main]
@@ -29,5 +37,6 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(&cli.log);
     match cli.command {
         Command::Migrate(args) => migrate::run(args).await,
+        Command::Admin(command) => admin::run(cli.admin, command).await,
     }
 }

@@ -213,3 +213,31 @@ mod tests {
         assert!(!mask_secret("hunter2").contains("hunter2"));
     }
 }
+
+/// Knobs of the effective priority (see `migrations/postgres/0002_priorities.sql`).
+#[derive(Args, Debug, Clone, Copy, PartialEq)]
+pub struct PriorityArgs {
+    /// Effective-priority points per unit of operator priority.
+    #[arg(long, env = "MEMBERLAKE_PRIORITY_PER_LEVEL", default_value_t = 1000.0)]
+    pub priority_per_level: f64,
+    /// Points per unit of ln(advertiser weight): weight 10 → +230 with the default.
+    #[arg(long, env = "MEMBERLAKE_PRIORITY_PER_LOG_WEIGHT", default_value_t = 100.0)]
+    pub priority_per_log_weight: f64,
+    /// Aging: points per second a file has waited since registration (0.2 = 720 per hour).
+    #[arg(long, env = "MEMBERLAKE_PRIORITY_AGING_PER_SECOND", default_value_t = 0.2)]
+    pub priority_aging_per_second: f64,
+    /// Size penalty: points per doubling of the file size in MiB (100 GB → −830).
+    #[arg(long, env = "MEMBERLAKE_PRIORITY_PER_SIZE_DOUBLING", default_value_t = 50.0)]
+    pub priority_per_size_doubling: f64,
+}
+
+/// What counts as express work (small or urgent files).
+#[derive(Args, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaneArgs {
+    /// Largest file the express lane takes.
+    #[arg(long, env = "MEMBERLAKE_EXPRESS_MAX_FILE_SIZE", value_parser = parse_bytes, default_value = "256MiB")]
+    pub express_max_file_size: u64,
+    /// Files with at least this operator priority also go to the express lane.
+    #[arg(long, env = "MEMBERLAKE_URGENT_PRIORITY", default_value_t = 100)]
+    pub urgent_priority: i32,
+}

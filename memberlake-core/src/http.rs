@@ -87,3 +87,165 @@ pub async fn spawn_server(
     });
     Ok((local, handle))
 }
+
+/// An API error: status, machine-readable code and a message safe to show the caller.
+/// Rendered as `{"error": {"code": "...", "message": "..."}}`; 503 adds `Retry-After`, 401 adds
+/// `WWW-Authenticate`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+    pub fn unauthorized() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or invalid bearer token")
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+    /// Maps a body or query extractor's rejection, keeping its status (e.g. 413).
+    pub fn from_rejection(status: StatusCode, text: String) -> Self {
+        match status {
+            StatusCode::PAYLOAD_TOO_LARGE => Self::new(status, "payload_too_large", "request body too large"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => Self::new(StatusCode::BAD_REQUEST, "bad_request", text),
+            _ => Self::bad_request(text),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        let mut response = (self.status, body).into_response();
+        let headers = response.headers_mut();
+        match self.status {
+            StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+            }
+            StatusCode::UNAUTHORIZED => {
+                headers.insert(header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// Bearer tokens, optionally named (`name:secret`) so that audit records say who acted.
+/// Compared in constant time; never logged.
+#[derive(Clone, Default)]
+pub struct Tokens {
+    entries: Arc<Vec<(String, Vec<u8>)>>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tokens({} configured)", self.entries.len())
+    }
+}
+
+impl Tokens {
+    /// From `MEMBERLAKE_*_TOKENS` items: `secret` or `name:secret`; empty items ignored.
+    pub fn parse(items: &[String]) -> Self {
+        let entries = items
+            .iter()
+            .filter(|t| !t.trim().is_empty())
+            .enumerate()
+            .map(|(i, t)| match t.trim().split_once(':') {
+                Some((name, secret)) if !name.is_empty() && !secret.is_empty() => (name.to_owned(), secret.as_bytes().to_vec()),
+                _ => (format!("token#{}", i + 1), t.trim().as_bytes().to_vec()),
+            })
+            .collect();
+        Self { entries: Arc::new(entries) }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The name of the token presented, if it is one of ours. Every token is compared in full,
+    /// without an early exit, so timing does not reveal how much of one matched.
+    pub fn identify(&self, presented: &[u8]) -> Option<&str> {
+        let mut found = None;
+        for (name, secret) in self.entries.iter() {
+            if constant_time_eq(secret, presented) {
+                found = Some(name.as_str());
+            }
+        }
+        found
+    }
+
+    /// Checks an `Authorization: Bearer …` header value: `Ok(actor)` or 401. Open (no tokens
+    /// configured) lets everyone in as `anonymous`.
+    pub fn authorize(&self, authorization: Option<&str>) -> Result<String, ApiError> {
+        if self.is_open() {
+            return Ok("anonymous".to_owned());
+        }
+        let presented = authorization.and_then(|v| v.strip_prefix("Bearer ")).map(str::as_bytes);
+        presented.and_then(|p| self.identify(p)).map(str::to_owned).ok_or_else(ApiError::unauthorized)
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut diff = 0u8;
+    for (x, y) in a.iter().zip(b) {
+        diff |= x ^ y;
+    }
+    std::hint::black_box(diff) == 0
+}
+
+/// Counts requests by route and status and records their latency (axum middleware).
+pub async fn record_metrics(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("memberlake_http_requests_total", "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("memberlake_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_whole_and_carry_names() {
+        let tokens = Tokens::parse(&["alice:alpha".into(), "bravo-token".into(), "".into()]);
+        assert_eq!(tokens.identify(b"alpha"), Some("alice"));
+        assert_eq!(tokens.identify(b"bravo-token"), Some("token#2"));
+        assert_eq!(tokens.identify(b"alph"), None);
+        assert_eq!(tokens.identify(b"alphax"), None);
+        assert_eq!(tokens.identify(b""), None);
+        assert_eq!(tokens.authorize(Some("Bearer alpha")).unwrap(), "alice");
+        assert!(tokens.authorize(Some("alpha")).is_err());
+        assert!(tokens.authorize(None).is_err());
+        assert_eq!(Tokens::parse(&[]).authorize(None).unwrap(), "anonymous");
+        assert!(!format!("{tokens:?}").contains("alpha"));
+    }
+}

@@ -1,14 +1,16 @@
 //! meta-service: watches the lake and registers each new member-list object once in the
 //! catalog; serves the operator surface on `MEMBERLAKE_ADMIN_ADDR`.
 
+mod admin;
 mod discovery;
+mod status_page;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use memberlake::config::{self, parse_duration, DatabaseArgs, LakeArgs, LogArgs};
+use memberlake::config::{self, parse_duration, DatabaseArgs, LakeArgs, LaneArgs, LogArgs, PriorityArgs};
 use memberlake::http::{ops_router, spawn_server, ReadinessCheck};
 use memberlake::lake::Lake;
 use memberlake::shutdown::Shutdown;
@@ -32,6 +34,10 @@ struct Args {
     /// Bearer tokens accepted by the operator API (comma-separated). Unset: open (warned).
     #[arg(long, env = "MEMBERLAKE_ADMIN_TOKENS", value_delimiter = ',', hide_env_values = true)]
     admin_tokens: Vec<String>,
+    #[command(flatten)]
+    priority: PriorityArgs,
+    #[command(flatten)]
+    lanes: LaneArgs,
 }
 
 #[tokio::main]
@@ -39,7 +45,8 @@ async fn main() -> anyhow::Result<()> {
     let (args, settings) = config::parse::<Args>();
     telemetry::init(&args.log);
     config::log_effective_config("meta-service", &settings);
-    if args.admin_tokens.iter().all(|t| t.is_empty()) {
+    let tokens = memberlake::http::Tokens::parse(&args.admin_tokens);
+    if tokens.is_open() {
         tracing::warn!("MEMBERLAKE_ADMIN_TOKENS is unset: the operator API is OPEN to anyone who can reach {}", args.admin_addr);
     }
     let shutdown = Shutdown::on_signals();
@@ -62,7 +69,14 @@ async fn main() -> anyhow::Result<()> {
             }
         }),
     ];
-    let (_, server) = spawn_server(args.admin_addr, ops_router(checks), shutdown.clone()).await
+    let admin = admin::router(admin::AdminState {
+        catalog: catalog.clone(),
+        tokens,
+        knobs: args.priority,
+        lanes: args.lanes,
+    });
+    let app = admin.merge(ops_router(checks)).layer(axum::middleware::from_fn(memberlake::http::record_metrics));
+    let (_, server) = spawn_server(args.admin_addr, app, shutdown.clone()).await
         .with_context(|| format!("binding {}", args.admin_addr))?;
 
     let discovery = discovery::Discovery::new(lake, catalog).await?;

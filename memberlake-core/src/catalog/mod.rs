@@ -17,6 +17,9 @@ use crate::lake::{Compression, LakeObject};
 use crate::ranges::{plan_ranges, ByteRange};
 use crate::records::RejectReason;
 
+mod operator;
+pub use operator::{FileDetail, FileFilter, OperatorAction, Overview, RangeCounts, RangeError};
+
 /// The channel the splitter notifies when a list version is activated.
 pub const ACTIVATIONS_CHANNEL: &str = "memberlake_activations";
 
@@ -33,6 +36,10 @@ pub enum CatalogError {
     NotLeader { role: String, term: i64 },
     #[error("{0}")]
     Invalid(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl From<sqlx::Error> for CatalogError {
@@ -64,6 +71,38 @@ pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 pub struct LeaderTerm {
     pub term: i64,
     pub expires_at: DateTime<Utc>,
+}
+
+/// Which ranges a worker slot takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lane {
+    pub name: String,
+    /// Only files up to this size... (`None`: any file)
+    pub max_file_bytes: Option<u64>,
+    /// ...or with at least this operator priority (urgent files).
+    pub min_priority: i32,
+}
+
+impl Lane {
+    /// Takes any range, most urgent first.
+    pub fn bulk() -> Self {
+        Self { name: "bulk".into(), max_file_bytes: None, min_priority: i32::MAX }
+    }
+
+    /// Takes only ranges of small (`<= max_file_bytes`) or urgent (`priority >= urgent`) files,
+    /// so that one huge file never delays a small list by occupying every worker.
+    pub fn express(max_file_bytes: u64, urgent: i32) -> Self {
+        Self { name: "express".into(), max_file_bytes: Some(max_file_bytes), min_priority: urgent }
+    }
+}
+
+/// How a worker slot claims: its lane, the per-file lease cap, the priority knobs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimPolicy {
+    pub lane: Lane,
+    /// At most this many concurrent leases per file (<= 0: no cap).
+    pub per_file_cap: i32,
+    pub knobs: crate::config::PriorityArgs,
 }
 
 /// A range lease held by a worker. `token` fences every later call about this range.
@@ -372,25 +411,57 @@ impl Catalog {
             .collect()
     }
 
-    /// Records that these versions' rows are gone from the store.
+    /// Records that these versions' rows are gone from the store. A file retried by an
+    /// operator while the pass ran may have lost rows it had already rewritten: its done ranges
+    /// are queued again.
     pub async fn mark_retired(&self, role: &str, term: i64, files: &[FileId]) -> Result<()> {
         let mut tx = self.leader_tx(role, term).await?;
         let ids: Vec<i64> = files.iter().map(|f| f.0).collect();
-        sqlx::query("UPDATE files SET retired_at = now() WHERE file_id = ANY($1)")
+        sqlx::query("UPDATE files SET retired_at = now() WHERE file_id = ANY($1) AND state IN ('ingested', 'failed', 'cancelled')")
             .bind(&ids)
             .execute(&mut *tx)
             .await?;
+        let redo = sqlx::query(
+            "UPDATE ranges r SET state = 'queued', attempts = 0, queued_at = now() FROM files f \
+             WHERE f.file_id = r.file_id AND f.file_id = ANY($1) AND f.state = 'ingesting' AND r.state = 'done'",
+        )
+        .bind(&ids)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if redo > 0 {
+            sqlx::query(
+                "UPDATE files f SET ranges_done = s.done, rows_ingested = s.rows, rows_rejected = s.rejected \
+                 FROM (SELECT file_id, count(*) FILTER (WHERE state = 'done')::int AS done, \
+                              coalesce(sum(rows_ingested) FILTER (WHERE state = 'done'), 0)::bigint AS rows, \
+                              coalesce(sum(rows_rejected) FILTER (WHERE state = 'done'), 0)::bigint AS rejected \
+                       FROM ranges WHERE file_id = ANY($1) GROUP BY file_id) s \
+                 WHERE f.file_id = s.file_id AND f.state = 'ingesting'",
+            )
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+            tracing::warn!(ranges = redo, "files retried during retirement: their done ranges are redone");
+        }
         tx.commit().await?;
         Ok(())
     }
 
     // ---- range leases (compute-worker) ----
 
-    /// Claims the most urgent queued range, or `None` if there is no work.
-    pub async fn claim_range(&self, owner: &str, ttl: Duration) -> Result<Option<RangeLease>> {
+    /// Claims the most urgent queued range this `policy` allows, or `None` if there is none.
+    pub async fn claim_range(&self, owner: &str, ttl: Duration, policy: &ClaimPolicy) -> Result<Option<RangeLease>> {
+        let k = &policy.knobs;
         let row = sqlx::query(include_str!("queries/claim_range.sql"))
             .bind(owner)
             .bind(ttl.as_secs_f64())
+            .bind(policy.lane.max_file_bytes.map(|b| b as i64))
+            .bind(policy.lane.min_priority)
+            .bind(policy.per_file_cap)
+            .bind(k.priority_per_level)
+            .bind(k.priority_per_log_weight)
+            .bind(k.priority_aging_per_second)
+            .bind(k.priority_per_size_doubling)
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| {

@@ -1,14 +1,23 @@
 -- A worker claims the most urgent queued range of a file that is ingesting and not paused.
+--   $1 owner, $2 lease seconds,
+--   $3 lane: largest file size this lane takes (NULL: any), $4 ... or files with priority >= $4,
+--   $5 per-file cap on concurrent leases (<= 0: none),
+--   $6..$9 effective-priority knobs (see effective_priority in the migrations).
 -- SKIP LOCKED lets concurrent workers claim different ranges without waiting on each other.
 -- Every claim draws a fresh lease token: completions and heartbeats must present it (fencing).
 WITH candidate AS (
     SELECT r.file_id, r.range_index
     FROM ranges r
     JOIN files f ON f.file_id = r.file_id
+    JOIN advertisers a ON a.advertiser_id = f.advertiser_id
     WHERE r.state = 'queued'
       AND f.state = 'ingesting'
       AND NOT f.paused
-    ORDER BY f.priority DESC, f.file_id, r.range_index
+      AND ($3::BIGINT IS NULL OR f.size_bytes <= $3 OR f.priority >= $4)
+      AND ($5 <= 0 OR (SELECT count(*) FROM ranges l WHERE l.file_id = f.file_id AND l.state = 'leased') < $5)
+    ORDER BY effective_priority(f.priority, a.weight, extract(epoch FROM now() - f.registered_at)::float8,
+                                f.size_bytes, $6, $7, $8, $9) DESC,
+             f.file_id, r.range_index
     LIMIT 1
     FOR UPDATE OF r SKIP LOCKED
 )
