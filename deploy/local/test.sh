@@ -33,4 +33,19 @@ timed "stack up" "$SCRIPT_DIR/stack.sh" up
 eval "$("$SCRIPT_DIR/stack.sh" env)"
 timed "build (bins and tests)" cargo build --workspace --bins --tests
 timed "migrate" env MEMBERLAKE_LOG=warn "$CARGO_TARGET_DIR/debug/memberlake" migrate
-timed "cargo test" cargo test --workspace -- --test-threads="${MEMBERLAKE_TEST_THREADS:-2}" "$@"
+run_tests() {
+  local log t0=$SECONDS; log=$(mktemp)
+  echo "== cargo test"
+  set +e
+  cargo test --workspace -- --test-threads="${MEMBERLAKE_TEST_THREADS:-2}" "$@" 2>&1 | tee "$log"
+  local rc=${PIPESTATUS[0]}
+  set -e
+  echo "== cargo test: $((SECONDS - t0))s"
+  # One closing line for the whole workspace (cargo prints one per test binary, the last of
+  # which is often an empty doc-test run).
+  awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+       END { printf "\nworkspace: %d passed, %d failed\n", p, f }' "$log"
+  rm -f "$log"
+  return "$rc"
+}
+run_tests "$@"

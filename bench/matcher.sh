@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# matcher-api load benchmark (BENCHMARKS.md § Matcher). Not a test: prints figures.
+#
+#   bench/matcher.sh            ingest 1M memberships (once), then run (a)-(d) with oha
+#
+# (a) fixed 10K RPS for 20 s over a hot key set (10k members), p50/p99/p999 with latency
+#     correction (no coordinated omission); (b) saturation over the same keys; (c) the same
+#     server's trivial /healthz handler — the HTTP ceiling on this machine; (d) uncached random
+#     keys (cache disabled): the store-bound rate. The load generator shares the 2 cores with the
+#     matcher and the CQL node: ratios within one run are what to compare.
+source "$(dirname "$0")/lib.sh"
+ROWS=${MEMBERLAKE_BENCH_ROWS:-1000000}
+DURATION=${MEMBERLAKE_BENCH_DURATION:-20s}
+CONNS=${MEMBERLAKE_BENCH_CONNECTIONS:-64}
+OHA=$CACHE_DIR/oha/bin/oha
+if [[ ! -x $OHA ]]; then
+  say "installing oha (load generator) from crates.io"
+  cargo install oha --locked --root "$CACHE_DIR/oha" --target-dir "$CACHE_DIR/oha-build" >&2
+fi
+BENCH_STACK_ARGS=--no-s3 bench_setup matcher
+trap stop_all EXIT
+PORT=18080
+MATCHER=http://127.0.0.1:$PORT
+
+start_service matcher matcher-api MEMBERLAKE_MATCHER_ADDR=127.0.0.1:$PORT
+wait_http "$MATCHER/readyz"
+keys=$RUN_DIR/matcher-keys
+mkdir -p "$keys"
+if ! [[ -s $keys/all.hashes ]] || ! curl -fsS "$MATCHER/v1/match?advertiser_id=bench&email_hash=$(head -1 "$keys/all.hashes")" | grep -q '"member":true'; then
+  say "ingesting $ROWS memberships through the pipeline"
+  python3 "$REPO_ROOT/deploy/local/genlist.py" --count "$ROWS" --seed 7 --out "$keys/list.csv" --hashes "$keys/all.hashes"
+  start_service meta meta-service MEMBERLAKE_ADMIN_ADDR=127.0.0.1:18081 MEMBERLAKE_POLL_INTERVAL=1s
+  start_service splitter splitter MEMBERLAKE_METRICS_ADDR=127.0.0.1:18102 MEMBERLAKE_SPLITTER_INTERVAL=200ms
+  start_service worker compute-worker MEMBERLAKE_METRICS_ADDR=127.0.0.1:18103
+  root=${MEMBERLAKE_LAKE_URL#file://}
+  mkdir -p "$root/advertisers/bench"
+  t0=$(date +%s.%N)
+  cp "$keys/list.csv" "$root/advertisers/bench/tmp" && mv "$root/advertisers/bench/tmp" "$root/advertisers/bench/members.csv"
+  until curl -fsS "$MATCHER/v1/match?advertiser_id=bench&email_hash=$(tail -1 "$keys/all.hashes")" | grep -q '"member":true'; do sleep 1; done
+  echo "ingested $ROWS rows in $(python3 -c "import time; print(round(time.time() - $t0, 1))") s (release build, 1 worker)" >&2
+  stop_service worker; stop_service splitter; stop_service meta
+fi
+python3 - "$keys" "$MATCHER" <<'PY'
+import random, sys
+keys, url = sys.argv[1:]
+hashes = [l.strip() for l in open(f"{keys}/all.hashes")]
+with open(f"{keys}/hot.urls", "w") as f:
+    for h in hashes[:10000]:
+        f.write(f"{url}/v1/match?advertiser_id=bench&email_hash={h}\n")
+rng = random.Random(1)
+sample = rng.sample(hashes, 200000)
+# Half members, half random non-members.
+with open(f"{keys}/random.urls", "w") as f:
+    for i, h in enumerate(sample):
+        if i % 2:
+            h = "%032x" % rng.getrandbits(128)
+        f.write(f"{url}/v1/match?advertiser_id=bench&email_hash={h}\n")
+PY
+
+run() { # label oha-args...
+  local label=$1; shift
+  say "$label"
+  "$OHA" --no-tui --output-format json -z "$DURATION" -c "$CONNS" "$@" >"$RUN_DIR/oha-$label.json"
+  python3 - "$label" "$RUN_DIR/oha-$label.json" <<'PY'
+import json, sys
+label, path = sys.argv[1:]
+d = json.load(open(path))
+s, p = d["summary"], d["latencyPercentiles"]
+codes = d.get("statusCodeDistribution", {})
+ms = lambda v: f"{v * 1000:.2f}" if v is not None else "-"
+print(f"| {label} | {s['requestsPerSec']:.0f} | {ms(p.get('p50'))} | {ms(p.get('p99'))} | {ms(p.get('p99.9'))} | {codes} |")
+PY
+}
+
+echo "machine: $(machine_line)"
+echo "| run | achieved RPS | p50 ms | p99 ms | p99.9 ms | status codes |"
+echo "|---|---|---|---|---|---|"
+# Warm the hot set into the cache.
+"$OHA" --no-tui -n 20000 -c 32 --urls-from-file "$keys/hot.urls" >/dev/null
+run "a-fixed-10k-hot" -q 10000 --latency-correction --urls-from-file "$keys/hot.urls"
+run "b-saturation-hot" --urls-from-file "$keys/hot.urls"
+run "c-trivial-healthz" "$MATCHER/healthz"
+start_service matcher matcher-api MEMBERLAKE_MATCHER_ADDR=127.0.0.1:$PORT MEMBERLAKE_CACHE_ENTRIES=0
+wait_http "$MATCHER/readyz"
+run "d-uncached-random" --urls-from-file "$keys/random.urls"
