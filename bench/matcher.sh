@@ -22,7 +22,7 @@ trap stop_all EXIT
 PORT=18080
 MATCHER=http://127.0.0.1:$PORT
 
-start_service matcher matcher-api MEMBERLAKE_MATCHER_ADDR=127.0.0.1:$PORT
+start_service matcher matcher-api MEMBERLAKE_MATCHER_ADDR=127.0.0.1:$PORT MEMBERLAKE_MATCHER_RATE_LIMIT=0
 wait_http "$MATCHER/readyz"
 keys=$RUN_DIR/matcher-keys
 mkdir -p "$keys"
@@ -80,6 +80,6 @@ echo "|---|---|---|---|---|---|"
 run "a-fixed-10k-hot" -q 10000 --latency-correction --urls-from-file "$keys/hot.urls"
 run "b-saturation-hot" --urls-from-file "$keys/hot.urls"
 run "c-trivial-healthz" "$MATCHER/healthz"
-start_service matcher matcher-api MEMBERLAKE_MATCHER_ADDR=127.0.0.1:$PORT MEMBERLAKE_CACHE_ENTRIES=0
+start_service matcher matcher-api MEMBERLAKE_MATCHER_ADDR=127.0.0.1:$PORT MEMBERLAKE_MATCHER_RATE_LIMIT=0 MEMBERLAKE_CACHE_ENTRIES=0
 wait_http "$MATCHER/readyz"
 run "d-uncached-random" --urls-from-file "$keys/random.urls"

@@ -55,6 +55,9 @@ struct Args {
     /// Store inserts in flight per worker.
     #[arg(long, env = "MEMBERLAKE_WRITE_CONCURRENCY", default_value_t = 256)]
     write_concurrency: usize,
+    /// How long failing store writes are retried before the range is given back.
+    #[arg(long, env = "MEMBERLAKE_STORE_RETRY_BUDGET", value_parser = parse_duration, default_value = "60s")]
+    store_retry_budget: Duration,
     /// Hashing threads (0: one per core).
     #[arg(long, env = "MEMBERLAKE_HASH_THREADS", default_value_t = 0)]
     hash_threads: usize,
@@ -133,6 +136,7 @@ async fn main() -> anyhow::Result<()> {
             process: process::ProcessConfig {
                 block_size: args.block_size as usize,
                 write_concurrency: args.write_concurrency,
+                store_retry_budget: args.store_retry_budget,
             },
         },
     };

@@ -56,6 +56,8 @@ impl RangeError {
 pub struct ProcessConfig {
     pub block_size: usize,
     pub write_concurrency: usize,
+    /// How long a failing store write is retried (with backoff) before the range is given up.
+    pub store_retry_budget: std::time::Duration,
 }
 
 /// Where the time of a range went, for metrics and logs.
@@ -199,7 +201,11 @@ pub async fn process_range(
         let version = lease.list_version();
         while let Some(hashes) = hash_rx.recv().await {
             let started = Instant::now();
-            store.insert_members(&lease.advertiser_id, version, &hashes, cfg.write_concurrency).await?;
+            // Idempotent: a retried batch rewrites the rows it already wrote.
+            memberlake::retry::retry("store write", cfg.store_retry_budget, Default::default(), |_| true, || {
+                store.insert_members(&lease.advertiser_id, version, &hashes, cfg.write_concurrency)
+            })
+            .await?;
             write_secs += started.elapsed().as_secs_f64();
         }
         Ok::<_, RangeError>(write_secs)

@@ -47,6 +47,7 @@ impl Worker {
     /// Claims and processes ranges allowed by `policy` until shutdown.
     async fn run_slot(&self, policy: &ClaimPolicy, shutdown: Shutdown) {
         let mut backoff = self.cfg.idle_poll;
+        let mut failures = 0u32;
         while !shutdown.is_triggered() {
             match self.catalog.claim_range(&self.cfg.worker_id, self.cfg.lease_ttl, policy).await {
                 Ok(Some(lease)) => {
@@ -59,7 +60,19 @@ impl Worker {
                         attempt = lease.attempt,
                         token = lease.token,
                     );
-                    self.work_on(lease, &shutdown).instrument(span).await;
+                    if self.work_on(lease, &shutdown).instrument(span).await {
+                        failures = 0;
+                        continue;
+                    }
+                    // A transient failure: back off before the next claim, so an outage does
+                    // not burn through every range's attempts.
+                    let delay = memberlake::retry::Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(30) }
+                        .delay(failures);
+                    failures += 1;
+                    tokio::select! {
+                        _ = shutdown.wait() => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
                     continue;
                 }
                 Ok(None) => {
@@ -79,7 +92,8 @@ impl Worker {
         }
     }
 
-    async fn work_on(&self, lease: RangeLease, shutdown: &Shutdown) {
+    /// Works on one lease; returns false after a transient failure.
+    async fn work_on(&self, lease: RangeLease, shutdown: &Shutdown) -> bool {
         let started = std::time::Instant::now();
         debug!(start = lease.range.start, end = lease.range.end, "leased range");
         let lost = CancellationToken::new();
@@ -96,7 +110,16 @@ impl Worker {
         };
         heartbeat.abort();
         match result {
-            Ok((outcome, timings)) => match self.catalog.complete_range(&lease, &outcome).await {
+            // Postgres may be restarting: retry the completion while the lease can still be ours.
+            Ok((outcome, timings)) => match memberlake::retry::retry(
+                "range completion",
+                self.cfg.lease_ttl,
+                Default::default(),
+                |e: &memberlake::catalog::CatalogError| e.is_transient(),
+                || self.catalog.complete_range(&lease, &outcome),
+            )
+            .await
+            {
                 Ok(true) => {
                     let secs = started.elapsed().as_secs_f64();
                     info!(
@@ -115,9 +138,16 @@ impl Worker {
                     metrics::gauge!("memberlake_worker_last_range_hash_seconds").set(timings.hash_secs);
                     metrics::gauge!("memberlake_worker_last_range_write_seconds").set(timings.write_secs);
                     metrics::gauge!("memberlake_worker_last_range_read_seconds").set(timings.read_secs);
+                    true
                 }
-                Ok(false) => warn!("lease lost before completion; another worker redoes this range"),
-                Err(e) => warn!(error = %e, "could not record completion; the lease will expire and the range be redone"),
+                Ok(false) => {
+                    warn!("lease lost before completion; another worker redoes this range");
+                    true
+                }
+                Err(e) => {
+                    warn!(error = %e, "could not record completion; the lease will expire and the range be redone");
+                    false
+                }
             },
             Err(e) if e.is_permanent() => {
                 warn!(error = %e, "permanent error: failing the file");
@@ -125,10 +155,12 @@ impl Worker {
                 if let Err(db) = self.catalog.fail_file(&lease, &e.to_string()).await {
                     warn!(error = %db, "could not record the failure; the lease will expire");
                 }
+                true
             }
             Err(RangeError::LeaseLost) => {
                 warn!("lease lost while working; dropping the range");
                 metrics::counter!("memberlake_worker_ranges_failed_total", "kind" => "lease_lost").increment(1);
+                true
             }
             Err(e) => {
                 warn!(error = %e, "transient error: giving the range back");
@@ -139,6 +171,7 @@ impl Worker {
                     Ok(None) => {}
                     Err(db) => warn!(error = %db, "could not release; the lease will expire"),
                 }
+                shutdown_release
             }
         }
     }

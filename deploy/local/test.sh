@@ -28,7 +28,21 @@ install_chromium() {
   fi
 }
 
+# Python with kubernetes-validate for the deploy/ manifests test.
+deploy_python() {
+  local venv=${MEMBERLAKE_CACHE_DIR:-$HOME/.cache/memberlake}/venv-deploy
+  local want="kubernetes-validate==1.37.0 PyYAML==6.0.3"
+  if ! [[ -x $venv/bin/python && -f $venv/.requirements && $(<"$venv/.requirements") == "$want" ]]; then
+    python3 -m venv "$venv"
+    # shellcheck disable=SC2086
+    "$venv/bin/pip" install -q $want
+    echo "$want" >"$venv/.requirements"
+  fi
+  export MEMBERLAKE_DEPLOY_PYTHON=$venv/bin/python
+}
+
 timed "chromium" install_chromium
+timed "python for deploy checks" deploy_python
 timed "stack up" "$SCRIPT_DIR/stack.sh" up
 eval "$("$SCRIPT_DIR/stack.sh" env)"
 timed "build (bins and tests)" cargo build --workspace --bins --tests

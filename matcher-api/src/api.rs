@@ -6,11 +6,12 @@
 //! Bad input → 400 with a JSON error; missing/invalid token → 401; store unavailable → 503 with
 //! `Retry-After`, never a "not a member".
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Query, Request, State};
-use axum::http::header;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{RawQuery, Request, State};
+use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -117,11 +118,15 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(<ApiDoc as utoipa::OpenApi>::openapi())
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+pub fn router(state: AppState, limit: Option<memberlake::http::RateLimit>) -> Router {
+    let mut api = Router::new()
         .route("/v1/match", get(match_one))
         .route("/v1/suppress", post(suppress))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
+    if let Some(limit) = limit {
+        api = api.route_layer(axum::middleware::from_fn_with_state(limit, memberlake::http::rate_limit));
+    }
+    api
         .with_state(state)
         .route("/v1/openapi.json", get(openapi))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -152,18 +157,8 @@ fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
     ),
     security(("bearer" = []))
 )]
-async fn match_one(
-    State(state): State<AppState>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<Json<MatchResponse>, ApiError> {
-    let Query(params) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    if let Some(unknown) = params.keys().find(|k| *k != "advertiser_id" && *k != "email_hash") {
-        return Err(ApiError::bad_request(format!("unknown query parameter {unknown:?}")));
-    }
-    let advertiser = params.get("advertiser_id").ok_or_else(|| ApiError::bad_request("missing query parameter advertiser_id"))?;
-    let hash = params.get("email_hash").ok_or_else(|| ApiError::bad_request("missing query parameter email_hash"))?;
-    let advertiser = parse_advertiser(advertiser)?;
-    let hash = parse_hash(hash)?;
+async fn match_one(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Json<MatchResponse>, ApiError> {
+    let (advertiser, hash) = parse_match_query(query.as_deref().unwrap_or(""))?;
     let active = snapshot(&state)?;
     let member = match active.get(advertiser.as_str()) {
         // No list ingested for this advertiser: nobody is a member.
@@ -178,6 +173,56 @@ async fn match_one(
         }
     };
     Ok(Json(MatchResponse { advertiser_id: advertiser.to_string(), email_hash: hash, member }))
+}
+
+/// Parses `advertiser_id=A&email_hash=H` strictly: both required, nothing else allowed.
+pub fn parse_match_query(query: &str) -> Result<(AdvertiserId, EmailHash), ApiError> {
+    let mut advertiser = None;
+    let mut hash = None;
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        let slot = match key.as_ref() {
+            "advertiser_id" => &mut advertiser,
+            "email_hash" => &mut hash,
+            other => return Err(ApiError::bad_request(format!("unknown query parameter {:?}", truncate(other, 64)))),
+        };
+        if slot.replace(value.into_owned()).is_some() {
+            return Err(ApiError::bad_request(format!("query parameter {key} given twice")));
+        }
+    }
+    let advertiser = advertiser.ok_or_else(|| ApiError::bad_request("missing query parameter advertiser_id"))?;
+    let hash = hash.ok_or_else(|| ApiError::bad_request("missing query parameter email_hash"))?;
+    Ok((parse_advertiser(&advertiser)?, parse_hash(&hash)?))
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Parses and validates a `/v1/suppress` body: the hash, and the advertisers deduplicated in
+/// request order.
+pub fn parse_suppress_body(body: &[u8]) -> Result<(EmailHash, Vec<AdvertiserId>), ApiError> {
+    let request: SuppressRequest = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    let hash = parse_hash(&request.email_hash)?;
+    if request.advertiser_ids.len() > MAX_SUPPRESS_ADVERTISERS {
+        return Err(ApiError::bad_request(format!(
+            "at most {MAX_SUPPRESS_ADVERTISERS} advertiser_ids per call (got {})",
+            request.advertiser_ids.len()
+        )));
+    }
+    let mut seen = HashSet::with_capacity(request.advertiser_ids.len());
+    let mut advertisers = Vec::with_capacity(request.advertiser_ids.len());
+    for (i, raw) in request.advertiser_ids.iter().enumerate() {
+        let adv = AdvertiserId::parse(raw).map_err(|e| ApiError::bad_request(format!("advertiser_ids[{i}]: {e}")))?;
+        if seen.insert(adv.clone()) {
+            advertisers.push(adv);
+        }
+    }
+    Ok((hash, advertisers))
 }
 
 /// Which of these advertisers' offers to suppress for this email hash: one store read whatever
@@ -197,24 +242,18 @@ async fn match_one(
 )]
 async fn suppress(
     State(state): State<AppState>,
-    body: Result<Json<SuppressRequest>, JsonRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<SuppressResponse>, ApiError> {
-    let Json(request) = body.map_err(|e| ApiError::from_rejection(e.status(), e.body_text()))?;
-    let hash = parse_hash(&request.email_hash)?;
-    if request.advertiser_ids.len() > MAX_SUPPRESS_ADVERTISERS {
-        return Err(ApiError::bad_request(format!(
-            "at most {MAX_SUPPRESS_ADVERTISERS} advertiser_ids per call (got {})",
-            request.advertiser_ids.len()
-        )));
+    let body = body.map_err(|e| ApiError::from_rejection(e.status(), e.body_text()))?;
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
+    if !json {
+        return Err(ApiError::bad_request("expected request with `Content-Type: application/json`"));
     }
-    let mut seen = HashSet::with_capacity(request.advertiser_ids.len());
-    let mut advertisers = Vec::with_capacity(request.advertiser_ids.len());
-    for (i, raw) in request.advertiser_ids.iter().enumerate() {
-        let adv = AdvertiserId::parse(raw).map_err(|e| ApiError::bad_request(format!("advertiser_ids[{i}]: {e}")))?;
-        if seen.insert(adv.clone()) {
-            advertisers.push(adv);
-        }
-    }
+    let (hash, advertisers) = parse_suppress_body(&body)?;
     let active = snapshot(&state)?;
     let candidates: Vec<_> = advertisers.iter().filter_map(|a| active.get(a.as_str()).map(|av| (a, *av))).collect();
     let members = match candidates.iter().map(|(_, av)| av.observed_at).max() {

@@ -1,9 +1,7 @@
 //! matcher-api: stateless HTTP service answering "is this email hash a member of these
 //! advertisers' active lists?" from the store, behind a moka cache.
 
-mod active;
-mod api;
-mod lookup;
+use matcher_api::{active, api, lookup};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +29,12 @@ struct Args {
     /// Bearer tokens accepted from callers (comma-separated). Unset: open (warned).
     #[arg(long, env = "MEMBERLAKE_MATCHER_TOKENS", value_delimiter = ',', hide_env_values = true)]
     matcher_tokens: Vec<String>,
+    /// A file of caller tokens (one per line or comma-separated), e.g. a mounted secret.
+    #[arg(long, env = "MEMBERLAKE_MATCHER_TOKENS_FILE")]
+    matcher_tokens_file: Option<std::path::PathBuf>,
+    /// Requests per second this replica accepts on /v1 (0: unlimited); over it: 429.
+    #[arg(long, env = "MEMBERLAKE_MATCHER_RATE_LIMIT", default_value_t = 50_000)]
+    matcher_rate_limit: u32,
     /// Partitions (email hashes) kept in the cache.
     #[arg(long, env = "MEMBERLAKE_CACHE_ENTRIES", default_value_t = 1_000_000)]
     cache_entries: u64,
@@ -47,7 +51,8 @@ async fn main() -> anyhow::Result<()> {
     let (args, settings) = config::parse::<Args>();
     telemetry::init(&args.log);
     config::log_effective_config("matcher-api", &settings);
-    let tokens = memberlake::http::Tokens::parse(&args.matcher_tokens);
+    let tokens = memberlake::http::Tokens::load(&args.matcher_tokens, args.matcher_tokens_file.as_deref())
+        .context("reading MEMBERLAKE_MATCHER_TOKENS_FILE")?;
     if tokens.is_open() {
         tracing::warn!("MEMBERLAKE_MATCHER_TOKENS is unset: the matcher API is OPEN to anyone who can reach {}", args.matcher_addr);
     }
@@ -79,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }),
     ];
-    let app = api::router(state)
+    let app = api::router(state, memberlake::http::RateLimit::per_second(args.matcher_rate_limit))
         .merge(ops_router(checks))
         .layer(axum::middleware::from_fn(memberlake::http::record_metrics));
     let (_, server) = spawn_server(args.matcher_addr, app, shutdown.clone())

@@ -176,6 +176,24 @@ impl Tokens {
         Self { entries: Arc::new(entries) }
     }
 
+    /// Tokens from the `*_TOKENS` variable's items plus, if given, a file (one token per line or
+    /// comma-separated; `#` comments), so that secrets can come from a mounted secret file
+    /// rather than the environment.
+    pub fn load(items: &[String], file: Option<&std::path::Path>) -> std::io::Result<Self> {
+        let mut all: Vec<String> = items.to_vec();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)?;
+            all.extend(
+                text.lines()
+                    .map(|l| l.split('#').next().unwrap_or("").trim())
+                    .flat_map(|l| l.split(','))
+                    .map(|t| t.trim().to_owned())
+                    .filter(|t| !t.is_empty()),
+            );
+        }
+        Ok(Self::parse(&all))
+    }
+
     pub fn is_open(&self) -> bool {
         self.entries.is_empty()
     }
@@ -214,6 +232,59 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
+/// A token-bucket rate limit for a whole HTTP surface: at most `per_second` requests per
+/// second on average, bursts up to one second's worth. Over the limit: 429 with Retry-After.
+#[derive(Clone)]
+pub struct RateLimit {
+    inner: Arc<std::sync::Mutex<Bucket>>,
+    per_second: f64,
+}
+
+struct Bucket {
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl RateLimit {
+    /// `None` for 0 (unlimited).
+    pub fn per_second(per_second: u32) -> Option<Self> {
+        (per_second > 0).then(|| Self {
+            inner: Arc::new(std::sync::Mutex::new(Bucket { tokens: per_second as f64, last: std::time::Instant::now() })),
+            per_second: per_second as f64,
+        })
+    }
+
+    /// Takes one token if there is one.
+    pub fn try_acquire(&self) -> bool {
+        let mut b = self.inner.lock().expect("poisoned");
+        let now = std::time::Instant::now();
+        b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * self.per_second).min(self.per_second);
+        b.last = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// axum middleware applying a [`RateLimit`].
+pub async fn rate_limit(
+    State(limit): State<RateLimit>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if limit.try_acquire() {
+        next.run(request).await
+    } else {
+        metrics::counter!("memberlake_http_rate_limited_total").increment(1);
+        let mut r = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; slow down").into_response();
+        r.headers_mut().insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+        r
+    }
+}
+
 /// Counts requests by route and status and records their latency (axum middleware).
 pub async fn record_metrics(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let started = std::time::Instant::now();
@@ -233,6 +304,26 @@ pub async fn record_metrics(request: axum::extract::Request, next: axum::middlew
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_limit_allows_a_burst_then_refuses() {
+        let limit = RateLimit::per_second(5).unwrap();
+        let allowed = (0..20).filter(|_| limit.try_acquire()).count();
+        assert_eq!(allowed, 5);
+        assert!(RateLimit::per_second(0).is_none());
+    }
+
+    #[test]
+    fn tokens_load_from_a_file() {
+        let dir = std::env::temp_dir().join(format!("memberlake-tokens-{}", std::process::id()));
+        std::fs::write(&dir, "# operators\nalice:alpha\n\nbob:bravo, carol:charlie\n").unwrap();
+        let t = Tokens::load(&["env:echo".into()], Some(&dir)).unwrap();
+        std::fs::remove_file(&dir).unwrap();
+        assert_eq!(t.identify(b"echo"), Some("env"));
+        assert_eq!(t.identify(b"alpha"), Some("alice"));
+        assert_eq!(t.identify(b"charlie"), Some("carol"));
+        assert!(Tokens::load(&[], Some(std::path::Path::new("/nonexistent/tokens"))).is_err());
+    }
 
     #[test]
     fn tokens_compare_whole_and_carry_names() {

@@ -21,16 +21,17 @@
 //! - [`catalog`]: the Postgres control plane (files, ranges, leases, versions).
 //! - [`store`]: the CQL data plane (memberships).
 //! - [`schema`]: versioned Postgres and CQL migrations and the start-up schema check.
-//! - [`config`], [`telemetry`], [`shutdown`], [`http`]: service plumbing.
+//! - [`config`], [`telemetry`], [`shutdown`], [`http`], [`retry`], [`bootstrap`]: service plumbing.
 
-pub mod ids;
-pub mod ranges;
-pub mod records;
 pub mod bootstrap;
 pub mod catalog;
 pub mod config;
 pub mod http;
+pub mod ids;
 pub mod lake;
+pub mod ranges;
+pub mod records;
+pub mod retry;
 pub mod schema;
 pub mod shutdown;
 pub mod store;

@@ -39,8 +39,8 @@ pub struct AdminState {
 #[derive(Clone, Debug)]
 pub struct Actor(pub String);
 
-pub fn router(state: AdminState) -> Router {
-    let api = Router::new()
+pub fn router(state: AdminState, limit: Option<memberlake::http::RateLimit>) -> Router {
+    let mut api = Router::new()
         .route("/admin/v1/files", get(list_files))
         .route("/admin/v1/files/{id}", get(file_detail))
         .route("/admin/v1/files/{id}/priority", post(set_priority))
@@ -54,6 +54,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/", get(crate::status_page::page))
         .route("/status", get(crate::status_page::page))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_operator));
+    if let Some(limit) = limit {
+        api = api.route_layer(axum::middleware::from_fn_with_state(limit, memberlake::http::rate_limit));
+    }
     api.with_state(state).layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
 }
 

@@ -34,6 +34,12 @@ struct Args {
     /// Bearer tokens accepted by the operator API (comma-separated). Unset: open (warned).
     #[arg(long, env = "MEMBERLAKE_ADMIN_TOKENS", value_delimiter = ',', hide_env_values = true)]
     admin_tokens: Vec<String>,
+    /// A file of operator tokens (one per line or comma-separated), e.g. a mounted secret.
+    #[arg(long, env = "MEMBERLAKE_ADMIN_TOKENS_FILE")]
+    admin_tokens_file: Option<std::path::PathBuf>,
+    /// Requests per second the operator API accepts (0: unlimited); over it: 429.
+    #[arg(long, env = "MEMBERLAKE_ADMIN_RATE_LIMIT", default_value_t = 100)]
+    admin_rate_limit: u32,
     #[command(flatten)]
     priority: PriorityArgs,
     #[command(flatten)]
@@ -45,7 +51,8 @@ async fn main() -> anyhow::Result<()> {
     let (args, settings) = config::parse::<Args>();
     telemetry::init(&args.log);
     config::log_effective_config("meta-service", &settings);
-    let tokens = memberlake::http::Tokens::parse(&args.admin_tokens);
+    let tokens = memberlake::http::Tokens::load(&args.admin_tokens, args.admin_tokens_file.as_deref())
+        .context("reading MEMBERLAKE_ADMIN_TOKENS_FILE")?;
     if tokens.is_open() {
         tracing::warn!("MEMBERLAKE_ADMIN_TOKENS is unset: the operator API is OPEN to anyone who can reach {}", args.admin_addr);
     }
@@ -69,12 +76,10 @@ async fn main() -> anyhow::Result<()> {
             }
         }),
     ];
-    let admin = admin::router(admin::AdminState {
-        catalog: catalog.clone(),
-        tokens,
-        knobs: args.priority,
-        lanes: args.lanes,
-    });
+    let admin = admin::router(
+        admin::AdminState { catalog: catalog.clone(), tokens, knobs: args.priority, lanes: args.lanes },
+        memberlake::http::RateLimit::per_second(args.admin_rate_limit),
+    );
     let app = admin.merge(ops_router(checks)).layer(axum::middleware::from_fn(memberlake::http::record_metrics));
     let (_, server) = spawn_server(args.admin_addr, app, shutdown.clone()).await
         .with_context(|| format!("binding {}", args.admin_addr))?;

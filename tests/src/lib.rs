@@ -185,9 +185,20 @@ pub async fn fresh_database(admin_url: &str) -> String {
     url.to_string()
 }
 
-/// A free TCP port on loopback (bound, then released).
+/// A free TCP port on loopback for a service to bind. Taken below the kernel's ephemeral range
+/// (which starts at 32768), so that no outgoing connection can grab it between this check and
+/// the service's bind, and from a per-process counter, so that two tests never get the same one.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 600) as u16 * 20;
+    loop {
+        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 12_000;
+        let port = if port >= 32_000 { port - 12_000 } else { port };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Path of a workspace binary, next to the test executable's directory.
@@ -419,4 +430,31 @@ pub fn stack_sh(args: &[&str]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+impl Pipeline {
+    pub fn logs(&self) -> Vec<PathBuf> {
+        self.meta.iter().chain(&self.splitters).chain(&self.workers).chain(&self.matcher).map(|s| s.log.clone()).collect()
+    }
+}
+
+/// Panics if any log contains one of `emails` in plaintext (any case). Scans each log for
+/// email-looking tokens and looks them up, so it stays fast for large lists; also checks the
+/// logs are not empty, so the scan cannot pass vacuously.
+pub fn assert_logs_free_of(logs: &[PathBuf], emails: &[String]) {
+    let wanted: std::collections::HashSet<String> = emails.iter().map(|e| e.trim().to_lowercase()).collect();
+    let mut scanned = 0usize;
+    for log in logs {
+        let text = std::fs::read_to_string(log).unwrap_or_default().to_lowercase();
+        scanned += text.len();
+        for token in text.split(|c: char| c.is_whitespace() || "\"'<>()[]{},;=`".contains(c)) {
+            if token.contains('@') {
+                assert!(!wanted.contains(token), "plaintext email in {}: {token}", log.display());
+            }
+        }
+        for e in emails.iter().take(50) {
+            assert!(!text.contains(&e.to_lowercase()), "plaintext email in {}", log.display());
+        }
+    }
+    assert!(scanned > 1000, "the logs are empty: nothing was scanned");
 }

@@ -73,6 +73,8 @@ async fn end_to_end_100k_members_two_workers_on_s3() {
     for e in emails(500_000, 200) {
         assert!(!is_member(&client, &pipeline.matcher_url, "acme", md5_email(&e)).await);
     }
+    // No service logged any member in plaintext.
+    assert_logs_free_of(&pipeline.logs(), &members);
     let samples = world.catalog.rejection_samples(memberlake::ids::FileId(file.file_id)).await.unwrap();
     assert!(!samples.is_empty());
     assert!(samples.iter().all(|s| matches!(s.reason, memberlake::records::RejectReason::MissingAt | memberlake::records::RejectReason::MultipleAt)));
@@ -231,7 +233,7 @@ async fn bad_input_is_counted_and_reported_and_nothing_else_is_lost() {
     use memberlake::records::RejectReason::*;
     let world = TestWorld::new().await;
     let range = 64 * 1024u64;
-    let _p = world.start_pipeline(&range.to_string(), 1).await;
+    let pipeline = world.start_pipeline(&range.to_string(), 1).await;
 
     // 1. Everything odd at once. Members: 6 (a duplicate hash is still a row). Rejected: 5.
     let mut odd = b"\xEF\xBB\xBFemail\r\n".to_vec();
@@ -302,6 +304,14 @@ async fn bad_input_is_counted_and_reported_and_nothing_else_is_lost() {
     assert_eq!(f.state, "failed");
     assert!(!f.active);
     assert!(f.failure_reason.as_deref().unwrap().contains("too many rejected rows: 90 of 100"), "{f:?}");
+
+    // Neither the valid nor the rejected rows appear in any log.
+    let mut secrets: Vec<String> = ["alice@example.com", "bob@example.com", "jörg@bücher.de", "last@example.com", "final@example.com", "a@b@c", "@example.com", "no-at-sign"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    secrets.extend(members.iter().cloned());
+    assert_logs_free_of(&pipeline.logs(), &secrets);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,100 @@
+//! Hashing core: parse + normalize + MD5, in emails per second, on one core and on all cores
+//! (rayon), against the ceiling of raw MD5 over the same, already-normalized strings.
+//!
+//! `cargo bench -p memberlake-core --bench hashing` (add `--features md5-asm` for md-5's
+//! assembly implementation). Results: BENCHMARKS.md.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use md5::{Digest, Md5};
+use memberlake::records::{parse_line, Record};
+use rayon::prelude::*;
+
+/// A realistic list: mixed-length local parts and domains, some upper case, quotes and
+/// whitespace, ~1% invalid rows, a few pre-hashed rows.
+fn generate(n: usize) -> Vec<Vec<u8>> {
+    let domains = ["gmail.com", "example.org", "mail.corp-example.co.uk", "yahoo.fr", "outlook.com", "x.io"];
+    let mut state = 0x2545F4914F6CDD1Du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    (0..n)
+        .map(|i| {
+            let r = next();
+            let local_len = 3 + (r % 20) as usize;
+            let local: String = (0..local_len).map(|j| (b'a' + ((r >> (j % 50)) % 26) as u8) as char).collect();
+            let domain = domains[(r >> 8) as usize % domains.len()];
+            match r % 100 {
+                0 => b"not-an-email".to_vec(),
+                1 => format!("{:032x}", r as u128 * 0x9E3779B97F4A7C15).into_bytes(),
+                2..=9 => format!("  {}.{i}@{} ", local.to_uppercase(), domain.to_uppercase()).into_bytes(),
+                10..=14 => format!("\"{local}.{i}@{domain}\"").into_bytes(),
+                _ => format!("{local}.{i}@{domain}").into_bytes(),
+            }
+        })
+        .collect()
+}
+
+fn normalized(lines: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let t = l.trim_ascii();
+            let t = t.strip_prefix(b"\"").and_then(|x| x.strip_suffix(b"\"")).unwrap_or(t);
+            let s = std::str::from_utf8(t).ok()?.to_ascii_lowercase();
+            s.contains('@').then(|| s.into_bytes())
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let lines = generate(200_000);
+    let norm = normalized(&lines);
+    let mut g = c.benchmark_group("hashing");
+    g.throughput(Throughput::Elements(lines.len() as u64));
+    g.sample_size(20);
+    g.bench_function("parse_normalize_md5/1-core", |b| {
+        b.iter(|| {
+            let mut members = 0usize;
+            for l in &lines {
+                if let Record::Member(h) = parse_line(black_box(l), false) {
+                    members += h.0[0] as usize & 1;
+                }
+            }
+            members
+        })
+    });
+    g.bench_function("parse_normalize_md5/all-cores", |b| {
+        b.iter(|| {
+            lines
+                .par_iter()
+                .with_min_len(2048)
+                .map(|l| match parse_line(black_box(l), false) {
+                    Record::Member(h) => h.0[0] as usize & 1,
+                    _ => 0,
+                })
+                .sum::<usize>()
+        })
+    });
+    g.throughput(Throughput::Elements(norm.len() as u64));
+    g.bench_function("ceiling_raw_md5/1-core", |b| {
+        b.iter(|| {
+            let mut acc = 0u8;
+            for s in &norm {
+                acc ^= Md5::digest(black_box(s))[0];
+            }
+            acc
+        })
+    });
+    g.bench_function("ceiling_raw_md5/all-cores", |b| {
+        b.iter(|| norm.par_iter().with_min_len(2048).map(|s| Md5::digest(black_box(s))[0] as usize).sum::<usize>())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,91 @@
+//! Retrying transient failures with exponential backoff and jitter, within a time budget.
+//! Used where giving up early costs a lot: a store outage of a few seconds should not cost a
+//! worker its range, nor a range its attempts.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+/// Backoff schedule: `initial`, doubling up to `max`, each delay jittered by ±50 %.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { initial: Duration::from_millis(100), max: Duration::from_secs(5) }
+    }
+}
+
+impl Backoff {
+    /// The delay before retry number `attempt` (0-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let base = self.initial.saturating_mul(1u32 << attempt.min(16)).min(self.max);
+        base.mul_f64(rand::rng().random_range(0.5..1.5))
+    }
+}
+
+/// Runs `op` until it succeeds, `retryable` says an error is final, or `budget` is spent; then
+/// returns the last error. Logs each retry with `what`.
+pub async fn retry<T, E, F, Fut>(what: &str, budget: Duration, backoff: Backoff, retryable: impl Fn(&E) -> bool, mut op: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let started = Instant::now();
+    let mut attempt = 0;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                let delay = backoff.delay(attempt);
+                if !retryable(&e) || started.elapsed() + delay > budget {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "{what} failed; retrying");
+                metrics::counter!("memberlake_retries_total", "what" => what.to_owned()).increment(1);
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test]
+    async fn retries_until_success_within_budget() {
+        let calls = AtomicU32::new(0);
+        let fast = Backoff { initial: Duration::from_millis(1), max: Duration::from_millis(2) };
+        let r: Result<u32, String> = retry("op", Duration::from_secs(5), fast, |_| true, || async {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            if n < 3 { Err(format!("fail {n}")) } else { Ok(n) }
+        })
+        .await;
+        assert_eq!(r, Ok(3));
+    }
+
+    #[tokio::test]
+    async fn stops_on_final_errors_and_when_the_budget_is_spent() {
+        let fast = Backoff { initial: Duration::from_millis(1), max: Duration::from_millis(2) };
+        let calls = AtomicU32::new(0);
+        let r: Result<(), String> = retry("op", Duration::from_secs(5), fast, |_| false, || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err("final".to_owned())
+        })
+        .await;
+        assert_eq!((r, calls.load(Ordering::SeqCst)), (Err("final".to_owned()), 1));
+        let slow = Backoff { initial: Duration::from_millis(30), max: Duration::from_millis(30) };
+        let started = Instant::now();
+        let r: Result<(), String> = retry("op", Duration::from_millis(100), slow, |_| true, || async { Err("down".to_owned()) }).await;
+        assert!(r.is_err());
+        assert!(started.elapsed() < Duration::from_millis(200));
+    }
+}
