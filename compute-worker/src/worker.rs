@@ -133,11 +133,11 @@ impl Worker {
                     );
                     metrics::counter!("memberlake_worker_ranges_done_total").increment(1);
                     metrics::histogram!("memberlake_worker_range_seconds").record(secs);
-                    metrics::counter!("memberlake_worker_read_seconds_total").increment(timings.read_secs as u64);
+                    // Where the time went, per stage (the stages overlap: they are pipelined).
+                    metrics::histogram!("memberlake_worker_read_seconds").record(timings.read_secs);
+                    metrics::histogram!("memberlake_worker_hash_seconds").record(timings.hash_secs);
+                    metrics::histogram!("memberlake_worker_write_seconds").record(timings.write_secs);
                     metrics::counter!("memberlake_worker_rows_written_total").increment(outcome.rows);
-                    metrics::gauge!("memberlake_worker_last_range_hash_seconds").set(timings.hash_secs);
-                    metrics::gauge!("memberlake_worker_last_range_write_seconds").set(timings.write_secs);
-                    metrics::gauge!("memberlake_worker_last_range_read_seconds").set(timings.read_secs);
                     true
                 }
                 Ok(false) => {

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Ingestion benchmark (BENCHMARKS.md § Ingestion). Not a test: prints figures.
+#
+#   bench/ingest.sh                      5M rows (~150 MB) in the S3 server, default 64 MiB ranges
+#   MEMBERLAKE_BENCH_INGEST_ROWS=70000000 bench/ingest.sh     the ≥ 2 GB list of issue #6
+#
+# In one run, against the same local CQL node: the pipeline with 1 and with 2 workers
+# (rows/s, worker peak RSS, where the time went from the workers' metrics), then (a) the store's
+# ceiling: a raw driver insert loop of the same precomputed rows, and (b) `cqlsh COPY FROM` of
+# the same rows as a peer. The store is truncated before each run.
+source "$(dirname "$0")/lib.sh"
+ROWS=${MEMBERLAKE_BENCH_INGEST_ROWS:-5000000}
+CONCURRENCY=${MEMBERLAKE_BENCH_STORE_CONCURRENCY:-256}
+bench_setup ingest
+(cd "$REPO_ROOT" && cargo build --release --example store_ceiling -p memberlake-core >&2)
+trap stop_all EXIT
+: "${MEMBERLAKE_TEST_S3_LAKE_URL:?the S3 server must be up (deploy/local/stack.sh up)}"
+export MEMBERLAKE_LAKE_URL=$MEMBERLAKE_TEST_S3_LAKE_URL/bench-ingest
+PY=$(dirname "$MEMBERLAKE_CQLSH")/python
+CQLSH() { "$MEMBERLAKE_CQLSH" 127.0.0.1 "${MEMBERLAKE_SCYLLA_NODES#*:}" --request-timeout=600 "$@"; }
+data=$RUN_DIR/ingest-data
+mkdir -p "$data"
+if [[ $(wc -l <"$data/list.hashes" 2>/dev/null || echo 0) != "$ROWS" ]]; then
+  say "generating $ROWS rows"
+  python3 "$REPO_ROOT/deploy/local/genlist.py" --count "$ROWS" --seed 11 --out "$data/list.csv" --hashes "$data/list.hashes"
+fi
+size=$(stat -c %s "$data/list.csv")
+echo "machine: $(machine_line); list: $ROWS rows, $size bytes"
+
+psql_q() { psql "$MEMBERLAKE_DATABASE_URL" -qtAc "$1"; }
+
+pipeline_run() { # workers
+  local workers=$1 key="advertisers/bench/run-$1-$(date +%s).csv"
+  CQLSH -e "TRUNCATE $MEMBERLAKE_SCYLLA_KEYSPACE.memberships" >/dev/null
+  start_service meta meta-service MEMBERLAKE_ADMIN_ADDR=127.0.0.1:18181 MEMBERLAKE_POLL_INTERVAL=500ms
+  start_service splitter splitter MEMBERLAKE_METRICS_ADDR=127.0.0.1:18202 MEMBERLAKE_SPLITTER_INTERVAL=200ms
+  for i in $(seq 1 "$workers"); do
+    start_service "worker-$i" compute-worker MEMBERLAKE_METRICS_ADDR=127.0.0.1:1821$i MEMBERLAKE_WRITE_CONCURRENCY="$CONCURRENCY"
+  done
+  "$PY" - "$data/list.csv" "${MEMBERLAKE_LAKE_URL#s3://}" "$key" <<'PY'
+import sys, os, boto3
+path, root, key = sys.argv[1:]
+bucket, _, prefix = root.partition("/")
+boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"]).upload_file(path, bucket, f"{prefix}/{key}")
+PY
+  local id=""
+  until [[ -n $id ]]; do id=$(psql_q "SELECT file_id FROM files WHERE object_key LIKE '%$key'"); sleep 0.2; done
+  until [[ $(psql_q "SELECT state FROM files WHERE file_id = $id") =~ ^(ingested|failed)$ ]]; do
+    for i in $(seq 1 "$workers"); do # peak RSS so far (VmHWM), kept per worker
+      awk '/VmHWM/ {print $2}' "/proc/$(<"$RUN_DIR/worker-$i.pid")/status" >"$RUN_DIR/worker-$i.hwm" 2>/dev/null || true
+    done
+    sleep 0.5
+  done
+  local secs rows state
+  IFS='|' read -r state rows secs < <(psql_q "SELECT state, rows_ingested, extract(epoch FROM finished_at - split_at) FROM files WHERE file_id = $id")
+  local rss="" stages=""
+  for i in $(seq 1 "$workers"); do
+    rss="$rss $(( $(cat "$RUN_DIR/worker-$i.hwm") / 1024 ))MiB"
+    stages="$stages $(curl -fsS "127.0.0.1:1821$i/metrics" | awk '/^memberlake_worker_(read|hash|write)_seconds_sum/ {split($1, n, "_"); printf "%s=%.0fs ", n[3], $2}')"
+  done
+  printf '| pipeline, %d worker(s) | %s | %s | %.1f | %.0f | peak RSS:%s; stage seconds (summed over ranges, overlapping):%s |\n' \
+    "$workers" "$state" "$rows" "$secs" "$(python3 -c "print($rows / $secs)")" "$rss" "$stages"
+  stop_all
+}
+
+echo "| run | state | rows | seconds | rows/s | notes |"
+echo "|---|---|---|---|---|---|"
+pipeline_run 1
+pipeline_run 2
+
+CQLSH -e "TRUNCATE $MEMBERLAKE_SCYLLA_KEYSPACE.memberships" >/dev/null
+out=$("$CARGO_TARGET_DIR/release/examples/store_ceiling" "$data/list.hashes" bench 1 "$CONCURRENCY")
+echo "$out" >&2
+read -r rows_per_s secs < <(sed -E 's/.*seconds=([0-9.]+) rows_per_s=([0-9]+).*/\2 \1/' <<<"$out")
+printf '| (a) raw driver insert loop, concurrency %s | - | %s | %s | %s | the store ceiling |\n' "$CONCURRENCY" "$ROWS" "$secs" "$rows_per_s"
+
+CQLSH -e "TRUNCATE $MEMBERLAKE_SCYLLA_KEYSPACE.memberships" >/dev/null
+awk '{print "0x" $1 ",bench,2"}' "$data/list.hashes" >"$data/copy.csv"
+t0=$(date +%s.%N)
+CQLSH -e "COPY $MEMBERLAKE_SCYLLA_KEYSPACE.memberships (email_hash, advertiser_id, list_version) FROM '$data/copy.csv' WITH NUMPROCESSES=2 AND MAXBATCHSIZE=20" >"$RUN_DIR/copy.log" 2>&1
+t1=$(date +%s.%N)
+printf '| (b) cqlsh COPY FROM | - | %s | %.1f | %.0f | peer tool |\n' "$ROWS" "$(python3 -c "print($t1 - $t0)")" "$(python3 -c "print($ROWS / ($t1 - $t0))")"
