@@ -6,7 +6,6 @@
 //! Bad input → 400 with a JSON error; missing/invalid token → 401; store unavailable → 503 with
 //! `Retry-After`, never a "not a member".
 
-use std::collections::HashSet;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -17,14 +16,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use memberlake::http::{ApiError, Tokens};
-use memberlake::ids::{AdvertiserId, EmailHash};
+use memberlake::ids::EmailHash;
+use memberlake_records::requests::{parse_match_query, parse_suppress_body};
+pub use memberlake_records::requests::MAX_SUPPRESS_ADVERTISERS;
 use serde::{Deserialize, Serialize};
 
 use crate::active::{ActiveVersions, Snapshot};
 use crate::lookup::Memberships;
 
-/// Most advertisers one `/v1/suppress` call may ask about.
-pub const MAX_SUPPRESS_ADVERTISERS: usize = 1000;
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 128 * 1024;
 
@@ -60,8 +59,10 @@ pub struct MatchResponse {
     pub member: bool,
 }
 
+/// Body of `POST /v1/suppress` (documents the grammar `parse_suppress_body` enforces).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[allow(dead_code)]
 pub struct SuppressRequest {
     #[schema(example = "c160f8cc69a4f0bf2b0362752353d060")]
     pub email_hash: String,
@@ -132,14 +133,6 @@ pub fn router(state: AppState, limit: Option<memberlake::http::RateLimit>) -> Ro
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
-fn parse_hash(raw: &str) -> Result<EmailHash, ApiError> {
-    EmailHash::from_hex(raw.as_bytes()).map_err(|e| ApiError::bad_request(e.to_string()))
-}
-
-fn parse_advertiser(raw: &str) -> Result<AdvertiserId, ApiError> {
-    AdvertiserId::parse(raw).map_err(|e| ApiError::bad_request(format!("{e} (got {} bytes)", raw.len())))
-}
-
 fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
     state.active.snapshot().ok_or_else(|| ApiError::unavailable("active list versions not loaded yet"))
 }
@@ -158,7 +151,7 @@ fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
     security(("bearer" = []))
 )]
 async fn match_one(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Json<MatchResponse>, ApiError> {
-    let (advertiser, hash) = parse_match_query(query.as_deref().unwrap_or(""))?;
+    let (advertiser, hash) = parse_match_query(query.as_deref().unwrap_or("")).map_err(|e| ApiError::bad_request(e.0))?;
     let active = snapshot(&state)?;
     let member = match active.get(advertiser.as_str()) {
         // No list ingested for this advertiser: nobody is a member.
@@ -173,56 +166,6 @@ async fn match_one(State(state): State<AppState>, RawQuery(query): RawQuery) -> 
         }
     };
     Ok(Json(MatchResponse { advertiser_id: advertiser.to_string(), email_hash: hash, member }))
-}
-
-/// Parses `advertiser_id=A&email_hash=H` strictly: both required, nothing else allowed.
-pub fn parse_match_query(query: &str) -> Result<(AdvertiserId, EmailHash), ApiError> {
-    let mut advertiser = None;
-    let mut hash = None;
-    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
-        let slot = match key.as_ref() {
-            "advertiser_id" => &mut advertiser,
-            "email_hash" => &mut hash,
-            other => return Err(ApiError::bad_request(format!("unknown query parameter {:?}", truncate(other, 64)))),
-        };
-        if slot.replace(value.into_owned()).is_some() {
-            return Err(ApiError::bad_request(format!("query parameter {key} given twice")));
-        }
-    }
-    let advertiser = advertiser.ok_or_else(|| ApiError::bad_request("missing query parameter advertiser_id"))?;
-    let hash = hash.ok_or_else(|| ApiError::bad_request("missing query parameter email_hash"))?;
-    Ok((parse_advertiser(&advertiser)?, parse_hash(&hash)?))
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-/// Parses and validates a `/v1/suppress` body: the hash, and the advertisers deduplicated in
-/// request order.
-pub fn parse_suppress_body(body: &[u8]) -> Result<(EmailHash, Vec<AdvertiserId>), ApiError> {
-    let request: SuppressRequest = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
-    let hash = parse_hash(&request.email_hash)?;
-    if request.advertiser_ids.len() > MAX_SUPPRESS_ADVERTISERS {
-        return Err(ApiError::bad_request(format!(
-            "at most {MAX_SUPPRESS_ADVERTISERS} advertiser_ids per call (got {})",
-            request.advertiser_ids.len()
-        )));
-    }
-    let mut seen = HashSet::with_capacity(request.advertiser_ids.len());
-    let mut advertisers = Vec::with_capacity(request.advertiser_ids.len());
-    for (i, raw) in request.advertiser_ids.iter().enumerate() {
-        let adv = AdvertiserId::parse(raw).map_err(|e| ApiError::bad_request(format!("advertiser_ids[{i}]: {e}")))?;
-        if seen.insert(adv.clone()) {
-            advertisers.push(adv);
-        }
-    }
-    Ok((hash, advertisers))
 }
 
 /// Which of these advertisers' offers to suppress for this email hash: one store read whatever
@@ -253,7 +196,7 @@ async fn suppress(
     if !json {
         return Err(ApiError::bad_request("expected request with `Content-Type: application/json`"));
     }
-    let (hash, advertisers) = parse_suppress_body(&body)?;
+    let (hash, advertisers) = parse_suppress_body(&body).map_err(|e| ApiError::bad_request(e.0))?;
     let active = snapshot(&state)?;
     let candidates: Vec<_> = advertisers.iter().filter_map(|a| active.get(a.as_str()).map(|av| (a, *av))).collect();
     let members = match candidates.iter().map(|(_, av)| av.observed_at).max() {

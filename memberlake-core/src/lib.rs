@@ -14,9 +14,8 @@
 //! ```
 //!
 //! This crate is the shared domain; each service's `main` is wiring over it:
-//! - [`ids`]: identifiers parsed once at the edge (`AdvertiserId`, `EmailHash`, ...).
-//! - [`records`]: the hashing contract, one line at a time.
-//! - [`ranges`]: byte ranges and the range-boundary rule, streaming.
+//! - [`ids`], [`records`], [`ranges`]: the data contract, from the dependency-light
+//!   `memberlake-records` crate (identifiers, the hashing contract, the range-boundary rule).
 //! - [`lake`]: object access (`s3://` and `file://`), listing and ranged reads.
 //! - [`catalog`]: the Postgres control plane (files, ranges, leases, versions).
 //! - [`store`]: the CQL data plane (memberships).
@@ -27,12 +26,11 @@ pub mod bootstrap;
 pub mod catalog;
 pub mod config;
 pub mod http;
-pub mod ids;
 pub mod lake;
-pub mod ranges;
-pub mod records;
 pub mod retry;
 pub mod schema;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+
+pub use memberlake_records::{ids, ranges, records};

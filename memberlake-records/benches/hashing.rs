@@ -1,14 +1,14 @@
 //! Hashing core: parse + normalize + MD5, in emails per second, on one core and on all cores
 //! (rayon), against the ceiling of raw MD5 over the same, already-normalized strings.
 //!
-//! `cargo bench -p memberlake-core --bench hashing` (add `--features md5-asm` for md-5's
+//! `cargo bench -p memberlake-records --bench hashing` (add `--features md5-asm` for md-5's
 //! assembly implementation). Results: BENCHMARKS.md.
 
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use md5::{Digest, Md5};
-use memberlake::records::{parse_line, Record};
+use memberlake_records::records::{parse_line, Record};
 use rayon::prelude::*;
 
 /// A realistic list: mixed-length local parts and domains, some upper case, quotes and
