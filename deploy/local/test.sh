@@ -47,6 +47,8 @@ timed "stack up" "$SCRIPT_DIR/stack.sh" up
 eval "$("$SCRIPT_DIR/stack.sh" env)"
 timed "build (bins and tests)" cargo build --workspace --bins --tests
 timed "migrate" env MEMBERLAKE_LOG=warn "$CARGO_TARGET_DIR/debug/memberlake" migrate
+# Bounded fuzzing of the line parser, the range scanner and the matcher's request grammar.
+timed "fuzz (bounded)" env MEMBERLAKE_FUZZ_SECONDS="${MEMBERLAKE_FUZZ_SECONDS:-20}" bash "$SCRIPT_DIR/fuzz.sh"
 run_tests() {
   local log t0=$SECONDS; log=$(mktemp)
   echo "== cargo test"

@@ -49,7 +49,8 @@ struct SuppressBody {
 /// Parses a `/v1/suppress` body: the hash, and at most [`MAX_SUPPRESS_ADVERTISERS`] advertisers,
 /// deduplicated in request order.
 pub fn parse_suppress_body(body: &[u8]) -> Result<(EmailHash, Vec<AdvertiserId>), RequestError> {
-    let request: SuppressBody = serde_json::from_slice(body).map_err(|e| err(format!("invalid JSON body: {e}")))?;
+    let request: SuppressBody = serde_json::from_slice(body)
+        .map_err(|e| err(format!("invalid JSON body: {}", truncate(&e.to_string(), 200))))?;
     let hash = parse_hash(&request.email_hash)?;
     if request.advertiser_ids.len() > MAX_SUPPRESS_ADVERTISERS {
         return Err(err(format!(
