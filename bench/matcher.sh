@@ -35,7 +35,8 @@ if ! [[ -s $keys/all.hashes ]] || ! curl -fsS "$MATCHER/v1/match?advertiser_id=b
   root=${MEMBERLAKE_LAKE_URL#file://}
   mkdir -p "$root/advertisers/bench"
   t0=$(date +%s.%N)
-  cp "$keys/list.csv" "$root/advertisers/bench/tmp" && mv "$root/advertisers/bench/tmp" "$root/advertisers/bench/members.csv"
+  mkdir -p "$RUN_DIR/staging"   # stage outside the lake, then rename in: atomic like a PUT
+  cp "$keys/list.csv" "$RUN_DIR/staging/list.tmp" && mv "$RUN_DIR/staging/list.tmp" "$root/advertisers/bench/members.csv"
   until curl -fsS "$MATCHER/v1/match?advertiser_id=bench&email_hash=$(tail -1 "$keys/all.hashes")" | grep -q '"member":true'; do sleep 1; done
   echo "ingested $ROWS rows in $(python3 -c "import time; print(round(time.time() - $t0, 1))") s (release build, 1 worker)" >&2
   stop_service worker; stop_service splitter; stop_service meta

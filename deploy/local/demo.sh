@@ -85,8 +85,11 @@ upload() { # advertiser file
   local key="advertisers/$1/members-$(date +%Y%m%dT%H%M%S).csv"
   if [[ $MEMBERLAKE_LAKE_URL == file://* ]]; then
     local root=${MEMBERLAKE_LAKE_URL#file://}
-    mkdir -p "$root/advertisers/$1"
-    cp "$2" "$root/$key.tmp" && mv "$root/$key.tmp" "$root/$key"   # atomic, like an S3 PUT
+    # Stage beside the lake, then rename into it: atomic, like an S3 PUT (a half-copied file
+    # inside the lake would be picked up as a list).
+    local staging; staging=$(dirname "$root")/lake-staging
+    mkdir -p "$root/advertisers/$1" "$staging"
+    cp "$2" "$staging/upload.tmp" && mv "$staging/upload.tmp" "$root/$key"
   else
     "$(dirname "$MEMBERLAKE_CQLSH")/python" - "$2" "${MEMBERLAKE_LAKE_URL#s3://}" "$key" <<'PY'
 import sys, boto3, os
