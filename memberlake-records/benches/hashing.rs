@@ -8,7 +8,8 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use md5::{Digest, Md5};
-use memberlake_records::records::{parse_line, Record};
+use memberlake_records::md5x4::md5_many;
+use memberlake_records::records::{parse_line, parse_lines, Record};
 use rayon::prelude::*;
 
 /// A realistic list: mixed-length local parts and domains, some upper case, quotes and
@@ -68,6 +69,13 @@ fn bench(c: &mut Criterion) {
             members
         })
     });
+    let items: Vec<(u64, &[u8])> = lines.iter().enumerate().map(|(i, l)| (i as u64 + 1, l.as_slice())).collect();
+    g.bench_function("parse_normalize_md5x4_batched/1-core", |b| {
+        b.iter(|| parse_lines(black_box(&items)).len())
+    });
+    g.bench_function("parse_normalize_md5x4_batched/all-cores", |b| {
+        b.iter(|| items.par_chunks(4096).map(|c| parse_lines(black_box(c)).len()).sum::<usize>())
+    });
     g.bench_function("parse_normalize_md5/all-cores", |b| {
         b.iter(|| {
             lines
@@ -88,6 +96,14 @@ fn bench(c: &mut Criterion) {
                 acc ^= Md5::digest(black_box(s))[0];
             }
             acc
+        })
+    });
+    let refs: Vec<&[u8]> = norm.iter().map(Vec::as_slice).collect();
+    g.bench_function("ceiling_raw_md5x4/1-core", |b| {
+        let mut out = Vec::new();
+        b.iter(|| {
+            md5_many(black_box(&refs), &mut out);
+            out.len()
         })
     });
     g.bench_function("ceiling_raw_md5/all-cores", |b| {

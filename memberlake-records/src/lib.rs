@@ -8,6 +8,7 @@
 //! `memberlake-core` re-exports the first three as `memberlake::{ids, records, ranges}`.
 
 pub mod ids;
+pub mod md5x4;
 pub mod ranges;
 pub mod records;
 pub mod requests;

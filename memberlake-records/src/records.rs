@@ -76,56 +76,107 @@ pub enum Record {
 /// Parses one line (without its `\n`). `first_line` is true only for the line at byte offset 0
 /// of the (decompressed) object, where a BOM and a header are allowed.
 pub fn parse_line(line: &[u8], first_line: bool) -> Record {
+    let mut arena = Vec::new();
+    match classify(line, first_line, &mut arena) {
+        Step::Done(record) => record,
+        Step::Email(range) => Record::Member(md5_hash(&arena[range])),
+    }
+}
+
+/// Parses many lines `(offset, line)` — the line at offset 0 may carry a BOM and a header —
+/// applying the [`MAX_LINE_BYTES`] cap, and hashes the emails four at a time
+/// ([`crate::md5x4`]). Same results as [`parse_line`] line by line, faster.
+pub fn parse_lines(lines: &[(u64, &[u8])]) -> Vec<(u64, Record)> {
+    let mut arena = Vec::with_capacity(lines.len() * 32);
+    let mut out = Vec::with_capacity(lines.len());
+    let mut pending: Vec<(usize, std::ops::Range<usize>)> = Vec::with_capacity(lines.len());
+    for &(offset, line) in lines {
+        let step = if line.len() > MAX_LINE_BYTES {
+            Step::Done(Record::Rejected(RejectReason::LineTooLong))
+        } else {
+            classify(line, offset == 0, &mut arena)
+        };
+        match step {
+            Step::Done(record) => out.push((offset, record)),
+            Step::Email(range) => {
+                pending.push((out.len(), range));
+                out.push((offset, Record::Skipped)); // replaced below
+            }
+        }
+    }
+    let messages: Vec<&[u8]> = pending.iter().map(|(_, r)| &arena[r.clone()]).collect();
+    let mut digests = Vec::new();
+    crate::md5x4::md5_many(&messages, &mut digests);
+    for ((slot, _), digest) in pending.iter().zip(digests) {
+        out[*slot].1 = Record::Member(EmailHash(digest));
+    }
+    out
+}
+
+/// A line's fate before hashing: decided, or a normalized email stored in the arena.
+enum Step {
+    Done(Record),
+    Email(std::ops::Range<usize>),
+}
+
+fn classify(line: &[u8], first_line: bool, arena: &mut Vec<u8>) -> Step {
     let mut line = line;
     if first_line {
         line = line.strip_prefix(UTF8_BOM).unwrap_or(line);
     }
     let mut value = line.trim_ascii();
     if value.is_empty() {
-        return Record::Skipped;
+        return Step::Done(Record::Skipped);
     }
     if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
         value = value[1..value.len() - 1].trim_ascii();
         if value.is_empty() {
-            return Record::Rejected(RejectReason::Empty);
+            return Step::Done(Record::Rejected(RejectReason::Empty));
         }
     }
     if first_line && value.eq_ignore_ascii_case(b"email") {
-        return Record::Skipped;
+        return Step::Done(Record::Skipped);
     }
     if value.len() == 32 && value.iter().all(u8::is_ascii_hexdigit) {
         // Cannot fail: 32 hex digits.
-        return EmailHash::from_hex(value).map_or(Record::Rejected(RejectReason::NotUtf8), Record::Member);
+        return Step::Done(EmailHash::from_hex(value).map_or(Record::Rejected(RejectReason::NotUtf8), Record::Member));
     }
-    match normalize_and_hash(value) {
-        Ok(hash) => Record::Member(hash),
-        Err(reason) => Record::Rejected(reason),
+    match normalize_into(value, arena) {
+        Ok(range) => Step::Email(range),
+        Err(reason) => Step::Done(Record::Rejected(reason)),
     }
 }
 
-/// Lower-cases `value` (already trimmed), checks it looks like an email and hashes it.
-/// ASCII input, the common case, is lower-cased on the stack without allocating.
-pub fn normalize_and_hash(value: &[u8]) -> Result<EmailHash, RejectReason> {
+/// Lower-cases `value` (already trimmed) onto the end of `arena` and checks it looks like an
+/// email; returns where it is. ASCII input, the common case, is lower-cased in place.
+fn normalize_into(value: &[u8], arena: &mut Vec<u8>) -> Result<std::ops::Range<usize>, RejectReason> {
+    let start = arena.len();
     if value.is_ascii() {
         // A lower-cased ASCII string has the same length; check it before copying.
         if value.len() > MAX_EMAIL_BYTES {
             return Err(RejectReason::TooLong);
         }
-        let mut buf = [0u8; MAX_EMAIL_BYTES];
-        let lowered = &mut buf[..value.len()];
-        lowered.copy_from_slice(value);
-        lowered.make_ascii_lowercase();
-        check_email_shape(lowered)?;
-        Ok(md5_hash(lowered))
+        arena.extend_from_slice(value);
+        arena[start..].make_ascii_lowercase();
     } else {
         let text = std::str::from_utf8(value).map_err(|_| RejectReason::NotUtf8)?;
         let lowered = text.to_lowercase();
         if lowered.len() > MAX_EMAIL_BYTES {
             return Err(RejectReason::TooLong);
         }
-        check_email_shape(lowered.as_bytes())?;
-        Ok(md5_hash(lowered.as_bytes()))
+        arena.extend_from_slice(lowered.as_bytes());
     }
+    if let Err(reason) = check_email_shape(&arena[start..]) {
+        arena.truncate(start);
+        return Err(reason);
+    }
+    Ok(start..arena.len())
+}
+
+/// Lower-cases `value` (already trimmed), checks it looks like an email and hashes it.
+pub fn normalize_and_hash(value: &[u8]) -> Result<EmailHash, RejectReason> {
+    let mut arena = Vec::new();
+    normalize_into(value, &mut arena).map(|range| md5_hash(&arena[range]))
 }
 
 fn check_email_shape(email: &[u8]) -> Result<(), RejectReason> {
@@ -151,6 +202,29 @@ pub fn md5_hash(normalized: &[u8]) -> EmailHash {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The batched, multi-buffer path gives exactly what the line-by-line path gives.
+        #[test]
+        fn parse_lines_matches_parse_line(lines in proptest::collection::vec(
+            prop_oneof![
+                "[A-Za-z0-9. \"]{0,20}@[a-z]{1,10}\\.[a-z]{2,3}[ ]{0,2}".prop_map(String::into_bytes),
+                "[0-9a-fA-F]{32}".prop_map(String::into_bytes),
+                proptest::collection::vec(any::<u8>(), 0..80),
+                (250usize..5000).prop_map(|n| vec![b'a'; n]),
+            ],
+            0..50,
+        )) {
+            let items: Vec<(u64, &[u8])> = lines.iter().enumerate().map(|(i, l)| (i as u64 * 7, l.as_slice())).collect();
+            let batched = parse_lines(&items);
+            let one_by_one: Vec<(u64, Record)> = items
+                .iter()
+                .map(|(o, l)| (*o, if l.len() > MAX_LINE_BYTES { Record::Rejected(RejectReason::LineTooLong) } else { parse_line(l, *o == 0) }))
+                .collect();
+            prop_assert_eq!(batched, one_by_one);
+        }
+    }
 
     fn member(hex: &str) -> Record {
         Record::Member(EmailHash::from_hex(hex.as_bytes()).unwrap())
