@@ -47,19 +47,23 @@ PY
   until [[ -n $id ]]; do id=$(psql_q "SELECT file_id FROM files WHERE object_key LIKE '%$key'"); sleep 0.2; done
   until [[ $(psql_q "SELECT state FROM files WHERE file_id = $id") =~ ^(ingested|failed)$ ]]; do
     for i in $(seq 1 "$workers"); do # peak RSS so far (VmHWM), kept per worker
-      awk '/VmHWM/ {print $2}' "/proc/$(<"$RUN_DIR/worker-$i.pid")/status" >"$RUN_DIR/worker-$i.hwm" 2>/dev/null || true
+      pid=$(<"$RUN_DIR/worker-$i.pid")
+      awk '/VmHWM/ {print $2}' "/proc/$pid/status" >"$RUN_DIR/worker-$i.hwm" 2>/dev/null || true
+      awk '{print $14 + $15}' "/proc/$pid/stat" >"$RUN_DIR/worker-$i.cpu" 2>/dev/null || true
     done
     sleep 0.5
   done
   local secs rows state
   IFS='|' read -r state rows secs < <(psql_q "SELECT state, rows_ingested, extract(epoch FROM finished_at - split_at) FROM files WHERE file_id = $id")
-  local rss="" stages=""
+  local rss="" stages="" cpu_ticks=0
   for i in $(seq 1 "$workers"); do
     rss="$rss $(( $(cat "$RUN_DIR/worker-$i.hwm") / 1024 ))MiB"
+    cpu_ticks=$((cpu_ticks + $(cat "$RUN_DIR/worker-$i.cpu")))
     stages="$stages $(curl -fsS "127.0.0.1:1821$i/metrics" | awk '/^memberlake_worker_(read|hash|write)_seconds_sum/ {split($1, n, "_"); printf "%s=%.0fs ", n[3], $2}')"
   done
-  printf '| pipeline, %d worker(s) | %s | %s | %.1f | %.0f | peak RSS:%s; stage seconds (summed over ranges, overlapping):%s |\n' \
-    "$workers" "$state" "$rows" "$secs" "$(python3 -c "print($rows / $secs)")" "$rss" "$stages"
+  local cpu_s; cpu_s=$(python3 -c "print(round($cpu_ticks / $(getconf CLK_TCK), 1))")
+  printf '| pipeline, %d worker(s) | %s | %s | %.1f | %.0f | peak RSS:%s; worker CPU %ss = %.0f rows per worker CPU-second; stage seconds (summed over ranges, overlapping):%s |\n' \
+    "$workers" "$state" "$rows" "$secs" "$(python3 -c "print($rows / $secs)")" "$rss" "$cpu_s" "$(python3 -c "print($rows / max($cpu_s, 0.1))")" "$stages"
   stop_all
 }
 
