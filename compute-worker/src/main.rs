@@ -10,15 +10,21 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use memberlake::bootstrap;
 use memberlake::catalog::{ClaimPolicy, Lane};
-use memberlake::config::{self, parse_bytes, parse_duration, DatabaseArgs, LakeArgs, LaneArgs, LogArgs, PriorityArgs, StoreArgs};
-use memberlake::http::{ops_router, spawn_server, ReadinessCheck};
+use memberlake::config::{
+    self, parse_bytes, parse_duration, DatabaseArgs, LakeArgs, LaneArgs, LogArgs, PriorityArgs, StoreArgs,
+};
+use memberlake::http::{ops_router, spawn_server};
 use memberlake::lake::Lake;
 use memberlake::shutdown::Shutdown;
-use memberlake::{bootstrap, telemetry};
 
 #[derive(Parser, Debug)]
-#[command(name = "compute-worker", version, about = "memberlake compute-worker: leases ranges, hashes emails, writes memberships.")]
+#[command(
+    name = "compute-worker",
+    version,
+    about = "memberlake compute-worker: leases ranges, hashes emails, writes memberships."
+)]
 struct Args {
     #[command(flatten)]
     log: LogArgs,
@@ -80,9 +86,7 @@ enum LaneKind {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (args, settings) = config::parse::<Args>();
-    telemetry::init(&args.log);
-    config::log_effective_config("compute-worker", &settings);
+    let args: Args = config::start("compute-worker", |a: &Args| &a.log);
     if args.hash_threads > 0 {
         rayon::ThreadPoolBuilder::new().num_threads(args.hash_threads).build_global()?;
     }
@@ -91,22 +95,7 @@ async fn main() -> anyhow::Result<()> {
     let store = Arc::new(bootstrap::open_store(&args.store).await.context("opening the store")?);
     let lake = Lake::open(&args.lake.lake_url)?;
 
-    let checks = vec![
-        ReadinessCheck::new("postgres", {
-            let c = catalog.clone();
-            move || {
-                let c = c.clone();
-                async move { c.ping().await.map_err(|e| e.to_string()) }
-            }
-        }),
-        ReadinessCheck::new("cql", {
-            let s = store.clone();
-            move || {
-                let s = s.clone();
-                async move { s.ping().await.map_err(|e| e.to_string()) }
-            }
-        }),
-    ];
+    let checks = vec![bootstrap::postgres_ready(&catalog), bootstrap::cql_ready(&store)];
     let (_, server) = spawn_server(args.metrics_addr, ops_router(checks), shutdown.clone())
         .await
         .with_context(|| format!("binding {}", args.metrics_addr))?;
@@ -126,7 +115,9 @@ async fn main() -> anyhow::Result<()> {
                 .iter()
                 .map(|kind| ClaimPolicy {
                     lane: match kind {
-                        LaneKind::Express => Lane::express(args.express.express_max_file_size, args.express.urgent_priority),
+                        LaneKind::Express => {
+                            Lane::express(args.express.express_max_file_size, args.express.urgent_priority)
+                        }
                         LaneKind::Bulk => Lane::bulk(),
                     },
                     per_file_cap: args.max_leases_per_file,

@@ -202,9 +202,13 @@ pub async fn process_range(
         while let Some(hashes) = hash_rx.recv().await {
             let started = Instant::now();
             // Idempotent: a retried batch rewrites the rows it already wrote.
-            memberlake::retry::retry("store write", cfg.store_retry_budget, Default::default(), |_| true, || {
-                store.insert_members(&lease.advertiser_id, version, &hashes, cfg.write_concurrency)
-            })
+            memberlake::retry::retry(
+                "store write",
+                cfg.store_retry_budget,
+                Default::default(),
+                |_| true,
+                || store.insert_members(&lease.advertiser_id, version, &hashes, cfg.write_concurrency),
+            )
             .await?;
             write_secs += started.elapsed().as_secs_f64();
         }

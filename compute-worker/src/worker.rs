@@ -66,8 +66,9 @@ impl Worker {
                     }
                     // A transient failure: back off before the next claim, so an outage does
                     // not burn through every range's attempts.
-                    let delay = memberlake::retry::Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(30) }
-                        .delay(failures);
+                    let delay =
+                        memberlake::retry::Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(30) }
+                            .delay(failures);
                     failures += 1;
                     tokio::select! {
                         _ = shutdown.wait() => break,
@@ -166,7 +167,8 @@ impl Worker {
                 warn!(error = %e, "transient error: giving the range back");
                 metrics::counter!("memberlake_worker_ranges_failed_total", "kind" => "transient").increment(1);
                 let shutdown_release = matches!(e, RangeError::Shutdown);
-                match self.catalog.release_range(&lease, &e.to_string(), self.cfg.max_attempts, !shutdown_release).await {
+                match self.catalog.release_range(&lease, &e.to_string(), self.cfg.max_attempts, !shutdown_release).await
+                {
                     Ok(Some(state)) => info!(%state, "range released"),
                     Ok(None) => {}
                     Err(db) => warn!(error = %db, "could not release; the lease will expire"),

@@ -11,7 +11,8 @@ fuzz_target!(|data: &[u8]| {
                 // The BOM is only recognized as the very first bytes of the object.
                 let t = if first_line { data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data) } else { data };
                 let t = t.trim_ascii();
-                let inner = t.strip_prefix(b"\"").and_then(|x| x.strip_suffix(b"\"")).map(<[u8]>::trim_ascii).unwrap_or(t);
+                let inner =
+                    t.strip_prefix(b"\"").and_then(|x| x.strip_suffix(b"\"")).map(<[u8]>::trim_ascii).unwrap_or(t);
                 if inner.len() == 32 && inner.iter().all(u8::is_ascii_hexdigit) {
                     assert_eq!(h.to_hex(), String::from_utf8_lossy(inner).to_ascii_lowercase());
                 } else {

@@ -35,7 +35,14 @@ fuzz_target!(|input: (u16, u8, Vec<u8>)| {
     while start < file.len() {
         let end = file[start..].iter().position(|b| *b == b'\n').map_or(file.len(), |i| start + i);
         let line = &file[start..end];
-        expected.push((start as u64, if line.len() > MAX_LINE_BYTES { Record::Rejected(RejectReason::LineTooLong) } else { line_record(start as u64, line) }));
+        expected.push((
+            start as u64,
+            if line.len() > MAX_LINE_BYTES {
+                Record::Rejected(RejectReason::LineTooLong)
+            } else {
+                line_record(start as u64, line)
+            },
+        ));
         start = end + 1;
     }
     assert_eq!(scan(&file, range_size, chunk), expected);

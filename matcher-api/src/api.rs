@@ -6,7 +6,6 @@
 //! Bad input → 400 with a JSON error; missing/invalid token → 401; store unavailable → 503 with
 //! `Retry-After`, never a "not a member".
 
-
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, Request, State};
@@ -17,8 +16,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use memberlake::http::{ApiError, Tokens};
 use memberlake::ids::EmailHash;
-use memberlake_records::requests::{parse_match_query, parse_suppress_body};
 pub use memberlake_records::requests::MAX_SUPPRESS_ADVERTISERS;
+use memberlake_records::requests::{parse_match_query, parse_suppress_body};
 use serde::{Deserialize, Serialize};
 
 use crate::active::{ActiveVersions, Snapshot};
@@ -111,7 +110,10 @@ impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
     }
 }
 
@@ -127,8 +129,7 @@ pub fn router(state: AppState, limit: Option<memberlake::http::RateLimit>) -> Ro
     if let Some(limit) = limit {
         api = api.route_layer(axum::middleware::from_fn_with_state(limit, memberlake::http::rate_limit));
     }
-    api
-        .with_state(state)
+    api.with_state(state)
         .route("/v1/openapi.json", get(openapi))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
@@ -151,7 +152,8 @@ fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
     security(("bearer" = []))
 )]
 async fn match_one(State(state): State<AppState>, RawQuery(query): RawQuery) -> Result<Json<MatchResponse>, ApiError> {
-    let (advertiser, hash) = parse_match_query(query.as_deref().unwrap_or("")).map_err(|e| ApiError::bad_request(e.0))?;
+    let (advertiser, hash) =
+        parse_match_query(query.as_deref().unwrap_or("")).map_err(|e| ApiError::bad_request(e.0))?;
     let active = snapshot(&state)?;
     let member = match active.get(advertiser.as_str()) {
         // No list ingested for this advertiser: nobody is a member.
@@ -238,5 +240,4 @@ mod tests {
         assert!(doc["components"]["schemas"]["MatchResponse"].is_object());
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     }
-
 }

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use memberlake::bootstrap;
 use memberlake::config::{self, parse_duration, DatabaseArgs, LogArgs, StoreArgs};
 use memberlake::http::{ops_router, spawn_server, ReadinessCheck};
 use memberlake::shutdown::Shutdown;
-use memberlake::{bootstrap, telemetry};
 
 #[derive(Parser, Debug)]
 #[command(name = "matcher-api", version, about = "memberlake matcher-api: GET /v1/match and POST /v1/suppress.")]
@@ -48,14 +48,14 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (args, settings) = config::parse::<Args>();
-    telemetry::init(&args.log);
-    config::log_effective_config("matcher-api", &settings);
-    let tokens = memberlake::http::Tokens::load(&args.matcher_tokens, args.matcher_tokens_file.as_deref())
-        .context("reading MEMBERLAKE_MATCHER_TOKENS_FILE")?;
-    if tokens.is_open() {
-        tracing::warn!("MEMBERLAKE_MATCHER_TOKENS is unset: the matcher API is OPEN to anyone who can reach {}", args.matcher_addr);
-    }
+    let args: Args = config::start("matcher-api", |a: &Args| &a.log);
+    let tokens = memberlake::http::Tokens::load_for_surface(
+        "MEMBERLAKE_MATCHER_TOKENS",
+        &args.matcher_tokens,
+        args.matcher_tokens_file.as_deref(),
+        args.matcher_addr,
+    )
+    .context("reading MEMBERLAKE_MATCHER_TOKENS_FILE")?;
     let shutdown = Shutdown::on_signals();
     let catalog = bootstrap::open_catalog(&args.database).await.context("opening the catalog")?;
     let store = Arc::new(bootstrap::open_store(&args.store).await.context("opening the store")?);
@@ -69,18 +69,18 @@ async fn main() -> anyhow::Result<()> {
     let memberships = lookup::Memberships::new(store.clone(), args.cache_entries, args.cache_ttl);
     let state = api::AppState { active: active.clone(), memberships, tokens };
     let checks = vec![
-        ReadinessCheck::new("cql", {
-            let s = store.clone();
-            move || {
-                let s = s.clone();
-                async move { s.ping().await.map_err(|e| e.to_string()) }
-            }
-        }),
+        bootstrap::cql_ready(&store),
         ReadinessCheck::new("active_versions", {
             let a = active.clone();
             move || {
                 let loaded = a.snapshot().is_some();
-                async move { if loaded { Ok(()) } else { Err("not loaded yet".to_owned()) } }
+                async move {
+                    if loaded {
+                        Ok(())
+                    } else {
+                        Err("not loaded yet".to_owned())
+                    }
+                }
             }
         }),
     ];

@@ -70,8 +70,16 @@ struct Client {
 
 impl Client {
     fn new(args: &AdminArgs) -> Self {
-        let base = if args.admin_addr.starts_with("http") { args.admin_addr.clone() } else { format!("http://{}", args.admin_addr) };
-        Self { http: reqwest::Client::new(), base: base.trim_end_matches('/').to_owned(), token: args.admin_token.clone() }
+        let base = if args.admin_addr.starts_with("http") {
+            args.admin_addr.clone()
+        } else {
+            format!("http://{}", args.admin_addr)
+        };
+        Self {
+            http: reqwest::Client::new(),
+            base: base.trim_end_matches('/').to_owned(),
+            token: args.admin_token.clone(),
+        }
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
@@ -94,14 +102,17 @@ impl Client {
 }
 
 fn print_files(files: &[Value]) {
-    println!("{:>6}  {:<20} {:<10} {:>9} {:>5} {:>14} {:>12} {:>9}  object", "id", "advertiser", "state", "size", "prio", "ranges", "rows", "rejected");
+    println!(
+        "{:>6}  {:<20} {:<10} {:>10} {:>5} {:>14} {:>12} {:>9}  object",
+        "id", "advertiser", "state", "size", "prio", "ranges", "rows", "rejected"
+    );
     for f in files {
         println!(
-            "{:>6}  {:<20} {:<10} {:>9} {:>5} {:>14} {:>12} {:>9}  {}{}{}",
+            "{:>6}  {:<20} {:<10} {:>10} {:>5} {:>14} {:>12} {:>9}  {}{}{}",
             f["file_id"],
             f["advertiser_id"].as_str().unwrap_or(""),
             f["state"].as_str().unwrap_or(""),
-            human(f["size_bytes"].as_i64().unwrap_or(0)),
+            memberlake::config::format_bytes(f["size_bytes"].as_u64().unwrap_or(0)),
             f["priority"],
             format!("{}/{}", f["ranges_done"], f["ranges_total"]),
             f["rows_ingested"],
@@ -111,16 +122,6 @@ fn print_files(files: &[Value]) {
             if f["active"].as_bool() == Some(true) { "  [active]" } else { "" },
         );
     }
-}
-
-fn human(n: i64) -> String {
-    let n = n as f64;
-    for (unit, size) in [("G", 1u64 << 30), ("M", 1 << 20), ("K", 1 << 10)] {
-        if n >= size as f64 {
-            return format!("{:.1}{unit}", n / size as f64);
-        }
-    }
-    format!("{n}B")
 }
 
 pub async fn run(args: AdminArgs, command: AdminCommand) -> anyhow::Result<()> {
@@ -163,7 +164,12 @@ pub async fn run(args: AdminArgs, command: AdminCommand) -> anyhow::Result<()> {
                     println!("failure: {reason}");
                 }
                 for e in v["last_errors"].as_array().into_iter().flatten() {
-                    println!("range {} (attempts {}): {}", e["range_index"], e["attempts"], e["error"].as_str().unwrap_or(""));
+                    println!(
+                        "range {} (attempts {}): {}",
+                        e["range_index"],
+                        e["attempts"],
+                        e["error"].as_str().unwrap_or("")
+                    );
                 }
                 for s in v["rejection_samples"].as_array().into_iter().flatten().take(10) {
                     println!("rejected at byte {}: {}", s["offset"], s["reason"].as_str().unwrap_or(""));
@@ -171,7 +177,9 @@ pub async fn run(args: AdminArgs, command: AdminCommand) -> anyhow::Result<()> {
             }
         }
         AdminCommand::Prioritize { id, priority } => {
-            let v = client.call(Method::POST, &format!("/admin/v1/files/{id}/priority"), Some(json!({"priority": priority}))).await?;
+            let v = client
+                .call(Method::POST, &format!("/admin/v1/files/{id}/priority"), Some(json!({"priority": priority})))
+                .await?;
             if !show(&v) {
                 println!("file {id}: priority {priority}");
             }
@@ -181,7 +189,13 @@ pub async fn run(args: AdminArgs, command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Cancel { id } => lifecycle(&client, id, "cancel", &show).await?,
         AdminCommand::Retry { id } => lifecycle(&client, id, "retry", &show).await?,
         AdminCommand::Weight { advertiser, weight } => {
-            let v = client.call(Method::PUT, &format!("/admin/v1/advertisers/{advertiser}/weight"), Some(json!({"weight": weight}))).await?;
+            let v = client
+                .call(
+                    Method::PUT,
+                    &format!("/admin/v1/advertisers/{advertiser}/weight"),
+                    Some(json!({"weight": weight})),
+                )
+                .await?;
             if !show(&v) {
                 println!("advertiser {advertiser}: weight {weight}");
             }
@@ -190,7 +204,14 @@ pub async fn run(args: AdminArgs, command: AdminCommand) -> anyhow::Result<()> {
             let v = client.call(Method::GET, &format!("/admin/v1/actions?limit={limit}"), None).await?;
             if !show(&v) {
                 for a in v["actions"].as_array().into_iter().flatten() {
-                    println!("{}  {:<12} {:<10} {:<20} {}", a["at"].as_str().unwrap_or(""), a["actor"].as_str().unwrap_or(""), a["action"].as_str().unwrap_or(""), a["target"].as_str().unwrap_or(""), a["details"]);
+                    println!(
+                        "{}  {:<12} {:<10} {:<20} {}",
+                        a["at"].as_str().unwrap_or(""),
+                        a["actor"].as_str().unwrap_or(""),
+                        a["action"].as_str().unwrap_or(""),
+                        a["target"].as_str().unwrap_or(""),
+                        a["details"]
+                    );
                 }
             }
         }
@@ -203,7 +224,11 @@ async fn lifecycle(client: &Client, id: i64, action: &str, show: &dyn Fn(&Value)
     let v = client.call(reqwest::Method::POST, &format!("/admin/v1/files/{id}/{action}"), None).await?;
     if !show(&v) {
         let f = &v["file"];
-        println!("file {id}: {action} done; state {}{}", f["state"].as_str().unwrap_or("?"), if f["paused"].as_bool() == Some(true) { ", paused" } else { "" });
+        println!(
+            "file {id}: {action} done; state {}{}",
+            f["state"].as_str().unwrap_or("?"),
+            if f["paused"].as_bool() == Some(true) { ", paused" } else { "" }
+        );
     }
     Ok(())
 }
@@ -235,7 +260,11 @@ async fn watch(client: &Client, interval: Duration) -> anyhow::Result<()> {
             });
             bar.set_length(f["ranges_total"].as_u64().unwrap_or(0));
             bar.set_position(f["ranges_done"].as_u64().unwrap_or(0));
-            bar.set_message(format!("{} rows{}", f["rows_ingested"], if f["paused"].as_bool() == Some(true) { " (paused)" } else { "" }));
+            bar.set_message(format!(
+                "{} rows{}",
+                f["rows_ingested"],
+                if f["paused"].as_bool() == Some(true) { " (paused)" } else { "" }
+            ));
         }
         bars.retain(|id, bar| {
             let keep = live.contains(id);

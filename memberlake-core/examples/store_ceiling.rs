@@ -29,6 +29,10 @@ async fn main() -> anyhow::Result<()> {
         store.insert_members(&advertiser, version, chunk, concurrency).await?;
     }
     let secs = started.elapsed().as_secs_f64();
-    println!("store_ceiling rows={} concurrency={concurrency} seconds={secs:.2} rows_per_s={:.0}", hashes.len(), hashes.len() as f64 / secs);
+    println!(
+        "store_ceiling rows={} concurrency={concurrency} seconds={secs:.2} rows_per_s={:.0}",
+        hashes.len(),
+        hashes.len() as f64 / secs
+    );
     Ok(())
 }

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::config::{DatabaseArgs, StoreArgs};
+use crate::http::ReadinessCheck;
+use crate::lake::Lake;
 use crate::schema::{self, SchemaError};
 use crate::store::{MembershipStore, StoreError};
 
@@ -39,4 +41,31 @@ pub fn instance_id(configured: Option<&str>) -> String {
     }
     let host = std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "host".into());
     format!("{host}-{}", std::process::id())
+}
+
+/// `/readyz` check: Postgres answers.
+pub fn postgres_ready(catalog: &Catalog) -> ReadinessCheck {
+    let catalog = catalog.clone();
+    ReadinessCheck::new("postgres", move || {
+        let catalog = catalog.clone();
+        async move { catalog.ping().await.map_err(|e| e.to_string()) }
+    })
+}
+
+/// `/readyz` check: the CQL store answers.
+pub fn cql_ready(store: &Arc<MembershipStore>) -> ReadinessCheck {
+    let store = store.clone();
+    ReadinessCheck::new("cql", move || {
+        let store = store.clone();
+        async move { store.ping().await.map_err(|e| e.to_string()) }
+    })
+}
+
+/// `/readyz` check: the lake can be listed.
+pub fn lake_ready(lake: &Lake) -> ReadinessCheck {
+    let lake = lake.clone();
+    ReadinessCheck::new("lake", move || {
+        let lake = lake.clone();
+        async move { lake.ping().await.map_err(|e| e.to_string()) }
+    })
 }

@@ -113,6 +113,16 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size {s:?} must be positive and fit in 64 bits"))
 }
 
+/// Formats a byte count for people: `3.0 MiB`, `12 B`.
+pub fn format_bytes(n: u64) -> String {
+    for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if n >= size {
+            return format!("{:.1} {unit}", n as f64 / size as f64);
+        }
+    }
+    format!("{n} B")
+}
+
 /// One line of the effective configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Setting {
@@ -173,6 +183,15 @@ pub fn mask_secret(value: &str) -> String {
     format!("**** ({items} item{})", if items == 1 { "" } else { "s" })
 }
 
+/// A service's first steps: parse the configuration, set up logs and metrics, log the effective
+/// configuration (secrets masked).
+pub fn start<T: clap::Parser>(service: &str, log: impl Fn(&T) -> &LogArgs) -> T {
+    let (args, settings) = parse::<T>();
+    crate::telemetry::init(log(&args));
+    log_effective_config(service, &settings);
+    args
+}
+
 /// Logs the effective configuration, one line per variable.
 pub fn log_effective_config(service: &str, settings: &[Setting]) {
     tracing::info!(service, version = env!("CARGO_PKG_VERSION"), "starting");
@@ -193,6 +212,13 @@ mod tests {
         assert_eq!(parse_duration("1.5m").unwrap(), Duration::from_secs(90));
         assert!(parse_duration("2 weeks").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn formats_bytes() {
+        assert_eq!(format_bytes(3 << 20), "3.0 MiB");
+        assert_eq!(format_bytes(12), "12 B");
+        assert_eq!(format_bytes(1536), "1.5 KiB");
     }
 
     #[test]

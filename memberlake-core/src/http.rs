@@ -57,18 +57,16 @@ async fn readyz(State(checks): State<Arc<Vec<ReadinessCheck>>>) -> Response {
     let ready = results.iter().all(|(_, r)| r.is_ok());
     let body: serde_json::Map<String, serde_json::Value> = results
         .into_iter()
-        .map(|(name, r)| (name.to_string(), r.map_or_else(|e| json!({"ok": false, "error": e}), |_| json!({"ok": true}))))
+        .map(|(name, r)| {
+            (name.to_string(), r.map_or_else(|e| json!({"ok": false, "error": e}), |_| json!({"ok": true})))
+        })
         .collect();
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(json!({"ready": ready, "checks": body}))).into_response()
 }
 
 async fn metrics() -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        crate::telemetry::render_metrics(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::telemetry::render_metrics()).into_response()
 }
 
 /// Binds `addr` and serves `router` until `shutdown`; returns the bound address at once.
@@ -81,9 +79,7 @@ pub async fn spawn_server(
     let local = listener.local_addr()?;
     tracing::info!(%local, "http listening");
     let handle = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { shutdown.wait().await })
-            .await
+        axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.wait().await }).await
     });
     Ok((local, handle))
 }
@@ -169,7 +165,9 @@ impl Tokens {
             .filter(|t| !t.trim().is_empty())
             .enumerate()
             .map(|(i, t)| match t.trim().split_once(':') {
-                Some((name, secret)) if !name.is_empty() && !secret.is_empty() => (name.to_owned(), secret.as_bytes().to_vec()),
+                Some((name, secret)) if !name.is_empty() && !secret.is_empty() => {
+                    (name.to_owned(), secret.as_bytes().to_vec())
+                }
                 _ => (format!("token#{}", i + 1), t.trim().as_bytes().to_vec()),
             })
             .collect();
@@ -192,6 +190,20 @@ impl Tokens {
             );
         }
         Ok(Self::parse(&all))
+    }
+
+    /// [`load`](Self::load), warning loudly when no token is configured (the surface is open).
+    pub fn load_for_surface(
+        variable: &str,
+        items: &[String],
+        file: Option<&std::path::Path>,
+        addr: SocketAddr,
+    ) -> std::io::Result<Self> {
+        let tokens = Self::load(items, file)?;
+        if tokens.is_open() {
+            tracing::warn!("{variable} is unset: the API on {addr} is OPEN to anyone who can reach it");
+        }
+        Ok(tokens)
     }
 
     pub fn is_open(&self) -> bool {
@@ -249,7 +261,10 @@ impl RateLimit {
     /// `None` for 0 (unlimited).
     pub fn per_second(per_second: u32) -> Option<Self> {
         (per_second > 0).then(|| Self {
-            inner: Arc::new(std::sync::Mutex::new(Bucket { tokens: per_second as f64, last: std::time::Instant::now() })),
+            inner: Arc::new(std::sync::Mutex::new(Bucket {
+                tokens: per_second as f64,
+                last: std::time::Instant::now(),
+            })),
             per_second: per_second as f64,
         })
     }
@@ -279,7 +294,8 @@ pub async fn rate_limit(
         next.run(request).await
     } else {
         metrics::counter!("memberlake_http_rate_limited_total").increment(1);
-        let mut r = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; slow down").into_response();
+        let mut r = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; slow down")
+            .into_response();
         r.headers_mut().insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
         r
     }

@@ -49,7 +49,10 @@ impl LakeError {
     pub fn is_permanent(&self) -> bool {
         matches!(
             self,
-            LakeError::InvalidUrl { .. } | LakeError::NotFound { .. } | LakeError::Changed { .. } | LakeError::Corrupt(_)
+            LakeError::InvalidUrl { .. }
+                | LakeError::NotFound { .. }
+                | LakeError::Changed { .. }
+                | LakeError::Corrupt(_)
         )
     }
 
@@ -69,7 +72,9 @@ impl LakeError {
 pub enum LakeEntry {
     Member(LakeObject),
     /// Outside `advertisers/<advertiser_id>/`, or with an invalid advertiser id.
-    Ignored { key: String },
+    Ignored {
+        key: String,
+    },
 }
 
 /// A member-list object: what the catalog registers.
@@ -161,7 +166,8 @@ impl Lake {
             }
             "file" => {
                 let root = parsed.to_file_path().map_err(|_| invalid("file URL must be an absolute path"))?;
-                std::fs::create_dir_all(&root).map_err(|e| invalid(&format!("cannot create {}: {e}", root.display())))?;
+                std::fs::create_dir_all(&root)
+                    .map_err(|e| invalid(&format!("cannot create {}: {e}", root.display())))?;
                 let store = LocalFileSystem::new_with_prefix(&root).map_err(|e| invalid(&e.to_string()))?;
                 Ok(Self {
                     store: Arc::new(store),
@@ -215,7 +221,9 @@ impl Lake {
         LakeEntry::Member(LakeObject {
             advertiser_id,
             compression: Compression::from_key(name),
-            etag: meta.e_tag.unwrap_or_else(|| format!("{}-{}", meta.size, meta.last_modified.timestamp_nanos_opt().unwrap_or(0))),
+            etag: meta
+                .e_tag
+                .unwrap_or_else(|| format!("{}-{}", meta.size, meta.last_modified.timestamp_nanos_opt().unwrap_or(0))),
             size: meta.size,
             last_modified: meta.last_modified,
             key,
@@ -246,11 +254,7 @@ impl Lake {
 
     /// Writes an object (used by the demo and the tests; the product only reads).
     pub async fn put(&self, key: &str, data: Bytes) -> Result<(), LakeError> {
-        self.store
-            .put(&Path::from(key), data.into())
-            .await
-            .map(|_| ())
-            .map_err(|e| LakeError::from_store(key, e))
+        self.store.put(&Path::from(key), data.into()).await.map(|_| ()).map_err(|e| LakeError::from_store(key, e))
     }
 
     /// Deletes an object (tests).

@@ -30,7 +30,13 @@ impl Backoff {
 
 /// Runs `op` until it succeeds, `retryable` says an error is final, or `budget` is spent; then
 /// returns the last error. Logs each retry with `what`.
-pub async fn retry<T, E, F, Fut>(what: &str, budget: Duration, backoff: Backoff, retryable: impl Fn(&E) -> bool, mut op: F) -> Result<T, E>
+pub async fn retry<T, E, F, Fut>(
+    what: &str,
+    budget: Duration,
+    backoff: Backoff,
+    retryable: impl Fn(&E) -> bool,
+    mut op: F,
+) -> Result<T, E>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
@@ -64,10 +70,20 @@ mod tests {
     async fn retries_until_success_within_budget() {
         let calls = AtomicU32::new(0);
         let fast = Backoff { initial: Duration::from_millis(1), max: Duration::from_millis(2) };
-        let r: Result<u32, String> = retry("op", Duration::from_secs(5), fast, |_| true, || async {
-            let n = calls.fetch_add(1, Ordering::SeqCst);
-            if n < 3 { Err(format!("fail {n}")) } else { Ok(n) }
-        })
+        let r: Result<u32, String> = retry(
+            "op",
+            Duration::from_secs(5),
+            fast,
+            |_| true,
+            || async {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                if n < 3 {
+                    Err(format!("fail {n}"))
+                } else {
+                    Ok(n)
+                }
+            },
+        )
         .await;
         assert_eq!(r, Ok(3));
     }
@@ -76,15 +92,22 @@ mod tests {
     async fn stops_on_final_errors_and_when_the_budget_is_spent() {
         let fast = Backoff { initial: Duration::from_millis(1), max: Duration::from_millis(2) };
         let calls = AtomicU32::new(0);
-        let r: Result<(), String> = retry("op", Duration::from_secs(5), fast, |_| false, || async {
-            calls.fetch_add(1, Ordering::SeqCst);
-            Err("final".to_owned())
-        })
+        let r: Result<(), String> = retry(
+            "op",
+            Duration::from_secs(5),
+            fast,
+            |_| false,
+            || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Err("final".to_owned())
+            },
+        )
         .await;
         assert_eq!((r, calls.load(Ordering::SeqCst)), (Err("final".to_owned()), 1));
         let slow = Backoff { initial: Duration::from_millis(30), max: Duration::from_millis(30) };
         let started = Instant::now();
-        let r: Result<(), String> = retry("op", Duration::from_millis(100), slow, |_| true, || async { Err("down".to_owned()) }).await;
+        let r: Result<(), String> =
+            retry("op", Duration::from_millis(100), slow, |_| true, || async { Err("down".to_owned()) }).await;
         assert!(r.is_err());
         assert!(started.elapsed() < Duration::from_millis(200));
     }

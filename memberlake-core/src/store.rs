@@ -87,7 +87,8 @@ impl MembershipStore {
             }
         };
         let mut insert =
-            prepare(format!("INSERT INTO {ks}.memberships (email_hash, advertiser_id, list_version) VALUES (?, ?, ?)")).await?;
+            prepare(format!("INSERT INTO {ks}.memberships (email_hash, advertiser_id, list_version) VALUES (?, ?, ?)"))
+                .await?;
         // Inserts are idempotent: the driver may retry them safely.
         insert.set_is_idempotent(true);
         let mut select_partition =
@@ -142,13 +143,13 @@ impl MembershipStore {
     /// Every row of `h`'s partition: one read, whatever the number of advertisers asked about.
     pub async fn read_partition(&self, h: &EmailHash) -> Result<Vec<MembershipRow>, StoreError> {
         let started = Instant::now();
-        let result = tokio::time::timeout(self.timeout, self.session.execute_unpaged(&self.select_partition, (&h.0[..],)))
-            .await
-            .map_err(|_| StoreError::Timeout { operation: "read", timeout: self.timeout })?
-            .map_err(|e| StoreError::request("read", e))?;
-        let rows = result
-            .into_rows_result()
-            .map_err(|e| StoreError::Decode { operation: "read", message: e.to_string() })?;
+        let result =
+            tokio::time::timeout(self.timeout, self.session.execute_unpaged(&self.select_partition, (&h.0[..],)))
+                .await
+                .map_err(|_| StoreError::Timeout { operation: "read", timeout: self.timeout })?
+                .map_err(|e| StoreError::request("read", e))?;
+        let rows =
+            result.into_rows_result().map_err(|e| StoreError::Decode { operation: "read", message: e.to_string() })?;
         let out = rows
             .rows::<(String, i64)>()
             .map_err(|e| StoreError::Decode { operation: "read", message: e.to_string() })?

@@ -70,9 +70,7 @@ fn bench(c: &mut Criterion) {
         })
     });
     let items: Vec<(u64, &[u8])> = lines.iter().enumerate().map(|(i, l)| (i as u64 + 1, l.as_slice())).collect();
-    g.bench_function("parse_normalize_md5x4_batched/1-core", |b| {
-        b.iter(|| parse_lines(black_box(&items)).len())
-    });
+    g.bench_function("parse_normalize_md5x4_batched/1-core", |b| b.iter(|| parse_lines(black_box(&items)).len()));
     g.bench_function("parse_normalize_md5x4_batched/all-cores", |b| {
         b.iter(|| items.par_chunks(4096).map(|c| parse_lines(black_box(c)).len()).sum::<usize>())
     });

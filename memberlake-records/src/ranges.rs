@@ -83,7 +83,9 @@ pub struct Block {
 pub enum ScanItem {
     Lines(Block),
     /// A line owned by the range, longer than [`MAX_LINE_BYTES`]; its bytes were dropped.
-    OverlongLine { offset: u64 },
+    OverlongLine {
+        offset: u64,
+    },
 }
 
 /// Streams a range's read window and yields the lines the range owns, per the boundary rule.
@@ -223,7 +225,6 @@ impl Block {
         })
     }
 }
-
 
 /// Turns an owned line into a record: the length cap first (a complete line can exceed it
 /// when its end arrived in the same chunk), then the hashing contract.

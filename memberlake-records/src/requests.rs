@@ -95,7 +95,14 @@ mod tests {
     fn match_queries() {
         let (a, h) = parse_match_query(&format!("advertiser_id=acme&email_hash={}", H.to_uppercase())).unwrap();
         assert_eq!((a.as_str(), h.to_hex().as_str()), ("acme", H));
-        for bad in ["", "advertiser_id=acme", &format!("email_hash={H}"), &format!("advertiser_id=a&advertiser_id=b&email_hash={H}"), &format!("advertiser_id=a&email_hash={H}&x=1"), "advertiser_id=a%2Fb&email_hash=00"] {
+        for bad in [
+            "",
+            "advertiser_id=acme",
+            &format!("email_hash={H}"),
+            &format!("advertiser_id=a&advertiser_id=b&email_hash={H}"),
+            &format!("advertiser_id=a&email_hash={H}&x=1"),
+            "advertiser_id=a%2Fb&email_hash=00",
+        ] {
             assert!(parse_match_query(bad).is_err(), "{bad}");
         }
         let long = format!("{}=1", "k".repeat(10_000));
@@ -104,7 +111,9 @@ mod tests {
 
     #[test]
     fn suppress_bodies() {
-        let (h, ads) = parse_suppress_body(format!(r#"{{"email_hash":"{H}","advertiser_ids":["b","a","b"]}}"#).as_bytes()).unwrap();
+        let (h, ads) =
+            parse_suppress_body(format!(r#"{{"email_hash":"{H}","advertiser_ids":["b","a","b"]}}"#).as_bytes())
+                .unwrap();
         assert_eq!(h.to_hex(), H);
         assert_eq!(ads.iter().map(|a| a.as_str()).collect::<Vec<_>>(), vec!["b", "a"]);
         let many: Vec<String> = (0..1001).map(|i| format!("\"a{i}\"")).collect();

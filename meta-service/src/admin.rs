@@ -63,11 +63,7 @@ pub fn router(state: AdminState, limit: Option<memberlake::http::RateLimit>) -> 
 /// Checks the operator token (header, or `?token=` for the status page in a browser).
 async fn require_operator(State(state): State<AdminState>, mut request: Request, next: Next) -> Response {
     let header_value = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let from_query = request
-        .uri()
-        .query()
-        .and_then(|q| url_param(q, "token"))
-        .map(|t| format!("Bearer {t}"));
+    let from_query = request.uri().query().and_then(|q| url_param(q, "token")).map(|t| format!("Bearer {t}"));
     match state.tokens.authorize(header_value.or(from_query).as_deref()) {
         Ok(actor) => {
             request.extensions_mut().insert(Actor(actor));
@@ -95,7 +91,23 @@ fn map_err(e: CatalogError) -> ApiError {
 }
 
 fn file_id(raw: &str) -> Result<FileId, ApiError> {
-    raw.parse::<i64>().ok().filter(|id| *id > 0).map(FileId).ok_or_else(|| ApiError::bad_request(format!("file id must be a positive integer, got {raw:?}")))
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .map(FileId)
+        .ok_or_else(|| ApiError::bad_request(format!("file id must be a positive integer, got {raw:?}")))
+}
+
+/// `limit=` of a listing: 1..=1000, default 100.
+fn parse_limit(params: &HashMap<String, String>) -> Result<i64, ApiError> {
+    match params.get("limit") {
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| ApiError::bad_request("limit must be 1..=1000")),
+        None => Ok(100),
+    }
 }
 
 const FILE_STATES: &[&str] = &["registered", "ingesting", "ingested", "failed", "cancelled"];
@@ -118,16 +130,9 @@ async fn list_files(
         .get("advertiser_id")
         .map(|a| AdvertiserId::parse(a).map_err(|e| ApiError::bad_request(e.to_string())))
         .transpose()?;
-    let limit = params
-        .get("limit")
-        .map(|l| l.parse::<i64>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| ApiError::bad_request("limit must be 1..=1000")))
-        .transpose()?
-        .unwrap_or(100);
-    let files = state
-        .catalog
-        .list_files(&FileFilter { state: state_filter, advertiser_id, limit })
-        .await
-        .map_err(map_err)?;
+    let limit = parse_limit(&params)?;
+    let files =
+        state.catalog.list_files(&FileFilter { state: state_filter, advertiser_id, limit }).await.map_err(map_err)?;
     Ok(Json(json!({ "files": files })))
 }
 
@@ -160,25 +165,41 @@ async fn set_priority(
     Ok(Json(json!({ "file": file })))
 }
 
-async fn pause(State(s): State<AdminState>, Extension(a): Extension<Actor>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn pause(
+    State(s): State<AdminState>,
+    Extension(a): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let file = s.catalog.set_paused(&a.0, file_id(&id)?, true).await.map_err(map_err)?;
     tracing::info!(actor = %a.0, file_id = file.file_id, "operator paused file");
     Ok(Json(json!({ "file": file })))
 }
 
-async fn resume(State(s): State<AdminState>, Extension(a): Extension<Actor>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn resume(
+    State(s): State<AdminState>,
+    Extension(a): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let file = s.catalog.set_paused(&a.0, file_id(&id)?, false).await.map_err(map_err)?;
     tracing::info!(actor = %a.0, file_id = file.file_id, "operator resumed file");
     Ok(Json(json!({ "file": file })))
 }
 
-async fn cancel(State(s): State<AdminState>, Extension(a): Extension<Actor>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn cancel(
+    State(s): State<AdminState>,
+    Extension(a): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let file = s.catalog.cancel_file(&a.0, file_id(&id)?).await.map_err(map_err)?;
     tracing::info!(actor = %a.0, file_id = file.file_id, "operator cancelled file");
     Ok(Json(json!({ "file": file })))
 }
 
-async fn retry(State(s): State<AdminState>, Extension(a): Extension<Actor>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn retry(
+    State(s): State<AdminState>,
+    Extension(a): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let (file, ranges) = s.catalog.retry_file(&a.0, file_id(&id)?).await.map_err(map_err)?;
     tracing::info!(actor = %a.0, file_id = file.file_id, ranges, "operator retried failed ranges");
     Ok(Json(json!({ "file": file, "ranges_requeued": ranges })))
@@ -211,19 +232,12 @@ async fn actions(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(params) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let limit = match params.get("limit") {
-        Some(l) => l.parse::<i64>().ok().filter(|n| (1..=1000).contains(n)).ok_or_else(|| ApiError::bad_request("limit must be 1..=1000"))?,
-        None => 100,
-    };
+    let limit = parse_limit(&params)?;
     let actions = s.catalog.operator_actions(limit).await.map_err(map_err)?;
     Ok(Json(json!({ "actions": actions })))
 }
 
 async fn overview(State(s): State<AdminState>) -> Result<Json<Value>, ApiError> {
-    let o = s
-        .catalog
-        .overview(s.lanes.express_max_file_size, s.lanes.urgent_priority, 15)
-        .await
-        .map_err(map_err)?;
+    let o = s.catalog.overview(s.lanes.express_max_file_size, s.lanes.urgent_priority, 15).await.map_err(map_err)?;
     Ok(Json(serde_json::to_value(o).map_err(|e| ApiError::internal(e.to_string()))?))
 }

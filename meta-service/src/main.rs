@@ -10,14 +10,18 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use memberlake::bootstrap;
 use memberlake::config::{self, parse_duration, DatabaseArgs, LakeArgs, LaneArgs, LogArgs, PriorityArgs};
-use memberlake::http::{ops_router, spawn_server, ReadinessCheck};
+use memberlake::http::{ops_router, spawn_server};
 use memberlake::lake::Lake;
 use memberlake::shutdown::Shutdown;
-use memberlake::{bootstrap, telemetry};
 
 #[derive(Parser, Debug)]
-#[command(name = "meta-service", version, about = "memberlake meta-service: discovers member lists in the lake and registers each object once.")]
+#[command(
+    name = "meta-service",
+    version,
+    about = "memberlake meta-service: discovers member lists in the lake and registers each object once."
+)]
 struct Args {
     #[command(flatten)]
     log: LogArgs,
@@ -48,40 +52,26 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (args, settings) = config::parse::<Args>();
-    telemetry::init(&args.log);
-    config::log_effective_config("meta-service", &settings);
-    let tokens = memberlake::http::Tokens::load(&args.admin_tokens, args.admin_tokens_file.as_deref())
-        .context("reading MEMBERLAKE_ADMIN_TOKENS_FILE")?;
-    if tokens.is_open() {
-        tracing::warn!("MEMBERLAKE_ADMIN_TOKENS is unset: the operator API is OPEN to anyone who can reach {}", args.admin_addr);
-    }
+    let args: Args = config::start("meta-service", |a: &Args| &a.log);
+    let tokens = memberlake::http::Tokens::load_for_surface(
+        "MEMBERLAKE_ADMIN_TOKENS",
+        &args.admin_tokens,
+        args.admin_tokens_file.as_deref(),
+        args.admin_addr,
+    )
+    .context("reading MEMBERLAKE_ADMIN_TOKENS_FILE")?;
     let shutdown = Shutdown::on_signals();
     let catalog = bootstrap::open_catalog(&args.database).await.context("opening the catalog")?;
     let lake = Lake::open(&args.lake.lake_url)?;
 
-    let checks = vec![
-        ReadinessCheck::new("postgres", {
-            let catalog = catalog.clone();
-            move || {
-                let catalog = catalog.clone();
-                async move { catalog.ping().await.map_err(|e| e.to_string()) }
-            }
-        }),
-        ReadinessCheck::new("lake", {
-            let lake = lake.clone();
-            move || {
-                let lake = lake.clone();
-                async move { lake.ping().await.map_err(|e| e.to_string()) }
-            }
-        }),
-    ];
+    let checks = vec![bootstrap::postgres_ready(&catalog), bootstrap::lake_ready(&lake)];
     let admin = admin::router(
         admin::AdminState { catalog: catalog.clone(), tokens, knobs: args.priority, lanes: args.lanes },
         memberlake::http::RateLimit::per_second(args.admin_rate_limit),
     );
     let app = admin.merge(ops_router(checks)).layer(axum::middleware::from_fn(memberlake::http::record_metrics));
-    let (_, server) = spawn_server(args.admin_addr, app, shutdown.clone()).await
+    let (_, server) = spawn_server(args.admin_addr, app, shutdown.clone())
+        .await
         .with_context(|| format!("binding {}", args.admin_addr))?;
 
     let discovery = discovery::Discovery::new(lake, catalog).await?;

@@ -22,16 +22,6 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
 
-fn human_bytes(n: i64) -> String {
-    let n = n as f64;
-    for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-        if n >= size as f64 {
-            return format!("{:.1} {unit}", n / size as f64);
-        }
-    }
-    format!("{n} B")
-}
-
 fn file_row(out: &mut String, f: &FileRecord) {
     let pct = if f.ranges_total > 0 { 100.0 * f.ranges_done as f64 / f.ranges_total as f64 } else { 0.0 };
     let _ = write!(
@@ -42,7 +32,7 @@ fn file_row(out: &mut String, f: &FileRecord) {
         id = f.file_id,
         adv = esc(&f.advertiser_id),
         key = esc(&f.object_key),
-        size = human_bytes(f.size_bytes),
+        size = memberlake::config::format_bytes(f.size_bytes.max(0) as u64),
         prio = f.priority,
         paused = if f.paused { " <b>paused</b>" } else { "" },
         done = f.ranges_done,
@@ -136,7 +126,5 @@ mod tests {
     #[test]
     fn escapes_what_it_shows() {
         assert_eq!(esc("<script>&\"'"), "&lt;script&gt;&amp;&quot;&#39;");
-        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
-        assert_eq!(human_bytes(12), "12 B");
     }
 }

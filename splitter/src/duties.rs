@@ -69,9 +69,8 @@ pub async fn retire_once(
     let retire: HashSet<(String, ListVersion)> =
         files.iter().map(|(f, adv)| (adv.as_str().to_owned(), ListVersion::from(*f))).collect();
     let started = Instant::now();
-    let (scanned, deleted) = store
-        .retire_rows(|adv, v| retire.contains(&(adv.to_owned(), v)), cfg.segments, cfg.concurrency)
-        .await?;
+    let (scanned, deleted) =
+        store.retire_rows(|adv, v| retire.contains(&(adv.to_owned(), v)), cfg.segments, cfg.concurrency).await?;
     let ids: Vec<_> = files.iter().map(|(f, _)| *f).collect();
     catalog.mark_retired(ROLE, term, &ids).await?;
     info!(

@@ -11,15 +11,19 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use memberlake::bootstrap;
 use memberlake::catalog::CatalogError;
 use memberlake::config::{self, parse_bytes, parse_duration, DatabaseArgs, LogArgs, StoreArgs};
-use memberlake::http::{ops_router, spawn_server, ReadinessCheck};
+use memberlake::http::{ops_router, spawn_server};
 use memberlake::shutdown::Shutdown;
-use memberlake::{bootstrap, telemetry};
 use tracing::{info_span, warn, Instrument};
 
 #[derive(Parser, Debug)]
-#[command(name = "splitter", version, about = "memberlake splitter: leader-elected range planner, lease reaper and version activator.")]
+#[command(
+    name = "splitter",
+    version,
+    about = "memberlake splitter: leader-elected range planner, lease reaper and version activator."
+)]
 struct Args {
     #[command(flatten)]
     log: LogArgs,
@@ -59,29 +63,12 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (args, settings) = config::parse::<Args>();
-    telemetry::init(&args.log);
-    config::log_effective_config("splitter", &settings);
+    let args: Args = config::start("splitter", |a: &Args| &a.log);
     let shutdown = Shutdown::on_signals();
     let catalog = bootstrap::open_catalog(&args.database).await.context("opening the catalog")?;
     let store = Arc::new(bootstrap::open_store(&args.store).await.context("opening the store")?);
 
-    let checks = vec![
-        ReadinessCheck::new("postgres", {
-            let c = catalog.clone();
-            move || {
-                let c = c.clone();
-                async move { c.ping().await.map_err(|e| e.to_string()) }
-            }
-        }),
-        ReadinessCheck::new("cql", {
-            let s = store.clone();
-            move || {
-                let s = s.clone();
-                async move { s.ping().await.map_err(|e| e.to_string()) }
-            }
-        }),
-    ];
+    let checks = vec![bootstrap::postgres_ready(&catalog), bootstrap::cql_ready(&store)];
     let (_, server) = spawn_server(args.metrics_addr, ops_router(checks), shutdown.clone())
         .await
         .with_context(|| format!("binding {}", args.metrics_addr))?;

@@ -37,7 +37,8 @@ pub fn env(name: &str) -> String {
 
 impl Stack {
     pub fn from_env() -> Self {
-        let stack_dir = std::env::var("MEMBERLAKE_STACK_DIR").map(PathBuf::from).unwrap_or_else(|_| std::env::temp_dir());
+        let stack_dir =
+            std::env::var("MEMBERLAKE_STACK_DIR").map(PathBuf::from).unwrap_or_else(|_| std::env::temp_dir());
         Self {
             database_url: env("MEMBERLAKE_DATABASE_URL"),
             scylla_nodes: env("MEMBERLAKE_SCYLLA_NODES"),
@@ -327,7 +328,11 @@ impl TestWorld {
     /// Starts one meta-service, one splitter (range size `range_size`), `workers` workers and a
     /// matcher; waits until the matcher is ready.
     pub async fn start_pipeline(&self, range_size: &str, workers: usize) -> Pipeline {
-        let meta = vec![self.spawn("meta-service", "meta-a", &[("MEMBERLAKE_ADMIN_ADDR", &format!("127.0.0.1:{}", free_port()))])];
+        let meta = vec![self.spawn(
+            "meta-service",
+            "meta-a",
+            &[("MEMBERLAKE_ADMIN_ADDR", &format!("127.0.0.1:{}", free_port()))],
+        )];
         let splitters = vec![self.spawn("splitter", "splitter-a", &[("MEMBERLAKE_RANGE_SIZE", range_size)])];
         let workers = (0..workers).map(|i| self.spawn("compute-worker", &format!("worker-{i}"), &[])).collect();
         let (matcher, matcher_url) = self.start_matcher(&[]).await;
@@ -434,7 +439,13 @@ pub fn stack_sh(args: &[&str]) {
 
 impl Pipeline {
     pub fn logs(&self) -> Vec<PathBuf> {
-        self.meta.iter().chain(&self.splitters).chain(&self.workers).chain(&self.matcher).map(|s| s.log.clone()).collect()
+        self.meta
+            .iter()
+            .chain(&self.splitters)
+            .chain(&self.workers)
+            .chain(&self.matcher)
+            .map(|s| s.log.clone())
+            .collect()
     }
 }
 

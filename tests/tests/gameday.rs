@@ -28,7 +28,11 @@ async fn assert_exact(world: &TestWorld, advertiser: &str, key: &str, members: &
     assert!(f.active);
     assert_eq!((f.rows_ingested, f.rows_rejected), (members.len() as i64, 0), "{f:?}");
     let hashes: Vec<EmailHash> = members.iter().map(|e| md5_email(e)).collect();
-    assert_eq!(stored_members(&world.store, advertiser, f.file_id, &hashes).await, members.len(), "every member stored");
+    assert_eq!(
+        stored_members(&world.store, advertiser, f.file_id, &hashes).await,
+        members.len(),
+        "every member stored"
+    );
     assert_eq!(world.count_rows().await, members.len() as u64, "no extra rows");
 }
 
@@ -45,51 +49,62 @@ async fn wait_ranges_done(world: &TestWorld, n: i64) {
     .await;
 }
 
+/// Ingests a list while `server` (a stack.sh name) is stopped for `down` mid-ingestion; the
+/// result must be exact, and some service must have logged `symptom`.
+async fn ingest_through_outage(
+    world: TestWorld,
+    range_size: &str,
+    rows: usize,
+    server: &str,
+    down: Duration,
+    symptom: &str,
+) {
+    let p = world.start_pipeline(range_size, 2).await;
+    let members = emails(0, rows);
+    let key = world.upload("acme", "list.csv", list(&members)).await;
+    wait_ranges_done(&world, 2).await;
+    stack_sh(&["stop", server]);
+    tokio::time::sleep(down).await;
+    stack_sh(&["start", server]);
+    assert_exact(&world, "acme", &key, &members).await;
+    let failed = sql_i64(&world.catalog, "SELECT count(*) FROM ranges WHERE state = 'failed'").await;
+    assert_eq!(failed, 0, "the outage cost no range its file");
+    assert_logged(&p, symptom);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarts_during_ingestion() {
     let _serial = SERIAL.lock().await;
-    let world = TestWorld::new().await;
-    let p = world.start_pipeline("32KiB", 2).await;
-    let members = emails(0, 60_000);
-    let key = world.upload("acme", "list.csv", list(&members)).await;
-    wait_ranges_done(&world, 5).await;
-    stack_sh(&["stop", "postgres"]);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    stack_sh(&["start", "postgres"]);
-    assert_exact(&world, "acme", &key, &members).await;
-    assert_logged(&p, "postgres is unavailable");
+    ingest_through_outage(
+        TestWorld::new().await,
+        "32KiB",
+        60_000,
+        "postgres",
+        Duration::from_secs(3),
+        "postgres is unavailable",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cql_node_stops_during_ingestion() {
     let _serial = SERIAL.lock().await;
-    let world = TestWorld::new().await;
-    let p = world.start_pipeline("32KiB", 2).await;
-    let members = emails(0, 60_000);
-    let key = world.upload("acme", "list.csv", list(&members)).await;
-    wait_ranges_done(&world, 5).await;
-    stack_sh(&["stop", "cql"]);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stack_sh(&["start", "cql"]);
-    assert_exact(&world, "acme", &key, &members).await;
-    let failed = sql_i64(&world.catalog, "SELECT count(*) FROM ranges WHERE state = 'failed'").await;
-    assert_eq!(failed, 0, "the outage cost no range its file");
-    assert_logged(&p, "Connection refused");
+    ingest_through_outage(TestWorld::new().await, "32KiB", 60_000, "cql", Duration::from_secs(2), "Connection refused")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_server_stops_mid_range() {
     let _serial = SERIAL.lock().await;
-    let world = TestWorld::new_s3().await;
-    let p = world.start_pipeline("256KiB", 2).await;
-    let members = emails(0, 80_000);
-    let key = world.upload("acme", "list.csv", list(&members)).await;
-    wait_ranges_done(&world, 1).await;
-    stack_sh(&["stop", "s3"]);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stack_sh(&["start", "s3"]);
-    assert_exact(&world, "acme", &key, &members).await;
-    assert_logged(&p, "lake poll failed");
+    ingest_through_outage(
+        TestWorld::new_s3().await,
+        "256KiB",
+        80_000,
+        "s3",
+        Duration::from_secs(2),
+        "lake poll failed",
+    )
+    .await;
 }
 
 /// A TCP proxy that delays every chunk it forwards from the server by `delay`.
@@ -133,7 +148,8 @@ async fn slow_s3_still_ingests_exactly() {
     let stop = Arc::new(AtomicBool::new(false));
     let port = slow_proxy(target, Duration::from_millis(30), stop.clone()).await;
     let slow_endpoint = format!("http://127.0.0.1:{port}");
-    let _meta = world.spawn("meta-service", "meta-a", &[("MEMBERLAKE_ADMIN_ADDR", &format!("127.0.0.1:{}", free_port()))]);
+    let _meta =
+        world.spawn("meta-service", "meta-a", &[("MEMBERLAKE_ADMIN_ADDR", &format!("127.0.0.1:{}", free_port()))]);
     let _splitter = world.spawn("splitter", "splitter-a", &[("MEMBERLAKE_RANGE_SIZE", "128KiB")]);
     let worker = world.spawn("compute-worker", "worker-slow-s3", &[("AWS_ENDPOINT_URL", &slow_endpoint)]);
     let members = emails(0, 30_000);
@@ -149,7 +165,8 @@ async fn slow_s3_still_ingests_exactly() {
 async fn every_role_killed_once() {
     let _serial = SERIAL.lock().await;
     let world = TestWorld::new().await;
-    let admin = |n: &str| world.spawn("meta-service", n, &[("MEMBERLAKE_ADMIN_ADDR", &format!("127.0.0.1:{}", free_port()))]);
+    let admin =
+        |n: &str| world.spawn("meta-service", n, &[("MEMBERLAKE_ADMIN_ADDR", &format!("127.0.0.1:{}", free_port()))]);
     let mut metas = vec![admin("meta-a"), admin("meta-b")];
     let mut splitters = vec![
         world.spawn("splitter", "splitter-a", &[("MEMBERLAKE_RANGE_SIZE", "32KiB")]),

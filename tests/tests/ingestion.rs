@@ -77,7 +77,10 @@ async fn end_to_end_100k_members_two_workers_on_s3() {
     assert_logs_free_of(&pipeline.logs(), &members);
     let samples = world.catalog.rejection_samples(memberlake::ids::FileId(file.file_id)).await.unwrap();
     assert!(!samples.is_empty());
-    assert!(samples.iter().all(|s| matches!(s.reason, memberlake::records::RejectReason::MissingAt | memberlake::records::RejectReason::MultipleAt)));
+    assert!(samples.iter().all(|s| matches!(
+        s.reason,
+        memberlake::records::RejectReason::MissingAt | memberlake::records::RejectReason::MultipleAt
+    )));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,14 +88,19 @@ async fn killed_worker_range_is_retried_after_lease_expiry() {
     let world = TestWorld::new().await;
     let members = emails(0, 60_000);
     let data: Vec<u8> = members.iter().flat_map(|e| format!("{e}\n").into_bytes()).collect();
-    let _meta = world.spawn("meta-service", "meta-a", &[("MEMBERLAKE_ADMIN_ADDR", &format!("127.0.0.1:{}", free_port()))]);
+    let _meta =
+        world.spawn("meta-service", "meta-a", &[("MEMBERLAKE_ADMIN_ADDR", &format!("127.0.0.1:{}", free_port()))]);
     let _splitter = world.spawn("splitter", "splitter-a", &[("MEMBERLAKE_RANGE_SIZE", "256KiB")]);
     // A deliberately slow worker, so that it is killed in the middle of a range.
     let mut slow = world.spawn("compute-worker", "worker-slow", &[("MEMBERLAKE_WRITE_CONCURRENCY", "2")]);
     let key = world.upload("acme", "members.csv", data).await;
 
     wait_for(Duration::from_secs(30), "the slow worker to hold a lease", || async {
-        let n = sql_i64(&world.catalog, "SELECT count(*) FROM ranges WHERE state = 'leased' AND lease_owner = 'worker-slow'").await;
+        let n = sql_i64(
+            &world.catalog,
+            "SELECT count(*) FROM ranges WHERE state = 'leased' AND lease_owner = 'worker-slow'",
+        )
+        .await;
         (n > 0).then_some(())
     })
     .await;
@@ -104,11 +112,9 @@ async fn killed_worker_range_is_retried_after_lease_expiry() {
     assert_eq!(file.state, "ingested", "{file:?}");
     assert_eq!(file.rows_ingested, 60_000);
     assert_eq!(file.rows_rejected, 0);
-    let retried = sql_i64(
-        &world.catalog,
-        "SELECT count(*) FROM ranges WHERE attempts >= 2 AND lease_owner = 'worker-healthy'",
-    )
-    .await;
+    let retried =
+        sql_i64(&world.catalog, "SELECT count(*) FROM ranges WHERE attempts >= 2 AND lease_owner = 'worker-healthy'")
+            .await;
     assert!(retried >= 1, "the killed worker's range was re-leased");
     let hashes: Vec<EmailHash> = members.iter().map(|e| md5_email(e)).collect();
     assert_eq!(stored_members(&world.store, "acme", file.file_id, &hashes).await, 60_000);
@@ -118,7 +124,8 @@ async fn killed_worker_range_is_retried_after_lease_expiry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_splitters_one_leader_and_failover_after_kill() {
     let world = TestWorld::new().await;
-    let admin = |n: &str| world.spawn("meta-service", n, &[("MEMBERLAKE_ADMIN_ADDR", &format!("127.0.0.1:{}", free_port()))]);
+    let admin =
+        |n: &str| world.spawn("meta-service", n, &[("MEMBERLAKE_ADMIN_ADDR", &format!("127.0.0.1:{}", free_port()))]);
     let _meta = [admin("meta-a"), admin("meta-b")];
     let mut splitters = vec![
         world.spawn("splitter", "splitter-a", &[("MEMBERLAKE_RANGE_SIZE", "64KiB")]),
@@ -172,7 +179,8 @@ async fn two_splitters_one_leader_and_failover_after_kill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_replacement_is_atomic_and_the_old_version_is_retired() {
     let world = TestWorld::new().await;
-    let _meta = world.spawn("meta-service", "meta-a", &[("MEMBERLAKE_ADMIN_ADDR", &format!("127.0.0.1:{}", free_port()))]);
+    let _meta =
+        world.spawn("meta-service", "meta-a", &[("MEMBERLAKE_ADMIN_ADDR", &format!("127.0.0.1:{}", free_port()))]);
     let _splitter = world.spawn("splitter", "splitter-a", &[("MEMBERLAKE_RANGE_SIZE", "32KiB")]);
     let (_matcher, url) = world.start_matcher(&[]).await;
     let client = reqwest::Client::new();
@@ -237,19 +245,19 @@ async fn bad_input_is_counted_and_reported_and_nothing_else_is_lost() {
 
     // 1. Everything odd at once. Members: 6 (a duplicate hash is still a row). Rejected: 5.
     let mut odd = b"\xEF\xBB\xBFemail\r\n".to_vec();
-    odd.extend_from_slice(b"Alice@Example.com\r\n");          // member
-    odd.extend_from_slice(b"\"bob@example.com\"\n");           // member (quoted)
+    odd.extend_from_slice(b"Alice@Example.com\r\n"); // member
+    odd.extend_from_slice(b"\"bob@example.com\"\n"); // member (quoted)
     odd.extend_from_slice(b"C160F8CC69A4F0BF2B0362752353D060\n"); // member (pre-hashed alice: duplicate hash)
-    odd.extend_from_slice(b"\n  \n");                          // blank: skipped
-    odd.extend_from_slice(b"no-at-sign\n");                    // rejected: missing_at
-    odd.extend_from_slice(b"caf\xE9@example.com\n");           // rejected: not_utf8 (latin-1 byte)
-    odd.extend_from_slice(b"a@b@c\n");                         // rejected: multiple_at
-    odd.extend_from_slice(b"@example.com\n");                  // rejected: empty_local_part
-    odd.extend_from_slice("jörg@bücher.de\n".as_bytes());      // member (UTF-8)
+    odd.extend_from_slice(b"\n  \n"); // blank: skipped
+    odd.extend_from_slice(b"no-at-sign\n"); // rejected: missing_at
+    odd.extend_from_slice(b"caf\xE9@example.com\n"); // rejected: not_utf8 (latin-1 byte)
+    odd.extend_from_slice(b"a@b@c\n"); // rejected: multiple_at
+    odd.extend_from_slice(b"@example.com\n"); // rejected: empty_local_part
+    odd.extend_from_slice("jörg@bücher.de\n".as_bytes()); // member (UTF-8)
     let long_line_at = odd.len() as u64;
-    odd.extend(std::iter::repeat_n(b'x', 10 << 20));           // rejected: 10 MB line, no newline...
-    odd.extend_from_slice(b"\nlast@example.com\n");            // ...then a member
-    odd.extend_from_slice(b"final@example.com");               // member, no trailing newline
+    odd.extend(std::iter::repeat_n(b'x', 10 << 20)); // rejected: 10 MB line, no newline...
+    odd.extend_from_slice(b"\nlast@example.com\n"); // ...then a member
+    odd.extend_from_slice(b"final@example.com"); // member, no trailing newline
     let key = world.upload("odd", "odd.csv", odd).await;
     let f = world.wait_finished(&key, FINISH).await;
     assert_eq!(f.state, "ingested", "{f:?}");
@@ -298,7 +306,9 @@ async fn bad_input_is_counted_and_reported_and_nothing_else_is_lost() {
     assert_eq!(stored_members(&world.store, "gz", f.file_id, &hashes).await, 5_000);
 
     // 5. Mostly garbage: the file fails and never activates.
-    let garbage: Vec<u8> = (0..100).flat_map(|i| if i < 10 { format!("ok{i}@x.io\n") } else { format!("junk{i}\n") }.into_bytes()).collect();
+    let garbage: Vec<u8> = (0..100)
+        .flat_map(|i| if i < 10 { format!("ok{i}@x.io\n") } else { format!("junk{i}\n") }.into_bytes())
+        .collect();
     let key = world.upload("garbage", "g.csv", garbage).await;
     let f = world.wait_finished(&key, FINISH).await;
     assert_eq!(f.state, "failed");
@@ -306,10 +316,19 @@ async fn bad_input_is_counted_and_reported_and_nothing_else_is_lost() {
     assert!(f.failure_reason.as_deref().unwrap().contains("too many rejected rows: 90 of 100"), "{f:?}");
 
     // Neither the valid nor the rejected rows appear in any log.
-    let mut secrets: Vec<String> = ["alice@example.com", "bob@example.com", "jörg@bücher.de", "last@example.com", "final@example.com", "a@b@c", "@example.com", "no-at-sign"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut secrets: Vec<String> = [
+        "alice@example.com",
+        "bob@example.com",
+        "jörg@bücher.de",
+        "last@example.com",
+        "final@example.com",
+        "a@b@c",
+        "@example.com",
+        "no-at-sign",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     secrets.extend(members.iter().cloned());
     assert_logs_free_of(&pipeline.logs(), &secrets);
 }
@@ -317,7 +336,8 @@ async fn bad_input_is_counted_and_reported_and_nothing_else_is_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_object_fails_its_file_with_the_reason() {
     let world = TestWorld::new().await;
-    let _meta = world.spawn("meta-service", "meta-a", &[("MEMBERLAKE_ADMIN_ADDR", &format!("127.0.0.1:{}", free_port()))]);
+    let _meta =
+        world.spawn("meta-service", "meta-a", &[("MEMBERLAKE_ADMIN_ADDR", &format!("127.0.0.1:{}", free_port()))]);
     let _splitter = world.spawn("splitter", "splitter-a", &[("MEMBERLAKE_RANGE_SIZE", "16KiB")]);
     let data: Vec<u8> = emails(0, 5_000).iter().flat_map(|e| format!("{e}\n").into_bytes()).collect();
     let key = world.upload("acme", "doomed.csv", data).await;

@@ -35,7 +35,11 @@ async fn status_codes_and_error_bodies() {
     let (s, body) = get(format!("advertiser_id=acme&email_hash={h}")).await;
     assert_eq!((s, body.clone()), (200, json!({"advertiser_id": "acme", "email_hash": h, "member": true})));
     let (s, body) = get(format!("advertiser_id=acme&email_hash={}", h.to_uppercase())).await;
-    assert_eq!((s, body["email_hash"].as_str().unwrap()), (200, h.as_str()), "upper-case hex accepted, lower-case returned");
+    assert_eq!(
+        (s, body["email_hash"].as_str().unwrap()),
+        (200, h.as_str()),
+        "upper-case hex accepted, lower-case returned"
+    );
     // An advertiser without a list: nobody is a member.
     let (s, body) = get(format!("advertiser_id=nolist&email_hash={h}")).await;
     assert_eq!((s, body["member"].as_bool()), (200, Some(false)));
@@ -59,7 +63,13 @@ async fn status_codes_and_error_bodies() {
         let c = c.clone();
         let url = url.clone();
         async move {
-            let r = c.post(format!("{url}/v1/suppress")).header("content-type", "application/json").body(body).send().await.unwrap();
+            let r = c
+                .post(format!("{url}/v1/suppress"))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
             let status = r.status().as_u16();
             let text = r.text().await.unwrap();
             (status, serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)))
@@ -85,7 +95,13 @@ async fn status_codes_and_error_bodies() {
     let r = c.post(format!("{url}/v1/suppress")).header("content-type", "text/plain").body("{}").send().await.unwrap();
     assert_eq!(r.status(), 400);
     let huge = "x".repeat(200 * 1024);
-    let r = c.post(format!("{url}/v1/suppress")).header("content-type", "application/json").body(huge).send().await.unwrap();
+    let r = c
+        .post(format!("{url}/v1/suppress"))
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
 
     let doc: Value = c.get(format!("{url}/v1/openapi.json")).send().await.unwrap().json().await.unwrap();

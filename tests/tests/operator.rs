@@ -88,7 +88,11 @@ async fn a_small_file_overtakes_a_large_one() {
         big.ranges_done,
         big.ranges_total
     );
-    let queued = sql_i64(&world.catalog, &format!("SELECT count(*) FROM ranges WHERE file_id = {large_id} AND state = 'queued'")).await;
+    let queued = sql_i64(
+        &world.catalog,
+        &format!("SELECT count(*) FROM ranges WHERE file_id = {large_id} AND state = 'queued'"),
+    )
+    .await;
     assert!(queued as i32 > total / 2, "most of the large file still queued ({queued})");
 }
 
@@ -129,7 +133,11 @@ async fn pause_resume_and_cancel() {
 
     let _worker = world.spawn("compute-worker", "worker-0", &[]);
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let taken = sql_i64(&world.catalog, &format!("SELECT count(*) FROM ranges WHERE file_id IN ({p_id}, {c_id}) AND lease_token IS NOT NULL")).await;
+    let taken = sql_i64(
+        &world.catalog,
+        &format!("SELECT count(*) FROM ranges WHERE file_id IN ({p_id}, {c_id}) AND lease_token IS NOT NULL"),
+    )
+    .await;
     assert_eq!(taken, 0, "paused and cancelled files take no leases");
 
     admin.post(&format!("/admin/v1/files/{p_id}/resume"), None).await;
@@ -165,7 +173,11 @@ async fn aging_lets_a_low_priority_file_run_while_others_keep_arriving() {
         uploaded += 1;
     }
     wait_for(Duration::from_secs(30), "the backlog split", || async {
-        let n = sql_i64(&world.catalog, "SELECT count(*) FROM files WHERE advertiser_id = 'highco' AND state = 'ingesting'").await;
+        let n = sql_i64(
+            &world.catalog,
+            "SELECT count(*) FROM files WHERE advertiser_id = 'highco' AND state = 'ingesting'",
+        )
+        .await;
         (n == 3).then_some(())
     })
     .await;
@@ -173,7 +185,11 @@ async fn aging_lets_a_low_priority_file_run_while_others_keep_arriving() {
     let mut worker = Some(world.spawn(
         "compute-worker",
         "worker-0",
-        &[("MEMBERLAKE_WORKER_LANES", "bulk"), ("MEMBERLAKE_PRIORITY_AGING_PER_SECOND", "500"), ("MEMBERLAKE_WRITE_CONCURRENCY", "8")],
+        &[
+            ("MEMBERLAKE_WORKER_LANES", "bulk"),
+            ("MEMBERLAKE_PRIORITY_AGING_PER_SECOND", "500"),
+            ("MEMBERLAKE_WRITE_CONCURRENCY", "8"),
+        ],
     ));
     let started = Instant::now();
     let low_done = loop {
@@ -187,7 +203,8 @@ async fn aging_lets_a_low_priority_file_run_while_others_keep_arriving() {
             break f;
         }
     };
-    let first_low = sql_i64(&world.catalog, &format!("SELECT min(lease_token) FROM ranges WHERE file_id = {low_id}")).await;
+    let first_low =
+        sql_i64(&world.catalog, &format!("SELECT min(lease_token) FROM ranges WHERE file_id = {low_id}")).await;
     let high_before = sql_i64(
         &world.catalog,
         &format!("SELECT count(*) FROM ranges r JOIN files f USING (file_id) WHERE f.advertiser_id = 'highco' AND r.lease_token < {first_low}"),
@@ -232,12 +249,19 @@ async fn operator_actions_need_the_operator_token_and_are_audited() {
             assert_eq!(r.send().await.unwrap().status(), 401, "{method} {path} with {auth:?}");
         }
     }
-    assert_eq!(sql_i64(&world.catalog, "SELECT count(*) FROM operator_actions").await, 0, "refused actions changed nothing");
+    assert_eq!(
+        sql_i64(&world.catalog, "SELECT count(*) FROM operator_actions").await,
+        0,
+        "refused actions changed nothing"
+    );
 
     // Bad requests say why.
-    let (s, v) = admin.call(reqwest::Method::POST, &format!("/admin/v1/files/{id}/priority"), Some(json!({"priority": "high"}))).await;
+    let (s, v) = admin
+        .call(reqwest::Method::POST, &format!("/admin/v1/files/{id}/priority"), Some(json!({"priority": "high"})))
+        .await;
     assert_eq!(s, 400, "{v}");
-    let (s, v) = admin.call(reqwest::Method::PUT, "/admin/v1/advertisers/acme/weight", Some(json!({"weight": -1}))).await;
+    let (s, v) =
+        admin.call(reqwest::Method::PUT, "/admin/v1/advertisers/acme/weight", Some(json!({"weight": -1}))).await;
     assert_eq!(s, 400, "{v}");
     let (s, _) = admin.call(reqwest::Method::GET, "/admin/v1/files?state=bogus", None).await;
     assert_eq!(s, 400);
@@ -245,7 +269,8 @@ async fn operator_actions_need_the_operator_token_and_are_audited() {
     admin.post(&format!("/admin/v1/files/{id}/priority"), Some(json!({"priority": 3}))).await;
     admin.post(&format!("/admin/v1/files/{id}/pause"), None).await;
     admin.post(&format!("/admin/v1/files/{id}/resume"), None).await;
-    let (s, _) = admin.call(reqwest::Method::PUT, "/admin/v1/advertisers/acme/weight", Some(json!({"weight": 2.5}))).await;
+    let (s, _) =
+        admin.call(reqwest::Method::PUT, "/admin/v1/advertisers/acme/weight", Some(json!({"weight": 2.5}))).await;
     assert_eq!(s, 200);
     admin.post(&format!("/admin/v1/files/{id}/cancel"), None).await;
 
@@ -257,7 +282,11 @@ async fn operator_actions_need_the_operator_token_and_are_audited() {
             .env("MEMBERLAKE_ADMIN_TOKEN", "second-secret")
             .output()
             .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let (ok, out, err) = cli(&["files", "--json"]);
     assert!(ok, "{err}");
@@ -277,7 +306,13 @@ async fn operator_actions_need_the_operator_token_and_are_audited() {
         .unwrap()
         .iter()
         .rev()
-        .map(|a| (a["actor"].as_str().unwrap().to_owned(), a["action"].as_str().unwrap().to_owned(), a["target"].as_str().unwrap().to_owned()))
+        .map(|a| {
+            (
+                a["actor"].as_str().unwrap().to_owned(),
+                a["action"].as_str().unwrap().to_owned(),
+                a["target"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     let target = format!("file:{id}");
     let expected: Vec<(String, String, String)> = [

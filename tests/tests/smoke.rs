@@ -17,9 +17,13 @@ async fn migrations_apply_twice_without_harm() {
     // TestWorld already applied both once; again is a no-op that leaves the check green.
     schema::migrate_postgres(world.catalog.pool()).await.unwrap();
     schema::check_postgres(world.catalog.pool()).await.unwrap();
-    let applied = schema::migrate_cql(world.store.session(), &world.keyspace, "{'class': 'SimpleStrategy', 'replication_factor': 1}")
-        .await
-        .unwrap();
+    let applied = schema::migrate_cql(
+        world.store.session(),
+        &world.keyspace,
+        "{'class': 'SimpleStrategy', 'replication_factor': 1}",
+    )
+    .await
+    .unwrap();
     assert!(applied.is_empty(), "second CQL migration applied {applied:?}");
     schema::check_cql(world.store.session(), &world.keyspace).await.unwrap();
     // The migrate command itself, twice, against the same database and keyspace.
@@ -108,7 +112,8 @@ async fn lake_lists_and_range_reads(lake: &Lake) {
     assert!(entries.iter().any(|e| matches!(e, LakeEntry::Ignored { key } if key.ends_with("stray/object.txt"))));
 
     let window = ByteRange::new(12_345, 23_456);
-    let bytes: Vec<Bytes> = lake.read(&object.key, &object.etag, Some(window)).await.unwrap().try_collect().await.unwrap();
+    let bytes: Vec<Bytes> =
+        lake.read(&object.key, &object.etag, Some(window)).await.unwrap().try_collect().await.unwrap();
     let got: Vec<u8> = bytes.concat();
     assert_eq!(got, body[12_345..23_456]);
 
@@ -162,12 +167,27 @@ async fn services_serve_health_ready_and_metrics() {
 #[test]
 fn help_lists_every_variable_with_its_default() {
     for (bin, vars) in [
-        ("meta-service", &["MEMBERLAKE_LAKE_URL", "MEMBERLAKE_DATABASE_URL", "MEMBERLAKE_ADMIN_ADDR", "MEMBERLAKE_ADMIN_TOKENS"][..]),
-        ("splitter", &["MEMBERLAKE_RANGE_SIZE", "MEMBERLAKE_DATABASE_URL", "MEMBERLAKE_SCYLLA_NODES", "MEMBERLAKE_METRICS_ADDR"][..]),
-        ("compute-worker", &["MEMBERLAKE_LAKE_URL", "MEMBERLAKE_SCYLLA_KEYSPACE", "MEMBERLAKE_LEASE_TTL", "MEMBERLAKE_METRICS_ADDR"][..]),
+        (
+            "meta-service",
+            &["MEMBERLAKE_LAKE_URL", "MEMBERLAKE_DATABASE_URL", "MEMBERLAKE_ADMIN_ADDR", "MEMBERLAKE_ADMIN_TOKENS"][..],
+        ),
+        (
+            "splitter",
+            &["MEMBERLAKE_RANGE_SIZE", "MEMBERLAKE_DATABASE_URL", "MEMBERLAKE_SCYLLA_NODES", "MEMBERLAKE_METRICS_ADDR"]
+                [..],
+        ),
+        (
+            "compute-worker",
+            &["MEMBERLAKE_LAKE_URL", "MEMBERLAKE_SCYLLA_KEYSPACE", "MEMBERLAKE_LEASE_TTL", "MEMBERLAKE_METRICS_ADDR"][..],
+        ),
         ("matcher-api", &["MEMBERLAKE_MATCHER_ADDR", "MEMBERLAKE_MATCHER_TOKENS", "MEMBERLAKE_SCYLLA_NODES"][..]),
     ] {
-        let out = std::process::Command::new(binary(bin)).arg("--help").env("MEMBERLAKE_ADMIN_TOKENS", "s3cret").env("MEMBERLAKE_MATCHER_TOKENS", "s3cret").output().unwrap();
+        let out = std::process::Command::new(binary(bin))
+            .arg("--help")
+            .env("MEMBERLAKE_ADMIN_TOKENS", "s3cret")
+            .env("MEMBERLAKE_MATCHER_TOKENS", "s3cret")
+            .output()
+            .unwrap();
         assert!(out.status.success());
         let help = String::from_utf8_lossy(&out.stdout);
         for var in vars {

@@ -12,7 +12,8 @@ async fn cql_node_stopped_gives_503s_then_recovers() {
     let world = TestWorld::new().await;
     let members: Vec<_> = emails(0, 2_000).iter().map(|e| md5_email(e)).collect();
     world.seed_list("acme", &members).await;
-    let (_m, url) = world.start_matcher(&[("MEMBERLAKE_SCYLLA_TIMEOUT", "500ms"), ("MEMBERLAKE_CACHE_TTL", "1s")]).await;
+    let (_m, url) =
+        world.start_matcher(&[("MEMBERLAKE_SCYLLA_TIMEOUT", "500ms"), ("MEMBERLAKE_CACHE_TTL", "1s")]).await;
     let c = reqwest::Client::new();
     assert!(is_member(&c, &url, "acme", members[0]).await);
 

@@ -270,7 +270,13 @@ impl Catalog {
 
     /// Cuts up to `limit` registered files into ranges of `range_size` bytes (compressed files:
     /// one range). Returns the files split and the ranges created.
-    pub async fn split_registered_files(&self, role: &str, term: i64, range_size: u64, limit: i64) -> Result<(usize, usize)> {
+    pub async fn split_registered_files(
+        &self,
+        role: &str,
+        term: i64,
+        range_size: u64,
+        limit: i64,
+    ) -> Result<(usize, usize)> {
         let mut tx = self.leader_tx(role, term).await?;
         let files = sqlx::query(
             "SELECT file_id, size_bytes, compression FROM files WHERE state = 'registered' \
@@ -315,10 +321,8 @@ impl Catalog {
     /// Requeues ranges whose lease expired, failing those out of attempts.
     pub async fn reap_expired_leases(&self, role: &str, term: i64, max_attempts: i32) -> Result<(usize, usize)> {
         let mut tx = self.leader_tx(role, term).await?;
-        let rows = sqlx::query(include_str!("queries/reap_expired_leases.sql"))
-            .bind(max_attempts)
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows =
+            sqlx::query(include_str!("queries/reap_expired_leases.sql")).bind(max_attempts).fetch_all(&mut *tx).await?;
         tx.commit().await?;
         let failed = rows.iter().filter(|r| r.get::<&str, _>(2) == "failed").count();
         Ok((rows.len() - failed, failed))
@@ -465,7 +469,8 @@ impl Catalog {
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| {
-            let advertiser = AdvertiserId::parse(r.get::<&str, _>(6)).map_err(|e| CatalogError::Invalid(e.to_string()))?;
+            let advertiser =
+                AdvertiserId::parse(r.get::<&str, _>(6)).map_err(|e| CatalogError::Invalid(e.to_string()))?;
             Ok(RangeLease {
                 file_id: FileId(r.get(0)),
                 range_index: r.get(1),
@@ -563,9 +568,10 @@ impl Catalog {
 
     /// Every advertiser's active list version.
     pub async fn active_versions(&self) -> Result<Vec<(AdvertiserId, ListVersion)>> {
-        let rows = sqlx::query("SELECT advertiser_id, active_file_id FROM advertisers WHERE active_file_id IS NOT NULL")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT advertiser_id, active_file_id FROM advertisers WHERE active_file_id IS NOT NULL")
+                .fetch_all(&self.pool)
+                .await?;
         rows.into_iter()
             .map(|r| {
                 let adv = AdvertiserId::parse(r.get::<&str, _>(0)).map_err(|e| CatalogError::Invalid(e.to_string()))?;
@@ -584,17 +590,19 @@ impl Catalog {
     // ---- reads for operators and tests ----
 
     pub async fn file(&self, id: FileId) -> Result<Option<FileRecord>> {
-        let row = sqlx::query_as::<_, FileRecord>(concat!(include_str!("queries/file_select.sql"), " WHERE f.file_id = $1"))
-            .bind(id.0)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query_as::<_, FileRecord>(concat!(include_str!("queries/file_select.sql"), " WHERE f.file_id = $1"))
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row)
     }
 
     pub async fn files(&self) -> Result<Vec<FileRecord>> {
-        let rows = sqlx::query_as::<_, FileRecord>(concat!(include_str!("queries/file_select.sql"), " ORDER BY f.file_id"))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query_as::<_, FileRecord>(concat!(include_str!("queries/file_select.sql"), " ORDER BY f.file_id"))
+                .fetch_all(&self.pool)
+                .await?;
         Ok(rows)
     }
 
@@ -607,7 +615,8 @@ impl Catalog {
                 .await?;
         let mut out = Vec::new();
         for v in rows {
-            let samples: Vec<RejectionSample> = serde_json::from_value(v).map_err(|e| CatalogError::Invalid(e.to_string()))?;
+            let samples: Vec<RejectionSample> =
+                serde_json::from_value(v).map_err(|e| CatalogError::Invalid(e.to_string()))?;
             out.extend(samples);
         }
         Ok(out)

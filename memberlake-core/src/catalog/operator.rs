@@ -132,7 +132,15 @@ impl Catalog {
         .map(|r| RangeError { range_index: r.get(0), attempts: r.get(1), error: r.get(2) })
         .collect();
         let rejection_samples = self.rejection_samples(id).await?.into_iter().take(50).collect();
-        Ok(Some(FileDetail { file, effective_priority, ranges, rows_per_second, eta_seconds, last_errors, rejection_samples }))
+        Ok(Some(FileDetail {
+            file,
+            effective_priority,
+            ranges,
+            rows_per_second,
+            eta_seconds,
+            last_errors,
+            rejection_samples,
+        }))
     }
 
     /// Sets a file's operator priority (higher runs first).
@@ -144,7 +152,8 @@ impl Catalog {
             .execute(&mut *tx)
             .await?;
         found(updated.rows_affected(), id)?;
-        record_action(&mut tx, actor, "prioritize", &file_target(id), serde_json::json!({"priority": priority})).await?;
+        record_action(&mut tx, actor, "prioritize", &file_target(id), serde_json::json!({"priority": priority}))
+            .await?;
         tx.commit().await?;
         self.file(id).await?.ok_or_else(|| not_found(id))
     }
@@ -152,16 +161,19 @@ impl Catalog {
     /// Pauses (no new leases; leases in flight finish) or resumes a file.
     pub async fn set_paused(&self, actor: &str, id: FileId, paused: bool) -> Result<FileRecord> {
         let mut tx = self.pool.begin().await?;
-        let state: Option<String> = sqlx::query_scalar("SELECT state::text FROM files WHERE file_id = $1 FOR UPDATE")
-            .bind(id.0)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let state = state.ok_or_else(|| not_found(id))?;
+        let state = lock_file_state(&mut tx, id).await?;
         if !matches!(state.as_str(), "registered" | "ingesting") {
-            return Err(CatalogError::Conflict(format!("file {id} is {state}: only registered or ingesting files can be paused or resumed")));
+            return Err(CatalogError::Conflict(format!(
+                "file {id} is {state}: only registered or ingesting files can be paused or resumed"
+            )));
         }
-        sqlx::query("UPDATE files SET paused = $2 WHERE file_id = $1").bind(id.0).bind(paused).execute(&mut *tx).await?;
-        record_action(&mut tx, actor, if paused { "pause" } else { "resume" }, &file_target(id), serde_json::json!({})).await?;
+        sqlx::query("UPDATE files SET paused = $2 WHERE file_id = $1")
+            .bind(id.0)
+            .bind(paused)
+            .execute(&mut *tx)
+            .await?;
+        record_action(&mut tx, actor, if paused { "pause" } else { "resume" }, &file_target(id), serde_json::json!({}))
+            .await?;
         tx.commit().await?;
         self.file(id).await?.ok_or_else(|| not_found(id))
     }
@@ -169,13 +181,11 @@ impl Catalog {
     /// Cancels a file: it never activates; its leases are revoked and its rows retired.
     pub async fn cancel_file(&self, actor: &str, id: FileId) -> Result<FileRecord> {
         let mut tx = self.pool.begin().await?;
-        let state: Option<String> = sqlx::query_scalar("SELECT state::text FROM files WHERE file_id = $1 FOR UPDATE")
-            .bind(id.0)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let state = state.ok_or_else(|| not_found(id))?;
+        let state = lock_file_state(&mut tx, id).await?;
         if !matches!(state.as_str(), "registered" | "ingesting") {
-            return Err(CatalogError::Conflict(format!("file {id} is {state}: only registered or ingesting files can be cancelled")));
+            return Err(CatalogError::Conflict(format!(
+                "file {id} is {state}: only registered or ingesting files can be cancelled"
+            )));
         }
         fail_file_in(&mut tx, id, &format!("cancelled by {actor}"), "cancelled").await?;
         record_action(&mut tx, actor, "cancel", &file_target(id), serde_json::json!({})).await?;
@@ -186,13 +196,11 @@ impl Catalog {
     /// Requeues a failed file's failed ranges (attempts reset). Returns the ranges requeued.
     pub async fn retry_file(&self, actor: &str, id: FileId) -> Result<(FileRecord, u64)> {
         let mut tx = self.pool.begin().await?;
-        let state: Option<String> = sqlx::query_scalar("SELECT state::text FROM files WHERE file_id = $1 FOR UPDATE")
-            .bind(id.0)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let state = state.ok_or_else(|| not_found(id))?;
+        let state = lock_file_state(&mut tx, id).await?;
         if !matches!(state.as_str(), "failed" | "ingesting") {
-            return Err(CatalogError::Conflict(format!("file {id} is {state}: only failed (or ingesting) files have ranges to retry")));
+            return Err(CatalogError::Conflict(format!(
+                "file {id} is {state}: only failed (or ingesting) files have ranges to retry"
+            )));
         }
         let requeued = sqlx::query(
             "UPDATE ranges SET state = 'queued', attempts = 0, lease_token = NULL, lease_owner = NULL, \
@@ -231,7 +239,14 @@ impl Catalog {
         .bind(weight)
         .execute(&mut *tx)
         .await?;
-        record_action(&mut tx, actor, "weight", &format!("advertiser:{advertiser}"), serde_json::json!({"weight": weight})).await?;
+        record_action(
+            &mut tx,
+            actor,
+            "weight",
+            &format!("advertiser:{advertiser}"),
+            serde_json::json!({"weight": weight}),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -268,10 +283,10 @@ impl Catalog {
         .bind(urgent_priority)
         .fetch_one(&self.pool)
         .await?;
-        let files_in_flight = self
-            .list_files(&FileFilter { state: Some("ingesting".into()), advertiser_id: None, limit: 50 })
-            .await?;
-        let mut recent_failures = self.list_files(&FileFilter { state: Some("failed".into()), advertiser_id: None, limit: 10 }).await?;
+        let files_in_flight =
+            self.list_files(&FileFilter { state: Some("ingesting".into()), advertiser_id: None, limit: 50 }).await?;
+        let mut recent_failures =
+            self.list_files(&FileFilter { state: Some("failed".into()), advertiser_id: None, limit: 10 }).await?;
         recent_failures.retain(|f| f.finished_at.is_some_and(|t| t > Utc::now() - chrono::Duration::hours(24)));
         let rows_per_minute = sqlx::query(
             "SELECT m, coalesce(sum(r.rows_ingested), 0)::bigint \
@@ -294,6 +309,15 @@ impl Catalog {
             recent_failures,
         })
     }
+}
+
+/// Locks a file's row for the rest of the transaction and returns its state.
+async fn lock_file_state(tx: &mut sqlx::PgConnection, id: FileId) -> Result<String> {
+    let state: Option<String> = sqlx::query_scalar("SELECT state::text FROM files WHERE file_id = $1 FOR UPDATE")
+        .bind(id.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+    state.ok_or_else(|| not_found(id))
 }
 
 fn file_target(id: FileId) -> String {
