@@ -53,7 +53,7 @@ run_tests() {
   local log t0=$SECONDS; log=$(mktemp)
   echo "== cargo test"
   set +e
-  cargo test --workspace -- --test-threads="${MEMBERLAKE_TEST_THREADS:-2}" "$@" 2>&1 | tee "$log"
+  cargo test --workspace --no-fail-fast -- --test-threads="${MEMBERLAKE_TEST_THREADS:-2}" "$@" 2>&1 | tee "$log"
   local rc=${PIPESTATUS[0]}
   set -e
   echo "== cargo test: $((SECONDS - t0))s"
