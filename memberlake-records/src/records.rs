@@ -76,39 +76,60 @@ pub enum Record {
 /// Parses one line (without its `\n`). `first_line` is true only for the line at byte offset 0
 /// of the (decompressed) object, where a BOM and a header are allowed.
 pub fn parse_line(line: &[u8], first_line: bool) -> Record {
-    let mut arena = Vec::new();
-    match classify(line, first_line, &mut arena) {
-        Step::Done(record) => record,
-        Step::Email(range) => Record::Member(md5_hash(&arena[range])),
+    // A per-thread scratch buffer: no allocation per line.
+    thread_local! {
+        static ARENA: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(MAX_EMAIL_BYTES));
     }
+    ARENA.with(|arena| {
+        let mut arena = arena.borrow_mut();
+        arena.clear();
+        match classify(line, first_line, &mut arena) {
+            Step::Done(record) => record,
+            Step::Email(range) => Record::Member(md5_hash(&arena[range])),
+        }
+    })
 }
 
 /// Parses many lines `(offset, line)` — the line at offset 0 may carry a BOM and a header —
 /// applying the [`MAX_LINE_BYTES`] cap, and hashes the emails four at a time
 /// ([`crate::md5x4`]). Same results as [`parse_line`] line by line, faster.
 pub fn parse_lines(lines: &[(u64, &[u8])]) -> Vec<(u64, Record)> {
-    let mut arena = Vec::with_capacity(lines.len() * 32);
     let mut out = Vec::with_capacity(lines.len());
-    let mut pending: Vec<(usize, std::ops::Range<usize>)> = Vec::with_capacity(lines.len());
+    // Up to four normalized emails waiting for a lane, each in its own buffer.
+    let mut bufs = [[0u8; MAX_EMAIL_BYTES]; 4];
+    let mut lens = [0usize; 4];
+    let mut slots = [0usize; 4];
+    let mut waiting = 0;
+    let mut arena = Vec::with_capacity(MAX_EMAIL_BYTES);
     for &(offset, line) in lines {
         let step = if line.len() > MAX_LINE_BYTES {
             Step::Done(Record::Rejected(RejectReason::LineTooLong))
         } else {
+            arena.clear();
             classify(line, offset == 0, &mut arena)
         };
         match step {
             Step::Done(record) => out.push((offset, record)),
-            Step::Email(range) => {
-                pending.push((out.len(), range));
-                out.push((offset, Record::Skipped)); // replaced below
+            Step::Email(range) if range.len() <= crate::md5x4::MAX_SINGLE_BLOCK => {
+                let email = &arena[range];
+                bufs[waiting][..email.len()].copy_from_slice(email);
+                lens[waiting] = email.len();
+                slots[waiting] = out.len();
+                out.push((offset, Record::Skipped)); // replaced when its lane is hashed
+                waiting += 1;
+                if waiting == 4 {
+                    let digests = crate::md5x4::md5_x4([&bufs[0][..lens[0]], &bufs[1][..lens[1]], &bufs[2][..lens[2]], &bufs[3][..lens[3]]]);
+                    for (slot, digest) in slots.iter().zip(digests) {
+                        out[*slot].1 = Record::Member(EmailHash(digest));
+                    }
+                    waiting = 0;
+                }
             }
+            Step::Email(range) => out.push((offset, Record::Member(md5_hash(&arena[range])))),
         }
     }
-    let messages: Vec<&[u8]> = pending.iter().map(|(_, r)| &arena[r.clone()]).collect();
-    let mut digests = Vec::new();
-    crate::md5x4::md5_many(&messages, &mut digests);
-    for ((slot, _), digest) in pending.iter().zip(digests) {
-        out[*slot].1 = Record::Member(EmailHash(digest));
+    for k in 0..waiting {
+        out[slots[k]].1 = Record::Member(md5_hash(&bufs[k][..lens[k]]));
     }
     out
 }
