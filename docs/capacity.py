@@ -18,9 +18,11 @@ MEASURED = {
     "matcher_cached_rps_per_2_cores": 73_217,
     # BENCHMARKS.md § Matcher (d): uncached lookups, store-bound, Cassandra on the same 2 cores.
     "matcher_uncached_rps_per_2_cores": 16_337,
-    # BENCHMARKS.md § Ingestion / matcher setup: rows/s of one release worker into Cassandra on
-    # the same 2 cores (1M rows in 33.8 s) — a lower bound for a worker, bounded by the store.
-    "worker_rows_s_shared_box": 1_000_000 / 33.8,
+    # BENCHMARKS.md § Ingestion: rows per worker CPU-second (read + parse + hash + driver), the
+    # lower of the 1- and 2-worker runs.
+    "worker_rows_per_cpu_s": 125_786,
+    # BENCHMARKS.md § Ingestion (a): the local Cassandra node's ceiling on 2 shared cores.
+    "local_store_ceiling_rows_s": 58_852,
 }
 
 ASSUMED = {
@@ -37,8 +39,7 @@ ASSUMED = {
     "scylla_writes_per_core_s": 15_000,
     "scylla_cores_per_node": 16,
     "scylla_write_headroom": 0.6,       # run nodes at 60% of their write capacity
-    # A worker core: the CQL driver's request CPU per insert dominates hashing (~4M/s/core).
-    "worker_inserts_per_core_s": 60_000,
+    "worker_cpu_utilization": 0.7,      # run workers at 70% CPU (the HPA target)
     "worker_cores_per_pod": 2,
     "matcher_target_rps": 10_000,
     "matcher_headroom": 3.0,            # serve 3x the target (bursts, a zone down)
@@ -56,7 +57,7 @@ def plan(m, a):
     ingest_rate = big_rate + steady_rate
 
     hash_cores = ingest_rate / m["hash_emails_per_core_s"]
-    worker_cores = ingest_rate / a["worker_inserts_per_core_s"] + hash_cores
+    worker_cores = ingest_rate / (m["worker_rows_per_cpu_s"] * a["worker_cpu_utilization"])
     worker_pods = math.ceil(worker_cores / a["worker_cores_per_pod"])
 
     replicated_writes = ingest_rate * a["replication_factor"]
@@ -74,7 +75,7 @@ def plan(m, a):
         ("10k advertisers re-uploading", f"{daily_rows / 1e9:.0f} B rows/day", f"{steady_rate / 1e3:.0f}K rows/s at {a['peak_factor']:.0f}x peak"),
         ("ingest rate to provision", "", f"{ingest_rate / 1e3:.0f}K rows/s"),
         ("hashing (parse + normalize + MD5)", f"{m['hash_emails_per_core_s'] / 1e6:.1f}M emails/s/core (measured)", f"{hash_cores:.2f} cores"),
-        ("compute-worker", f"{a['worker_inserts_per_core_s'] / 1e3:.0f}K inserts/s/core (assumed) + hashing", f"{worker_cores:.1f} cores = {worker_pods} pods x {a['worker_cores_per_pod']} cores"),
+        ("compute-worker", f"{m['worker_rows_per_cpu_s'] / 1e3:.0f}K rows per CPU-second (measured; hashing included), {a['worker_cpu_utilization']:.0%} CPU", f"{worker_cores:.1f} cores = {worker_pods} pods x {a['worker_cores_per_pod']} cores"),
         ("ScyllaDB", f"RF {a['replication_factor']}: {replicated_writes / 1e6:.2f}M replica writes/s at {a['scylla_writes_per_core_s'] / 1e3:.0f}K/core, {a['scylla_write_headroom']:.0%} load", f"{scylla_cores:.0f} cores = {scylla_nodes} nodes x {a['scylla_cores_per_node']} cores"),
         ("matcher-api", f"{rps / 1e3:.0f}K RPS ({a['matcher_headroom']:.0f}x of {a['matcher_target_rps'] / 1e3:.0f}K) at {cached_per_core / 1e3:.0f}K cached RPS/core (measured)", f"{matcher_cores:.1f} cores = {matcher_pods} pods x {a['matcher_cores_per_pod']} cores"),
         ("matcher store reads", f"{1 - a['matcher_cache_hit_ratio']:.0%} misses", f"{store_reads / 1e3:.0f}K partition reads/s (small next to the writes)"),
