@@ -118,7 +118,12 @@ pub fn parse_lines(lines: &[(u64, &[u8])]) -> Vec<(u64, Record)> {
                 out.push((offset, Record::Skipped)); // replaced when its lane is hashed
                 waiting += 1;
                 if waiting == 4 {
-                    let digests = crate::md5x4::md5_x4([&bufs[0][..lens[0]], &bufs[1][..lens[1]], &bufs[2][..lens[2]], &bufs[3][..lens[3]]]);
+                    let digests = crate::md5x4::md5_x4([
+                        &bufs[0][..lens[0]],
+                        &bufs[1][..lens[1]],
+                        &bufs[2][..lens[2]],
+                        &bufs[3][..lens[3]],
+                    ]);
                     for (slot, digest) in slots.iter().zip(digests) {
                         out[*slot].1 = Record::Member(EmailHash(digest));
                     }

@@ -36,12 +36,6 @@ async fn assert_exact(world: &TestWorld, advertiser: &str, key: &str, members: &
     assert_eq!(world.count_rows().await, members.len() as u64, "no extra rows");
 }
 
-/// The fault was really seen: some service logged `needle` (so the scenario is not vacuous).
-fn assert_logged(p: &Pipeline, needle: &str) {
-    let seen = p.logs().iter().any(|l| std::fs::read_to_string(l).unwrap_or_default().contains(needle));
-    assert!(seen, "no service logged {needle:?}: the fault was not observed");
-}
-
 async fn wait_ranges_done(world: &TestWorld, n: i64) {
     wait_for(Duration::from_secs(60), "ingestion under way", || async {
         (sql_i64(&world.catalog, "SELECT count(*) FROM ranges WHERE state = 'done'").await >= n).then_some(())
@@ -50,16 +44,11 @@ async fn wait_ranges_done(world: &TestWorld, n: i64) {
 }
 
 /// Ingests a list while `server` (a stack.sh name) is stopped for `down` mid-ingestion; the
-/// result must be exact, and some service must have logged `symptom`.
-async fn ingest_through_outage(
-    world: TestWorld,
-    range_size: &str,
-    rows: usize,
-    server: &str,
-    down: Duration,
-    symptom: Option<&str>,
-) {
-    let p = world.start_pipeline(range_size, 2).await;
+/// result must be exact. The outage is proven real (the server refuses connections) and
+/// mid-ingestion (the file unfinished) — not inferred from a log line, which retries inside
+/// the clients can hide.
+async fn ingest_through_outage(world: TestWorld, range_size: &str, rows: usize, server: &str, down: Duration) {
+    let _p = world.start_pipeline(range_size, 2).await;
     let members = emails(0, rows);
     let key = world.upload("acme", "list.csv", list(&members)).await;
     wait_ranges_done(&world, 2).await;
@@ -74,9 +63,6 @@ async fn ingest_through_outage(
     assert_exact(&world, "acme", &key, &members).await;
     let failed = sql_i64(&world.catalog, "SELECT count(*) FROM ranges WHERE state = 'failed'").await;
     assert_eq!(failed, 0, "the outage cost no range its file");
-    if let Some(symptom) = symptom {
-        assert_logged(&p, symptom);
-    }
 }
 
 /// host:port of a stack server, from the environment the tests run in.
@@ -95,35 +81,19 @@ fn server_addr(server: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarts_during_ingestion() {
     let _serial = SERIAL.lock().await;
-    ingest_through_outage(
-        TestWorld::new().await,
-        "32KiB",
-        60_000,
-        "postgres",
-        Duration::from_secs(3),
-        Some("postgres is unavailable"),
-    )
-    .await;
+    ingest_through_outage(TestWorld::new().await, "32KiB", 60_000, "postgres", Duration::from_secs(3)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cql_node_stops_during_ingestion() {
     let _serial = SERIAL.lock().await;
-    ingest_through_outage(
-        TestWorld::new().await,
-        "32KiB",
-        60_000,
-        "cql",
-        Duration::from_secs(2),
-        Some("Connection refused"),
-    )
-    .await;
+    ingest_through_outage(TestWorld::new().await, "32KiB", 60_000, "cql", Duration::from_secs(2)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_server_stops_mid_range() {
     let _serial = SERIAL.lock().await;
-    ingest_through_outage(TestWorld::new_s3().await, "256KiB", 80_000, "s3", Duration::from_secs(2), None).await;
+    ingest_through_outage(TestWorld::new_s3().await, "256KiB", 80_000, "s3", Duration::from_secs(2)).await;
 }
 
 /// A TCP proxy that delays every chunk it forwards from the server by `delay`.
