@@ -79,8 +79,11 @@ curl -fsS "$MATCHER/readyz" >/dev/null || { echo "matcher-api did not become rea
 
 step "5/6 upload two advertisers' lists ($ROWS emails each) to $MEMBERLAKE_LAKE_URL"
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-python3 "$SCRIPT_DIR/genlist.py" --count "$ROWS" --seed 1 --out "$work/acme.csv" --hashes "$work/acme.hashes" --upper
-python3 "$SCRIPT_DIR/genlist.py" --count "$ROWS" --seed 2 --start 5000000 --out "$work/globex.csv" --hashes "$work/globex.hashes"
+# A fresh seed per run: a re-run uploads new lists (replacing the previous ones), and the wait
+# below cannot be satisfied by a list from an earlier run.
+seed=$(date +%s)
+python3 "$SCRIPT_DIR/genlist.py" --count "$ROWS" --seed "$seed" --out "$work/acme.csv" --hashes "$work/acme.hashes" --upper
+python3 "$SCRIPT_DIR/genlist.py" --count "$ROWS" --seed "$((seed + 1))" --start 5000000 --out "$work/globex.csv" --hashes "$work/globex.hashes"
 upload() { # advertiser file
   local key="advertisers/$1/members-$(date +%Y%m%dT%H%M%S).csv"
   if [[ $MEMBERLAKE_LAKE_URL == file://* ]]; then
