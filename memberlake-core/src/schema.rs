@@ -67,9 +67,11 @@ fn compare(store: &'static str, applied: Option<i64>, expected: i64) -> Result<(
     }
 }
 
-/// Quotes a keyspace or table name after checking it is a plain identifier.
-pub fn quote_identifier(name: &str) -> String {
-    format!("\"{name}\"")
+/// Quotes a keyspace name for CQL text, after checking it is a plain identifier (so that the
+/// quoting can never be escaped).
+pub fn quote_identifier(name: &str) -> Result<String, SchemaError> {
+    validate_keyspace(name)?;
+    Ok(format!("\"{name}\""))
 }
 
 fn validate_keyspace(keyspace: &str) -> Result<(), SchemaError> {
@@ -87,8 +89,7 @@ fn validate_keyspace(keyspace: &str) -> Result<(), SchemaError> {
 /// `{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}`) and applies pending CQL
 /// migrations (idempotent).
 pub async fn migrate_cql(session: &Session, keyspace: &str, replication: &str) -> Result<Vec<i64>, SchemaError> {
-    validate_keyspace(keyspace)?;
-    let ks = quote_identifier(keyspace);
+    let ks = quote_identifier(keyspace)?;
     let run = |cql: String| async move {
         session.query_unpaged(cql.clone(), ()).await.map_err(|e| SchemaError::Cql(format!("{e} (in: {})", cql.trim())))
     };
@@ -118,7 +119,7 @@ pub async fn migrate_cql(session: &Session, keyspace: &str, replication: &str) -
 }
 
 async fn applied_cql_versions(session: &Session, keyspace: &str) -> Result<Option<Vec<i64>>, SchemaError> {
-    let ks = quote_identifier(keyspace);
+    let ks = quote_identifier(keyspace)?;
     let result = match session.query_unpaged(format!("SELECT version FROM {ks}.schema_migrations"), ()).await {
         Ok(r) => r,
         Err(e) => {
@@ -142,7 +143,6 @@ async fn applied_cql_versions(session: &Session, keyspace: &str) -> Result<Optio
 
 /// Fails unless the CQL keyspace is migrated to exactly what this build knows.
 pub async fn check_cql(session: &Session, keyspace: &str) -> Result<(), SchemaError> {
-    validate_keyspace(keyspace)?;
     let expected = CQL_MIGRATIONS.iter().map(|m| m.version).max().unwrap_or(0);
     let applied = applied_cql_versions(session, keyspace).await?.and_then(|v| v.into_iter().max());
     compare("CQL", applied, expected)

@@ -76,7 +76,8 @@ impl MembershipStore {
     }
 
     pub async fn with_session(session: Arc<Session>, keyspace: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let ks = crate::schema::quote_identifier(keyspace);
+        let ks = crate::schema::quote_identifier(keyspace)
+            .map_err(|e| StoreError::Request { operation: "prepare", message: e.to_string() })?;
         let prepare = |cql: String| {
             let session = session.clone();
             async move {
