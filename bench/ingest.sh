@@ -10,9 +10,10 @@
 # the same rows as a peer. The store is truncated before each run.
 source "$(dirname "$0")/lib.sh"
 ROWS=${MEMBERLAKE_BENCH_INGEST_ROWS:-5000000}
-CONCURRENCY=${MEMBERLAKE_BENCH_STORE_CONCURRENCY:-256}
+CONCURRENCY=${MEMBERLAKE_BENCH_STORE_CONCURRENCY:-96} # the worker default (per worker, shared by its lanes)
 bench_setup ingest
-(cd "$REPO_ROOT" && cargo build --release --example store_ceiling -p memberlake-core >&2)
+# --workspace: the same feature set as the binaries, so only the example itself is compiled
+(cd "$REPO_ROOT" && cargo build --release --workspace --bins --example store_ceiling >&2)
 trap stop_all EXIT
 : "${MEMBERLAKE_TEST_S3_LAKE_URL:?the S3 server must be up (deploy/local/stack.sh up)}"
 export MEMBERLAKE_LAKE_URL=$MEMBERLAKE_TEST_S3_LAKE_URL/bench-ingest

@@ -17,6 +17,7 @@ use memberlake::config::{
 };
 use memberlake::http::{ops_router, spawn_server};
 use memberlake::lake::Lake;
+use memberlake::store::WriteWindow;
 use memberlake::shutdown::Shutdown;
 
 #[derive(Parser, Debug)]
@@ -58,8 +59,10 @@ struct Args {
     /// Bytes of complete lines hashed as one unit on the rayon pool.
     #[arg(long, env = "MEMBERLAKE_BLOCK_SIZE", value_parser = parse_bytes, default_value = "4MiB")]
     block_size: u64,
-    /// Store inserts in flight per worker.
-    #[arg(long, env = "MEMBERLAKE_WRITE_CONCURRENCY", default_value_t = 256)]
+    /// Store inserts in flight per worker, shared by all its lanes. 96 measured best against a
+    /// single local node sharing two cores (BENCHMARKS.md); raise it for a cluster whose write
+    /// latency is higher.
+    #[arg(long, env = "MEMBERLAKE_WRITE_CONCURRENCY", default_value_t = 96)]
     write_concurrency: usize,
     /// How long failing store writes are retried before the range is given back.
     #[arg(long, env = "MEMBERLAKE_STORE_RETRY_BUDGET", value_parser = parse_duration, default_value = "60s")]
@@ -126,7 +129,7 @@ async fn main() -> anyhow::Result<()> {
                 .collect(),
             process: process::ProcessConfig {
                 block_size: args.block_size as usize,
-                write_concurrency: args.write_concurrency,
+                write_window: WriteWindow::new(args.write_concurrency),
                 store_retry_budget: args.store_retry_budget,
             },
         },

@@ -7,20 +7,24 @@
 //! ```
 //!
 //! Memory bound per lease: about `block_size × 6` (a block being scanned, two queued, one
-//! hashing, two hashed batches waiting at 16 bytes per record) plus the write window; with the
-//! default 4 MiB blocks that is ~25 MiB whatever the file size.
+//! hashing, two hashed batches waiting at 16 bytes per record) plus the write window's queued
+//! row futures; with the default 4 MiB blocks that is ~25 MiB whatever the file size.
+//!
+//! Store writes go through the worker's [`WriteWindow`]: one bound on rows in flight for the
+//! whole worker, kept full across block and range boundaries.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt, TryStreamExt};
 use memberlake::catalog::{RangeLease, RangeOutcome, RejectionSample, MAX_REJECTION_SAMPLES};
 use memberlake::ids::EmailHash;
 use memberlake::lake::{Compression, Lake, LakeError};
 use memberlake::ranges::{Block, ByteRange, RangeScanner, ScanItem};
 use memberlake::records::{parse_lines, Record, RejectReason};
-use memberlake::store::{MembershipStore, StoreError};
+use memberlake::store::{MembershipStore, StoreError, WriteWindow};
 use rayon::prelude::*;
 use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
@@ -55,7 +59,8 @@ impl RangeError {
 #[derive(Debug, Clone)]
 pub struct ProcessConfig {
     pub block_size: usize,
-    pub write_concurrency: usize,
+    /// The worker's store writes in flight, shared by all its lanes.
+    pub write_window: WriteWindow,
     /// How long a failing store write is retried (with backoff) before the range is given up.
     pub store_retry_budget: std::time::Duration,
 }
@@ -195,24 +200,61 @@ pub async fn process_range(
         (outcome, hash_secs)
     };
 
-    // Stage 3: write hashed batches with bounded concurrency.
+    // Stage 3: stream rows to the store through the worker's shared write window. The window
+    // stays full across block boundaries (no drain per batch); each row is retried on its own.
     let writer = async {
-        let mut write_secs = 0.0;
         let version = lease.list_version();
-        while let Some(hashes) = hash_rx.recv().await {
-            let started = Instant::now();
-            // Idempotent: a retried batch rewrites the rows it already wrote.
+        let advertiser = &lease.advertiser_id;
+        let window = &cfg.write_window;
+        let write_row = |h: EmailHash| async move {
+            let _slot = window.acquire().await;
+            // Idempotent: a retried row rewrites itself.
             memberlake::retry::retry(
                 "store write",
                 cfg.store_retry_budget,
                 Default::default(),
                 |_| true,
-                || store.insert_members(&lease.advertiser_id, version, &hashes, cfg.write_concurrency),
+                || store.insert_member(advertiser, version, &h),
             )
-            .await?;
-            write_secs += started.elapsed().as_secs_f64();
+            .await
+        };
+        let mut in_flight = FuturesUnordered::new();
+        let mut pending = Vec::new().into_iter();
+        let mut input_open = true;
+        // Time with rows queued or in flight: the writer's busy time, not its idle waits.
+        let mut busy_secs = 0.0;
+        let mut busy_since: Option<Instant> = None;
+        loop {
+            // A range alone may fill the whole window; queued futures wait for a slot.
+            while in_flight.len() < window.capacity() {
+                match pending.next() {
+                    Some(h) => in_flight.push(write_row(h)),
+                    None => break,
+                }
+            }
+            if in_flight.is_empty() {
+                if let Some(since) = busy_since.take() {
+                    busy_secs += since.elapsed().as_secs_f64();
+                }
+                match hash_rx.recv().await {
+                    Some(batch) => {
+                        pending = batch.into_iter();
+                        busy_since = Some(Instant::now());
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            tokio::select! {
+                biased;
+                Some(done) = in_flight.next() => done?,
+                batch = hash_rx.recv(), if input_open && pending.len() == 0 => match batch {
+                    Some(batch) => pending = batch.into_iter(),
+                    None => input_open = false,
+                },
+            }
         }
-        Ok::<_, RangeError>(write_secs)
+        Ok::<_, RangeError>(busy_secs)
     };
 
     let pipeline = async {

@@ -2,7 +2,9 @@
 //! Used where giving up early costs a lot: a store outage of a few seconds should not cost a
 //! worker its range, nor a range its attempts.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -25,6 +27,27 @@ impl Backoff {
     pub fn delay(&self, attempt: u32) -> Duration {
         let base = self.initial.saturating_mul(1u32 << attempt.min(16)).min(self.max);
         base.mul_f64(rand::rng().random_range(0.5..1.5))
+    }
+}
+
+/// At most one retry warning per operation name per second: a worker retries each of its
+/// in-flight store writes on its own, and an outage must not print one line per row. Every retry
+/// is still counted in `memberlake_retries_total` and logged at debug.
+fn warn_now(what: &str) -> bool {
+    static LAST_WARNED: Mutex<Option<HashMap<String, Instant>>> = Mutex::new(None);
+    let now = Instant::now();
+    let mut last = LAST_WARNED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let last = last.get_or_insert_with(HashMap::new);
+    match last.get_mut(what) {
+        Some(at) if now.duration_since(*at) < Duration::from_secs(1) => false,
+        Some(at) => {
+            *at = now;
+            true
+        }
+        None => {
+            last.insert(what.to_owned(), now);
+            true
+        }
     }
 }
 
@@ -52,7 +75,12 @@ where
                 if !retryable(&e) || started.elapsed() + delay > budget {
                     return Err(e);
                 }
-                tracing::warn!(error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "{what} failed; retrying");
+                let retry_in_ms = delay.as_millis() as u64;
+                if warn_now(what) {
+                    tracing::warn!(error = %e, attempt, retry_in_ms, "{what} failed; retrying");
+                } else {
+                    tracing::debug!(error = %e, attempt, retry_in_ms, "{what} failed; retrying");
+                }
                 metrics::counter!("memberlake_retries_total", "what" => what.to_owned()).increment(1);
                 tokio::time::sleep(delay).await;
                 attempt += 1;
@@ -110,5 +138,12 @@ mod tests {
             retry("op", Duration::from_millis(100), slow, |_| true, || async { Err("down".to_owned()) }).await;
         assert!(r.is_err());
         assert!(started.elapsed() < Duration::from_millis(200));
+    }
+
+    #[test]
+    fn retry_warnings_are_limited_to_one_per_second_per_operation() {
+        assert!(warn_now("rate-limit-test-a"));
+        assert!(!warn_now("rate-limit-test-a"), "a second warning within the second is demoted");
+        assert!(warn_now("rate-limit-test-b"), "another operation has its own budget");
     }
 }

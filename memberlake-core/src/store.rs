@@ -39,6 +39,37 @@ impl StoreError {
     }
 }
 
+/// The store writes one process may have in flight, shared by everything it writes (every lane
+/// of a worker), so that the load a worker puts on the store is one number sized for the store,
+/// not a per-range figure that doubles when a second range starts. Rows wait for a permit in
+/// FIFO order.
+#[derive(Debug, Clone)]
+pub struct WriteWindow {
+    permits: Arc<tokio::sync::Semaphore>,
+    capacity: usize,
+}
+
+impl WriteWindow {
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Self { permits: Arc::new(tokio::sync::Semaphore::new(capacity)), capacity }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Writes currently in flight through this window.
+    pub fn in_use(&self) -> usize {
+        self.capacity - self.permits.available_permits()
+    }
+
+    /// Waits for a slot; the write holds it until the permit is dropped.
+    pub async fn acquire(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.permits.acquire().await.expect("the write window's semaphore is never closed")
+    }
+}
+
 /// One row of a membership partition.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MembershipRow {
@@ -114,8 +145,27 @@ impl MembershipStore {
         &self.session
     }
 
+    /// Writes the row `(h, advertiser, version)`. Idempotent: the driver and the caller may
+    /// retry it freely.
+    pub async fn insert_member(
+        &self,
+        advertiser: &AdvertiserId,
+        version: ListVersion,
+        h: &EmailHash,
+    ) -> Result<(), StoreError> {
+        let started = Instant::now();
+        self.session
+            .execute_unpaged(&self.insert, (&h.0[..], advertiser.as_str(), version.0))
+            .await
+            .map_err(|e| StoreError::request("insert", e))?;
+        metrics::histogram!("memberlake_store_write_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("memberlake_store_rows_written_total").increment(1);
+        Ok(())
+    }
+
     /// Writes `(h, advertiser, version)` for every hash, at most `concurrency` requests in
-    /// flight. Idempotent: re-running a range rewrites the same rows.
+    /// flight. Idempotent: re-running a range rewrites the same rows. (The worker streams rows
+    /// through a [`WriteWindow`] instead; this is for tools and tests.)
     pub async fn insert_members(
         &self,
         advertiser: &AdvertiserId,
@@ -123,22 +173,11 @@ impl MembershipStore {
         hashes: &[EmailHash],
         concurrency: usize,
     ) -> Result<(), StoreError> {
-        let started = Instant::now();
-        let adv = advertiser.as_str();
         futures::stream::iter(hashes.iter())
-            .map(|h| async move {
-                self.session
-                    .execute_unpaged(&self.insert, (&h.0[..], adv, version.0))
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| StoreError::request("insert", e))
-            })
+            .map(|h| self.insert_member(advertiser, version, h))
             .buffer_unordered(concurrency.max(1))
             .try_for_each(|()| futures::future::ok(()))
-            .await?;
-        metrics::histogram!("memberlake_store_write_seconds").record(started.elapsed().as_secs_f64());
-        metrics::counter!("memberlake_store_rows_written_total").increment(hashes.len() as u64);
-        Ok(())
+            .await
     }
 
     /// Every row of `h`'s partition: one read, whatever the number of advertisers asked about.
@@ -223,5 +262,25 @@ impl MembershipStore {
             .map_err(|_| StoreError::Timeout { operation: "ping", timeout: self.timeout })?
             .map(|_| ())
             .map_err(|e| StoreError::request("ping", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_write_window_bounds_writes_in_flight_across_clones() {
+        let window = WriteWindow::new(2);
+        let lane_b = window.clone(); // another lane of the same worker
+        let a1 = window.acquire().await;
+        let _b1 = lane_b.acquire().await;
+        assert_eq!(window.in_use(), 2);
+        let third = tokio::time::timeout(Duration::from_millis(50), lane_b.acquire()).await;
+        assert!(third.is_err(), "a third write must wait while two are in flight");
+        drop(a1);
+        let _b2 = tokio::time::timeout(Duration::from_secs(1), lane_b.acquire()).await.expect("a slot was freed");
+        assert_eq!(lane_b.in_use(), 2);
+        assert_eq!(WriteWindow::new(0).capacity(), 1, "a zero window would stall every write");
     }
 }
