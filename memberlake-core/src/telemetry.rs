@@ -38,13 +38,31 @@ pub fn init_metrics() -> &'static PrometheusHandle {
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
             .expect("valid buckets");
         match builder.install_recorder() {
-            Ok(handle) => handle,
+            Ok(handle) => {
+                spawn_upkeep(handle.clone());
+                handle
+            }
             // Another recorder is installed (tests running several services in one process):
             // render an empty registry rather than failing.
             Err(_) => PrometheusBuilder::new().build_recorder().handle(),
         }
     })
 }
+
+/// Drains recorded histogram samples into their buckets every few seconds. The recorder keeps
+/// every raw sample until the next upkeep or render: without this, a process nobody scrapes
+/// grows without bound (a worker records one store-latency sample per row: ~25 MB a minute).
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || loop {
+        std::thread::sleep(UPKEEP_INTERVAL);
+        handle.run_upkeep();
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the metrics upkeep thread; histograms are drained only by scrapes");
+    }
+}
+
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The text exposition of every metric recorded by this process.
 pub fn render_metrics() -> String {
