@@ -11,7 +11,8 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::ClientConfigKey;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore};
@@ -149,6 +150,12 @@ impl std::fmt::Debug for Lake {
     }
 }
 
+/// Bound on one S3 request, body included (`AWS_TIMEOUT` overrides it). A worker reads a range
+/// at the pace of the store writes behind it (back-pressure), so a 64 MiB GET lasts a minute or
+/// more; object_store's default of 30 s cut every range's read short in the 2 GB benchmark,
+/// forcing re-reads and sometimes giving the whole range back.
+const S3_REQUEST_TIMEOUT: &str = "15m";
+
 impl Lake {
     /// Opens `s3://bucket/prefix` or `file:///abs/path`.
     pub fn open(url: &str) -> Result<Self, LakeError> {
@@ -158,10 +165,11 @@ impl Lake {
             "s3" => {
                 let bucket = parsed.host_str().filter(|b| !b.is_empty()).ok_or_else(|| invalid("missing bucket"))?;
                 let prefix = parsed.path().trim_matches('/').to_owned();
-                let store = AmazonS3Builder::from_env()
-                    .with_bucket_name(bucket)
-                    .build()
-                    .map_err(|e| invalid(&e.to_string()))?;
+                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+                if std::env::var_os("AWS_TIMEOUT").is_none() {
+                    builder = builder.with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), S3_REQUEST_TIMEOUT);
+                }
+                let store = builder.build().map_err(|e| invalid(&e.to_string()))?;
                 Ok(Self { store: Arc::new(store), bucket: bucket.to_owned(), prefix, url: url.to_owned() })
             }
             "file" => {
