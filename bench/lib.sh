@@ -16,7 +16,8 @@ bench_setup() { # name: isolated database and keyspace named after the benchmark
   "$REPO_ROOT/deploy/local/stack.sh" up ${BENCH_STACK_ARGS:-} >&2
   eval "$("$REPO_ROOT/deploy/local/stack.sh" env)"
   say "release build"
-  (cd "$REPO_ROOT" && cargo build --release --bins >&2)
+  # --workspace and the examples: one feature set for every benchmark, so no build undoes another
+  (cd "$REPO_ROOT" && cargo build --release --workspace --bins --examples >&2)
   local admin_url=$MEMBERLAKE_DATABASE_URL
   psql "$admin_url" -v ON_ERROR_STOP=1 -qtc "SELECT 1 FROM pg_database WHERE datname = 'bench_$name'" | grep -q 1 \
     || psql "$admin_url" -qc "CREATE DATABASE bench_$name" >&2
