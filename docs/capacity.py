@@ -19,8 +19,8 @@ MEASURED = {
     # BENCHMARKS.md § Matcher (d): uncached lookups, store-bound, Cassandra on the same 2 cores.
     "matcher_uncached_rps_per_2_cores": 16_337,
     # BENCHMARKS.md § Ingestion: rows per worker CPU-second (read + parse + hash + driver), the
-    # lower of the 1- and 2-worker runs.
-    "worker_rows_per_cpu_s": 125_786,
+    # lowest measured: the 2.3 GB run, 1 worker (per-row write futures cost CPU).
+    "worker_rows_per_cpu_s": 58_061,
     # BENCHMARKS.md § Ingestion (a): the local Cassandra node's ceiling on 2 shared cores.
     "local_store_ceiling_rows_s": 58_852,
 }
