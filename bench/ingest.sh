@@ -9,7 +9,10 @@
 # In one run, against the same local CQL node: (a) the store's ceiling: a raw driver insert loop
 # of the precomputed rows; the pipeline with 1 and with 2 workers (rows/s, worker peak RSS,
 # where the time went from the workers' metrics); and (b) `cqlsh COPY FROM` of the same rows as
-# a peer. The store is truncated before each run.
+# a peer. The store is truncated before each run, and the run waits for the CQL node to go idle
+# first (the flushes and compactions of the run before are not billed to it). Each run reports
+# the CPU seconds its client, the CQL node and the S3 server spent, from /proc/<pid>/stat: on a
+# machine where they share the cores, that says where the time went.
 source "$(dirname "$0")/lib.sh"
 ROWS=${MEMBERLAKE_BENCH_INGEST_ROWS:-5000000}
 CONCURRENCY=${MEMBERLAKE_BENCH_STORE_CONCURRENCY:-96} # the worker default (per worker, shared by its lanes)
@@ -19,9 +22,9 @@ trap stop_all EXIT
 export MEMBERLAKE_LAKE_URL=$MEMBERLAKE_TEST_S3_LAKE_URL/bench-ingest
 PY=$(dirname "$MEMBERLAKE_CQLSH")/python
 CQLSH() { "$MEMBERLAKE_CQLSH" 127.0.0.1 "${MEMBERLAKE_SCYLLA_NODES#*:}" --request-timeout=600 "$@"; }
-data=$RUN_DIR/ingest-data
+data=$RUN_DIR/ingest-data-$ROWS # one per size: the 2.3 GB list takes half an hour to generate
 mkdir -p "$data"
-if [[ $(wc -l <"$data/list.hashes" 2>/dev/null || echo 0) != "$ROWS" ]]; then
+if [[ $(wc -l 2>/dev/null <"$data/list.hashes" || echo 0) != "$ROWS" ]]; then
   say "generating $ROWS rows"
   python3 "$REPO_ROOT/deploy/local/genlist.py" --count "$ROWS" --seed 11 --out "$data/list.csv" --hashes "$data/list.hashes"
 fi
@@ -29,10 +32,37 @@ size=$(stat -c %s "$data/list.csv")
 echo "machine: $(machine_line); list: $ROWS rows, $size bytes"
 
 psql_q() { psql "$MEMBERLAKE_DATABASE_URL" -qtAc "$1"; }
+per_cpu_s() { python3 -c "print(round($1 / max($2, 0.1)))"; } # rows cpu_seconds
+# CPU the local CQL node and S3 server spent since `servers_before` was set, for a run's notes.
+server_cpu_note() { # rows
+  local cql0 s30 cql1 s31
+  read -r cql0 s30 <<<"$servers_before"
+  read -r cql1 s31 < <(server_cpu)
+  local cql s3; cql=$(python3 -c "print(round($cql1 - $cql0))"); s3=$(python3 -c "print(round($s31 - $s30))")
+  echo "CQL node CPU ${cql}s ($(per_cpu_s "$1" "$cql") rows/CPU-s); S3 server CPU ${s3}s"
+}
+
+# An empty catalog and lake prefix for each pipeline run: a file left by an earlier (interrupted)
+# run would otherwise be registered again and compete for the workers.
+fresh_catalog() {
+  "$PY" - "${MEMBERLAKE_LAKE_URL#s3://}" <<'PY'
+import sys, os, boto3
+bucket, _, prefix = sys.argv[1].partition("/")
+s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
+    for obj in page.get("Contents", []):
+        s3.delete_object(Bucket=bucket, Key=obj["Key"])
+PY
+  psql "$BENCH_ADMIN_DATABASE_URL" -qc "DROP DATABASE IF EXISTS bench_ingest WITH (FORCE)" -c "CREATE DATABASE bench_ingest" >&2
+  MEMBERLAKE_LOG=warn "$BIN/memberlake" migrate >&2
+  CQLSH -e "TRUNCATE $MEMBERLAKE_SCYLLA_KEYSPACE.memberships" >/dev/null
+  settle_store
+}
 
 pipeline_run() { # workers
   local workers=$1 key="advertisers/bench/run-$1-$(date +%s).csv"
-  CQLSH -e "TRUNCATE $MEMBERLAKE_SCYLLA_KEYSPACE.memberships" >/dev/null
+  fresh_catalog
+  servers_before=$(server_cpu)
   start_service meta meta-service MEMBERLAKE_ADMIN_ADDR=127.0.0.1:18181 MEMBERLAKE_POLL_INTERVAL=500ms
   start_service splitter splitter MEMBERLAKE_METRICS_ADDR=127.0.0.1:18202 MEMBERLAKE_SPLITTER_INTERVAL=200ms
   for i in $(seq 1 "$workers"); do
@@ -50,21 +80,21 @@ PY
     for i in $(seq 1 "$workers"); do # peak RSS so far (VmHWM), kept per worker
       pid=$(<"$RUN_DIR/worker-$i.pid")
       awk '/VmHWM/ {print $2}' "/proc/$pid/status" >"$RUN_DIR/worker-$i.hwm" 2>/dev/null || true
-      awk '{print $14 + $15}' "/proc/$pid/stat" >"$RUN_DIR/worker-$i.cpu" 2>/dev/null || true
+      cpu_secs "$pid" >"$RUN_DIR/worker-$i.cpu.tmp" && mv "$RUN_DIR/worker-$i.cpu.tmp" "$RUN_DIR/worker-$i.cpu"
     done
     sleep 0.5
   done
   local secs rows state
   IFS='|' read -r state rows secs < <(psql_q "SELECT state, rows_ingested, extract(epoch FROM finished_at - split_at) FROM files WHERE file_id = $id")
-  local rss="" stages="" cpu_ticks=0
+  local servers; servers=$(server_cpu_note "$rows")
+  local rss="" stages="" cpu_s=0
   for i in $(seq 1 "$workers"); do
     rss="$rss $(( $(cat "$RUN_DIR/worker-$i.hwm") / 1024 ))MiB"
-    cpu_ticks=$((cpu_ticks + $(cat "$RUN_DIR/worker-$i.cpu")))
+    cpu_s=$(python3 -c "print($cpu_s + $(cat "$RUN_DIR/worker-$i.cpu"))")
     stages="$stages $(curl -fsS "127.0.0.1:1821$i/metrics" | awk '/^memberlake_worker_(read|hash|write)_seconds_sum/ {split($1, n, "_"); printf "%s=%.0fs ", n[3], $2}')"
   done
-  local cpu_s; cpu_s=$(python3 -c "print(round($cpu_ticks / $(getconf CLK_TCK), 1))")
-  printf '| pipeline, %d worker(s) | %s | %s | %.1f | %.0f | peak RSS:%s; worker CPU %ss = %.0f rows per worker CPU-second; stage seconds (summed over ranges, overlapping):%s |\n' \
-    "$workers" "$state" "$rows" "$secs" "$(python3 -c "print($rows / $secs)")" "$rss" "$cpu_s" "$(python3 -c "print($rows / max($cpu_s, 0.1))")" "$stages"
+  printf '| pipeline, %d worker(s) | %s | %s | %.1f | %.0f | peak RSS:%s; worker CPU %ss = %s rows per worker CPU-second; %s; stage seconds (summed over ranges, overlapping):%s |\n' \
+    "$workers" "$state" "$rows" "$secs" "$(python3 -c "print($rows / $secs)")" "$rss" "$cpu_s" "$(per_cpu_s "$rows" "$cpu_s")" "$servers" "$stages"
   stop_all
 }
 
@@ -74,10 +104,20 @@ echo "|---|---|---|---|---|---|"
 
 if [[ $RUNS == *" raw "* ]]; then
 CQLSH -e "TRUNCATE $MEMBERLAKE_SCYLLA_KEYSPACE.memberships" >/dev/null
-out=$("$CARGO_TARGET_DIR/release/examples/store_ceiling" "$data/list.hashes" bench 1 "$CONCURRENCY")
+settle_store
+servers_before=$(server_cpu)
+"$CARGO_TARGET_DIR/release/examples/store_ceiling" "$data/list.hashes" bench 1 "$CONCURRENCY" >"$RUN_DIR/raw.out" &
+raw_pid=$! raw_cpu=0
+while kill -0 "$raw_pid" 2>/dev/null; do # its CPU, sampled as the workers' is
+  c=$(cpu_secs "$raw_pid"); [[ $c != 0 ]] && raw_cpu=$c
+  sleep 0.5
+done
+wait "$raw_pid"
+out=$(<"$RUN_DIR/raw.out")
 echo "$out" >&2
 read -r rows_per_s secs < <(sed -E 's/.*seconds=([0-9.]+) rows_per_s=([0-9]+).*/\2 \1/' <<<"$out")
-printf '| (a) raw driver insert loop, concurrency %s | - | %s | %s | %s | the store ceiling |\n' "$CONCURRENCY" "$ROWS" "$secs" "$rows_per_s"
+printf '| (a) raw driver insert loop, concurrency %s | - | %s | %s | %s | the store ceiling; client CPU %ss = %s rows per client CPU-second (loading the file included); %s |\n' \
+  "$CONCURRENCY" "$ROWS" "$secs" "$rows_per_s" "$raw_cpu" "$(per_cpu_s "$ROWS" "$raw_cpu")" "$(server_cpu_note "$ROWS")"
 fi
 
 [[ $RUNS == *" 1 "* ]] && pipeline_run 1
@@ -87,8 +127,10 @@ if [[ $RUNS == *" copy "* ]]; then
 COPY_ROWS=${MEMBERLAKE_BENCH_COPY_ROWS:-$ROWS}
 CQLSH -e "TRUNCATE $MEMBERLAKE_SCYLLA_KEYSPACE.memberships" >/dev/null
 head -n "$COPY_ROWS" "$data/list.hashes" | awk '{print "0x" $1 ",bench,2"}' >"$data/copy.csv"
+settle_store
+servers_before=$(server_cpu)
 t0=$(date +%s.%N)
 CQLSH -e "COPY $MEMBERLAKE_SCYLLA_KEYSPACE.memberships (email_hash, advertiser_id, list_version) FROM '$data/copy.csv' WITH NUMPROCESSES=2 AND MAXBATCHSIZE=20" >"$RUN_DIR/copy.log" 2>&1
 t1=$(date +%s.%N)
-printf '| (b) cqlsh COPY FROM | - | %s | %.1f | %.0f | peer tool |\n' "$COPY_ROWS" "$(python3 -c "print($t1 - $t0)")" "$(python3 -c "print($COPY_ROWS / ($t1 - $t0))")"
+printf '| (b) cqlsh COPY FROM | - | %s | %.1f | %.0f | peer tool; %s |\n' "$COPY_ROWS" "$(python3 -c "print($t1 - $t0)")" "$(python3 -c "print($COPY_ROWS / ($t1 - $t0))")" "$(server_cpu_note "$COPY_ROWS")"
 fi

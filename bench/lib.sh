@@ -6,7 +6,8 @@ REPO_ROOT=$(cd "$BENCH_DIR/.." && pwd)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/memberlake/target}
 CACHE_DIR=${MEMBERLAKE_CACHE_DIR:-$HOME/.cache/memberlake}
 BIN=$CARGO_TARGET_DIR/release
-RUN_DIR=${MEMBERLAKE_STACK_DIR:-$REPO_ROOT/.stack}/bench
+STACK_DIR=${MEMBERLAKE_STACK_DIR:-$REPO_ROOT/.stack}
+RUN_DIR=$STACK_DIR/bench
 mkdir -p "$RUN_DIR"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
@@ -19,6 +20,7 @@ bench_setup() { # name: isolated database and keyspace named after the benchmark
   # --workspace and the examples: one feature set for every benchmark, so no build undoes another
   (cd "$REPO_ROOT" && cargo build --release --workspace --bins --examples >&2)
   local admin_url=$MEMBERLAKE_DATABASE_URL
+  export BENCH_ADMIN_DATABASE_URL=$admin_url
   psql "$admin_url" -v ON_ERROR_STOP=1 -qtc "SELECT 1 FROM pg_database WHERE datname = 'bench_$name'" | grep -q 1 \
     || psql "$admin_url" -qc "CREATE DATABASE bench_$name" >&2
   export MEMBERLAKE_DATABASE_URL=${admin_url%/*}/bench_$name
@@ -61,6 +63,33 @@ stop_all() {
 wait_http() { # url [seconds]
   for _ in $(seq 1 $((${2:-30} * 10))); do curl -fsS "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done
   echo "timed out waiting for $1" >&2; return 1
+}
+
+cpu_secs() { # pid: its user+system CPU seconds so far (0 once it is gone)
+  awk -v tck="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); printf "%.1f\n", ($12 + $13) / tck}' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+server_cpu() { # CPU seconds so far of the local CQL node and S3 server: "<cql> <s3>"
+  local f cql=0 s3=0
+  for f in "$STACK_DIR/cassandra/cassandra.pid" "$STACK_DIR/scylla/scylla.pid"; do
+    [[ -s $f ]] && cql=$(cpu_secs "$(<"$f")") && break
+  done
+  [[ -s $STACK_DIR/garage/garage.pid ]] && s3=$(cpu_secs "$(<"$STACK_DIR/garage/garage.pid")")
+  echo "$cql $s3"
+}
+
+settle_store() { # waits (up to 5 minutes) until the CQL node is idle, so that the flushes and
+  # compactions an earlier run left behind are not billed to the next one
+  local before now
+  read -r before _ < <(server_cpu)
+  for _ in $(seq 1 300); do
+    sleep 1
+    read -r now _ < <(server_cpu)
+    # under a tenth of a core for a second
+    python3 -c "import sys; sys.exit(0 if $now - $before < 0.1 else 1)" && return 0
+    before=$now
+  done
+  echo "the CQL node was still busy after 5 minutes; measuring anyway" >&2
 }
 
 machine_line() {
