@@ -53,7 +53,8 @@ for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=p
     for obj in page.get("Contents", []):
         s3.delete_object(Bucket=bucket, Key=obj["Key"])
 PY
-  psql "$BENCH_ADMIN_DATABASE_URL" -qc "DROP DATABASE IF EXISTS bench_ingest WITH (FORCE)" -c "CREATE DATABASE bench_ingest" >&2
+  local db=${MEMBERLAKE_DATABASE_URL##*/}
+  psql "$BENCH_ADMIN_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >&2
   MEMBERLAKE_LOG=warn "$BIN/memberlake" migrate >&2
   CQLSH -e "TRUNCATE $MEMBERLAKE_SCYLLA_KEYSPACE.memberships" >/dev/null
   settle_store
