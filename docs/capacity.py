@@ -19,8 +19,13 @@ MEASURED = {
     # BENCHMARKS.md § Matcher (d): uncached lookups, store-bound, Cassandra on the same 2 cores.
     "matcher_uncached_rps_per_2_cores": 16_337,
     # BENCHMARKS.md § Ingestion: rows per worker CPU-second (read + parse + hash + driver), the
-    # lowest measured: the 2.3 GB run, 1 worker (per-row write futures cost CPU).
+    # lowest measured: the 2.3 GB list, 1 worker (63K with 2 workers; the raw driver loop alone
+    # does 70K: the CQL driver's request path is most of a worker's CPU).
     "worker_rows_per_cpu_s": 58_061,
+    # BENCHMARKS.md § Ingestion, the 2.3 GB list: rows per CPU-second of the local Cassandra node
+    # (RF 1, commitlog and compaction included), 18.3-19.3K. A cross-check of the ScyllaDB
+    # assumption below, not an input: ScyllaDB does more per core than Cassandra.
+    "local_cassandra_rows_per_cpu_s": 18_264,
     # BENCHMARKS.md § Ingestion (a): the local Cassandra node's ceiling on 2 shared cores.
     "local_store_ceiling_rows_s": 58_852,
 }
