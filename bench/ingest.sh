@@ -32,6 +32,10 @@ size=$(stat -c %s "$data/list.csv")
 echo "machine: $(machine_line); list: $ROWS rows, $size bytes"
 
 psql_q() { psql "$MEMBERLAKE_DATABASE_URL" -qtAc "$1"; }
+empty_store() { # before each run: no rows, and the node idle (nothing of the last run billed to the next)
+  CQLSH -e "TRUNCATE $MEMBERLAKE_SCYLLA_KEYSPACE.memberships" >/dev/null
+  settle_store
+}
 per_cpu_s() { python3 -c "print(round($1 / max($2, 0.1)))"; } # rows cpu_seconds
 # CPU the local CQL node and S3 server spent since `servers_before` was set, for a run's notes.
 server_cpu_note() { # rows
@@ -56,8 +60,7 @@ PY
   local db=${MEMBERLAKE_DATABASE_URL##*/}
   psql "$BENCH_ADMIN_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >&2
   MEMBERLAKE_LOG=warn "$BIN/memberlake" migrate >&2
-  CQLSH -e "TRUNCATE $MEMBERLAKE_SCYLLA_KEYSPACE.memberships" >/dev/null
-  settle_store
+  empty_store
 }
 
 pipeline_run() { # workers
@@ -104,8 +107,7 @@ echo "| run | state | rows | seconds | rows/s | notes |"
 echo "|---|---|---|---|---|---|"
 
 if [[ $RUNS == *" raw "* ]]; then
-CQLSH -e "TRUNCATE $MEMBERLAKE_SCYLLA_KEYSPACE.memberships" >/dev/null
-settle_store
+empty_store
 servers_before=$(server_cpu)
 "$CARGO_TARGET_DIR/release/examples/store_ceiling" "$data/list.hashes" bench 1 "$CONCURRENCY" >"$RUN_DIR/raw.out" &
 raw_pid=$! raw_cpu=0
@@ -126,9 +128,8 @@ fi
 
 if [[ $RUNS == *" copy "* ]]; then
 COPY_ROWS=${MEMBERLAKE_BENCH_COPY_ROWS:-$ROWS}
-CQLSH -e "TRUNCATE $MEMBERLAKE_SCYLLA_KEYSPACE.memberships" >/dev/null
 head -n "$COPY_ROWS" "$data/list.hashes" | awk '{print "0x" $1 ",bench,2"}' >"$data/copy.csv"
-settle_store
+empty_store
 servers_before=$(server_cpu)
 t0=$(date +%s.%N)
 CQLSH -e "COPY $MEMBERLAKE_SCYLLA_KEYSPACE.memberships (email_hash, advertiser_id, list_version) FROM '$data/copy.csv' WITH NUMPROCESSES=2 AND MAXBATCHSIZE=20" >"$RUN_DIR/copy.log" 2>&1
