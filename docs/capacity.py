@@ -22,10 +22,9 @@ MEASURED = {
     # lowest measured: the 2.3 GB list, 1 worker (63K with 2 workers; the raw driver loop alone
     # does 70K: the CQL driver's request path is most of a worker's CPU).
     "worker_rows_per_cpu_s": 58_061,
-    # BENCHMARKS.md § Ingestion, the 2.3 GB list: rows per CPU-second of the local Cassandra node
-    # (RF 1, commitlog and compaction included), 18.3-19.3K. A cross-check of the ScyllaDB
-    # assumption below, not an input: ScyllaDB does more per core than Cassandra.
-    "local_cassandra_rows_per_cpu_s": 18_264,
+    # (Not an input, a cross-check of the ScyllaDB assumption below: BENCHMARKS.md § Ingestion,
+    # the 2.3 GB list, the local Cassandra node wrote 18.3-19.3K rows per CPU-second, RF 1,
+    # commitlog and compaction included; ScyllaDB does more per core than Cassandra.)
     # BENCHMARKS.md § Ingestion (a): the local Cassandra node's ceiling on 2 shared cores.
     "local_store_ceiling_rows_s": 58_852,
 }
