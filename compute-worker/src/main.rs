@@ -103,7 +103,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.metrics_addr))?;
 
-    let worker = worker::Worker {
+    let worker = Arc::new(worker::Worker {
         catalog,
         lake,
         store,
@@ -133,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
                 store_retry_budget: args.store_retry_budget,
             },
         },
-    };
+    });
     worker.run(shutdown.clone()).await;
     server.await??;
     tracing::info!("compute-worker stopped");

@@ -202,16 +202,18 @@ pub async fn process_range(
 
     // Stage 3: stream rows to the store through the worker's shared write window. The window
     // stays full across block boundaries (no drain per batch); each row is retried on its own.
-    let writer = async {
-        let version = lease.list_version();
-        let advertiser = &lease.advertiser_id;
-        let window = &cfg.write_window;
+    // It runs as its own task: every row completion wakes it, and only it (not the reader and
+    // the hasher beside it); it is aborted with the range if the range is dropped.
+    let (store, advertiser, version) = (store.clone(), lease.advertiser_id.clone(), lease.list_version());
+    let (window, retry_budget) = (cfg.write_window.clone(), cfg.store_retry_budget);
+    let mut writer = AbortOnDrop(tokio::spawn(async move {
+        let (store, advertiser, window) = (&store, &advertiser, &window);
         let write_row = |h: EmailHash| async move {
             let _slot = window.acquire().await;
             // Idempotent: a retried row rewrites itself.
             memberlake::retry::retry(
                 "store write",
-                cfg.store_retry_budget,
+                retry_budget,
                 Default::default(),
                 |_| true,
                 || store.insert_member(advertiser, version, &h),
@@ -255,10 +257,10 @@ pub async fn process_range(
             }
         }
         Ok::<_, RangeError>(busy_secs)
-    };
+    }));
 
     let pipeline = async {
-        let (read_secs, (outcome, hash_secs), write_secs) = tokio::join!(reader, hasher, writer);
+        let (read_secs, (outcome, hash_secs), write_secs) = tokio::join!(reader, hasher, writer.join());
         let read_secs = read_secs?;
         let write_secs = write_secs?;
         Ok::<_, RangeError>((outcome, Timings { read_secs, hash_secs, write_secs }))
@@ -266,6 +268,26 @@ pub async fn process_range(
     tokio::select! {
         result = pipeline => result,
         _ = lost.cancelled() => Err(RangeError::LeaseLost),
+    }
+}
+
+/// A spawned task that is aborted when its handle is dropped: a stage must not outlive its range.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    /// Waits for the task; its panic, if any, goes on in the caller.
+    async fn join(&mut self) -> T {
+        match (&mut self.0).await {
+            Ok(v) => v,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => unreachable!("the task is only cancelled by dropping its handle: {e}"),
+        }
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -35,17 +35,29 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Runs every slot's claim loop until shutdown.
-    pub async fn run(&self, shutdown: Shutdown) {
-        let slots = self.cfg.slots.iter().enumerate().map(|(i, policy)| {
-            let span = info_span!("slot", slot = i, lane = %policy.lane.name);
-            self.run_slot(policy, shutdown.clone()).instrument(span)
-        });
-        futures::future::join_all(slots).await;
+    /// Runs every slot's claim loop until shutdown, each as its own task on the runtime's
+    /// threads: a slot's row completions then wake only that slot, on the threads the CQL
+    /// driver's connection tasks run on, instead of every slot on the `main` thread.
+    pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
+        let slots: Vec<_> = (0..self.cfg.slots.len())
+            .map(|i| {
+                let policy = &self.cfg.slots[i];
+                let span = info_span!("slot", slot = i, lane = %policy.lane.name);
+                let (worker, shutdown) = (self.clone(), shutdown.clone());
+                tokio::spawn(async move { worker.run_slot(i, shutdown).await }.instrument(span))
+            })
+            .collect();
+        for slot in futures::future::join_all(slots).await {
+            if let Err(e) = slot {
+                // A panicking slot must not hide: the process exits non-zero and is restarted.
+                std::panic::resume_unwind(e.into_panic());
+            }
+        }
     }
 
-    /// Claims and processes ranges allowed by `policy` until shutdown.
-    async fn run_slot(&self, policy: &ClaimPolicy, shutdown: Shutdown) {
+    /// Claims and processes ranges allowed by slot `slot`'s policy until shutdown.
+    async fn run_slot(&self, slot: usize, shutdown: Shutdown) {
+        let policy: &ClaimPolicy = &self.cfg.slots[slot];
         let mut backoff = self.cfg.idle_poll;
         let mut failures = 0u32;
         while !shutdown.is_triggered() {

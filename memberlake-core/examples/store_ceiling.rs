@@ -24,14 +24,15 @@ async fn main() -> anyhow::Result<()> {
     let nodes: Vec<String> = std::env::var("MEMBERLAKE_SCYLLA_NODES")?.split(',').map(str::to_owned).collect();
     let keyspace = std::env::var("MEMBERLAKE_SCYLLA_KEYSPACE")?;
     let store = MembershipStore::connect(&nodes, &keyspace, Duration::from_secs(10)).await?;
+    let rows = hashes.len();
     let started = Instant::now();
-    // One window kept full over all rows, as a worker's write window is.
-    store.insert_members(&advertiser, version, &hashes, concurrency).await?;
+    // One window kept full over all rows, as a worker's write window is, in a task of its own
+    // on the runtime's threads, as a worker's write stage runs.
+    tokio::spawn(async move { store.insert_members(&advertiser, version, &hashes, concurrency).await }).await??;
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "store_ceiling rows={} concurrency={concurrency} seconds={secs:.2} rows_per_s={:.0}",
-        hashes.len(),
-        hashes.len() as f64 / secs
+        "store_ceiling rows={rows} concurrency={concurrency} seconds={secs:.2} rows_per_s={:.0}",
+        rows as f64 / secs
     );
     Ok(())
 }

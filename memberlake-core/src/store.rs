@@ -173,11 +173,22 @@ impl MembershipStore {
         hashes: &[EmailHash],
         concurrency: usize,
     ) -> Result<(), StoreError> {
-        futures::stream::iter(hashes.iter())
-            .map(|h| self.insert_member(advertiser, version, h))
-            .buffer_unordered(concurrency.max(1))
-            .try_for_each(|()| futures::future::ok(()))
-            .await
+        // A plain loop rather than `buffer_unordered` over a closure: the future stays `Send`
+        // for any lifetime, so callers may spawn it.
+        let mut rows = hashes.iter();
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        loop {
+            while in_flight.len() < concurrency.max(1) {
+                match rows.next() {
+                    Some(h) => in_flight.push(self.insert_member(advertiser, version, h)),
+                    None => break,
+                }
+            }
+            match in_flight.next().await {
+                Some(done) => done?,
+                None => return Ok(()),
+            }
+        }
     }
 
     /// Every row of `h`'s partition: one read, whatever the number of advertisers asked about.
