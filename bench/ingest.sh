@@ -3,6 +3,7 @@
 #
 #   bench/ingest.sh                      5M rows (~150 MB) in the S3 server, default 64 MiB ranges
 #   MEMBERLAKE_BENCH_INGEST_ROWS=73000000 bench/ingest.sh     the ≥ 2 GB list of issue #6 (2.3 GB)
+#   MEMBERLAKE_BENCH_INGEST_ROWS=68000000 bench/ingest.sh     its first 68M rows (2.02 GiB): the 2026-11-25 run
 #   MEMBERLAKE_BENCH_INGEST_RUNS="2 raw"   only some of the runs (default: "1 2 raw copy")
 #   MEMBERLAKE_BENCH_COPY_ROWS=10000000    COPY FROM only the first N rows (it is the slowest run)
 #
