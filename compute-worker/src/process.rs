@@ -19,7 +19,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt, TryStreamExt};
-use memberlake::catalog::{RangeLease, RangeOutcome, RejectionSample, MAX_REJECTION_SAMPLES};
+use memberlake::catalog::{RangeLease, RangeReport, RejectionSample, MAX_REJECTION_SAMPLES};
 use memberlake::ids::EmailHash;
 use memberlake::lake::{Compression, Lake, LakeError};
 use memberlake::ranges::{Block, ByteRange, RangeScanner, ScanItem};
@@ -37,8 +37,6 @@ pub enum RangeError {
     Lake(#[from] LakeError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the file was registered from lake {registered:?}, but this worker reads {configured:?}")]
-    WrongLake { registered: String, configured: String },
     #[error("the lease was lost (expired, or the file was cancelled or failed)")]
     LeaseLost,
     #[error("stopped by shutdown")]
@@ -50,7 +48,6 @@ impl RangeError {
     pub fn is_permanent(&self) -> bool {
         match self {
             RangeError::Lake(e) => e.is_permanent(),
-            RangeError::WrongLake { .. } => true,
             _ => false,
         }
     }
@@ -115,160 +112,199 @@ async fn on_rayon<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
 }
 
 /// Reads, hashes and writes one leased range. Stops early with [`RangeError::LeaseLost`] when
-/// `lost` is cancelled.
+/// `lost` is cancelled. The three stages run concurrently, joined by bounded channels.
 pub async fn process_range(
     lake: &Lake,
     store: &Arc<MembershipStore>,
     lease: &RangeLease,
     cfg: &ProcessConfig,
     lost: CancellationToken,
-) -> Result<(RangeOutcome, Timings), RangeError> {
-    if lease.bucket != lake.bucket() {
-        return Err(RangeError::WrongLake { registered: lease.bucket.clone(), configured: lake.bucket().to_owned() });
-    }
-    // The range, the window fetched, where the scanner starts, and whether the window ends at
-    // the end of the (decompressed) object.
-    let (range, stream, window_start, at_end): (ByteRange, _, u64, bool) = match lease.compression {
-        Compression::None => {
-            let window = lease.range.read_window(lease.object_size);
-            let stream = lake.read(&lease.object_key, &lease.etag, Some(window)).await?;
-            (lease.range, stream.boxed(), window.start, window.end == lease.object_size)
-        }
-        compression => {
-            // One range covers the whole object; offsets are in decompressed bytes.
-            let raw = lake.read(&lease.object_key, &lease.etag, None).await?;
-            let decoded = decompress(raw, compression);
-            (ByteRange::new(0, u64::MAX), decoded.boxed(), 0, true)
-        }
+) -> Result<(RangeReport, Timings), RangeError> {
+    let source = open_range(lake, lease).await?;
+    let (block_tx, block_rx) = mpsc::channel::<ScanItem>(2);
+    let (hash_tx, hash_rx) = mpsc::channel::<Vec<EmailHash>>(2);
+    let range = source.range;
+    let reader = read_stage(source, cfg.block_size, block_tx);
+    let hasher = hash_stage(block_rx, range, hash_tx);
+    // The write stage runs as its own task: every row completion wakes it, and only it (not the
+    // reader and the hasher beside it); it is aborted with the range if the range is dropped.
+    let sink = RowSink {
+        store: store.clone(),
+        advertiser: lease.advertiser_id.clone(),
+        version: lease.list_version(),
+        window: cfg.write_window.clone(),
+        retry_budget: cfg.store_retry_budget,
     };
-
-    let (block_tx, mut block_rx) = mpsc::channel::<ScanItem>(2);
-    let (hash_tx, mut hash_rx) = mpsc::channel::<Vec<EmailHash>>(2);
-    let block_size = cfg.block_size;
-
-    // Stage 1: stream the window through the scanner.
-    let reader = async move {
-        let started = Instant::now();
-        let mut stream = stream;
-        let mut scanner = RangeScanner::new(range, window_start, block_size);
-        let mut items = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            metrics::counter!("memberlake_worker_bytes_read_total").increment(chunk.len() as u64);
-            scanner.push(&chunk, &mut items);
-            for item in items.drain(..) {
-                if block_tx.send(item).await.is_err() {
-                    return Ok(started.elapsed().as_secs_f64());
-                }
-            }
-        }
-        scanner.finish(at_end, &mut items);
-        for item in items.drain(..) {
-            let _ = block_tx.send(item).await;
-        }
-        Ok::<_, RangeError>(started.elapsed().as_secs_f64())
-    };
-
-    // Stage 2: hash blocks on rayon, in order.
-    let hasher = async move {
-        let mut outcome = RangeOutcome::default();
-        let mut hash_secs = 0.0;
-        while let Some(item) = block_rx.recv().await {
-            let hashed = match item {
-                ScanItem::Lines(block) => {
-                    let started = Instant::now();
-                    let hashed = on_rayon(move || hash_block(&block, range)).await;
-                    hash_secs += started.elapsed().as_secs_f64();
-                    hashed
-                }
-                ScanItem::OverlongLine { offset } => {
-                    let mut h = HashedBlock::default();
-                    h.reject(offset, RejectReason::LineTooLong);
-                    h
-                }
-            };
-            outcome.rows += hashed.hashes.len() as u64;
-            outcome.rejected += hashed.rejected;
-            let room = MAX_REJECTION_SAMPLES.saturating_sub(outcome.samples.len());
-            outcome.samples.extend(hashed.samples.into_iter().take(room));
-            if !hashed.hashes.is_empty() && hash_tx.send(hashed.hashes).await.is_err() {
-                break;
-            }
-        }
-        metrics::counter!("memberlake_worker_rows_hashed_total").increment(outcome.rows);
-        metrics::counter!("memberlake_worker_rows_rejected_total").increment(outcome.rejected);
-        (outcome, hash_secs)
-    };
-
-    // Stage 3: stream rows to the store through the worker's shared write window. The window
-    // stays full across block boundaries (no drain per batch); each row is retried on its own.
-    // It runs as its own task: every row completion wakes it, and only it (not the reader and
-    // the hasher beside it); it is aborted with the range if the range is dropped.
-    let (store, advertiser, version) = (store.clone(), lease.advertiser_id.clone(), lease.list_version());
-    let (window, retry_budget) = (cfg.write_window.clone(), cfg.store_retry_budget);
-    let mut writer = AbortOnDrop(tokio::spawn(async move {
-        let (store, advertiser, window) = (&store, &advertiser, &window);
-        let write_row = |h: EmailHash| async move {
-            let _slot = window.acquire().await;
-            // Idempotent: a retried row rewrites itself.
-            memberlake::retry::retry(
-                "store write",
-                retry_budget,
-                Default::default(),
-                |_| true,
-                || store.insert_member(advertiser, version, &h),
-            )
-            .await
-        };
-        let mut in_flight = FuturesUnordered::new();
-        let mut pending = Vec::new().into_iter();
-        let mut input_open = true;
-        // Time with rows queued or in flight: the writer's busy time, not its idle waits.
-        let mut busy_secs = 0.0;
-        let mut busy_since: Option<Instant> = None;
-        loop {
-            // A range alone may fill the whole window; queued futures wait for a slot.
-            while in_flight.len() < window.capacity() {
-                match pending.next() {
-                    Some(h) => in_flight.push(write_row(h)),
-                    None => break,
-                }
-            }
-            if in_flight.is_empty() {
-                if let Some(since) = busy_since.take() {
-                    busy_secs += since.elapsed().as_secs_f64();
-                }
-                match hash_rx.recv().await {
-                    Some(batch) => {
-                        pending = batch.into_iter();
-                        busy_since = Some(Instant::now());
-                        continue;
-                    }
-                    None => break,
-                }
-            }
-            tokio::select! {
-                biased;
-                Some(done) = in_flight.next() => done?,
-                batch = hash_rx.recv(), if input_open && pending.len() == 0 => match batch {
-                    Some(batch) => pending = batch.into_iter(),
-                    None => input_open = false,
-                },
-            }
-        }
-        Ok::<_, RangeError>(busy_secs)
-    }));
+    let mut writer = AbortOnDrop(tokio::spawn(write_stage(sink, hash_rx)));
 
     let pipeline = async {
-        let (read_secs, (outcome, hash_secs), write_secs) = tokio::join!(reader, hasher, writer.join());
+        let (read_secs, (report, hash_secs), write_secs) = tokio::join!(reader, hasher, writer.join());
         let read_secs = read_secs?;
         let write_secs = write_secs?;
-        Ok::<_, RangeError>((outcome, Timings { read_secs, hash_secs, write_secs }))
+        Ok::<_, RangeError>((report, Timings { read_secs, hash_secs, write_secs }))
     };
     tokio::select! {
         result = pipeline => result,
         _ = lost.cancelled() => Err(RangeError::LeaseLost),
     }
+}
+
+/// The bytes a range's scanner reads: the range, the stream of the window fetched, where that
+/// window starts, and whether it ends at the end of the (decompressed) object.
+struct RangeSource {
+    range: ByteRange,
+    stream: futures::stream::BoxStream<'static, Result<Bytes, LakeError>>,
+    window_start: u64,
+    at_end: bool,
+}
+
+/// Opens the ranged GET of a lease's window (a compressed object: the whole object, decoded).
+async fn open_range(lake: &Lake, lease: &RangeLease) -> Result<RangeSource, RangeError> {
+    Ok(match lease.compression {
+        Compression::None => {
+            let window = lease.range.read_window(lease.object_size);
+            let stream = lake.read(&lease.object_key, &lease.etag, Some(window)).await?;
+            RangeSource {
+                range: lease.range,
+                stream: stream.boxed(),
+                window_start: window.start,
+                at_end: window.end == lease.object_size,
+            }
+        }
+        compression => {
+            // One range covers the whole object; offsets are in decompressed bytes.
+            let raw = lake.read(&lease.object_key, &lease.etag, None).await?;
+            let decoded = decompress(raw, compression);
+            RangeSource { range: ByteRange::new(0, u64::MAX), stream: decoded.boxed(), window_start: 0, at_end: true }
+        }
+    })
+}
+
+/// Stage 1: streams the window through the range scanner into blocks of whole lines the range
+/// owns. Returns its busy seconds.
+async fn read_stage(source: RangeSource, block_size: usize, blocks: mpsc::Sender<ScanItem>) -> Result<f64, RangeError> {
+    let started = Instant::now();
+    let RangeSource { range, mut stream, window_start, at_end } = source;
+    let mut scanner = RangeScanner::new(range, window_start, block_size);
+    let mut items = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        metrics::counter!("memberlake_worker_bytes_read_total").increment(chunk.len() as u64);
+        scanner.push(&chunk, &mut items);
+        for item in items.drain(..) {
+            if blocks.send(item).await.is_err() {
+                return Ok(started.elapsed().as_secs_f64());
+            }
+        }
+    }
+    scanner.finish(at_end, &mut items);
+    for item in items.drain(..) {
+        let _ = blocks.send(item).await;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Stage 2: hashes blocks on rayon, in order; counts rows and rejects. Returns the range's
+/// report and its hashing seconds.
+async fn hash_stage(
+    mut blocks: mpsc::Receiver<ScanItem>,
+    range: ByteRange,
+    hashes: mpsc::Sender<Vec<EmailHash>>,
+) -> (RangeReport, f64) {
+    let mut report = RangeReport::default();
+    let mut hash_secs = 0.0;
+    while let Some(item) = blocks.recv().await {
+        let hashed = match item {
+            ScanItem::Lines(block) => {
+                let started = Instant::now();
+                let hashed = on_rayon(move || hash_block(&block, range)).await;
+                hash_secs += started.elapsed().as_secs_f64();
+                hashed
+            }
+            ScanItem::OverlongLine { offset } => {
+                let mut h = HashedBlock::default();
+                h.reject(offset, RejectReason::LineTooLong);
+                h
+            }
+        };
+        report.rows += hashed.hashes.len() as u64;
+        report.rejected += hashed.rejected;
+        let room = MAX_REJECTION_SAMPLES.saturating_sub(report.samples.len());
+        report.samples.extend(hashed.samples.into_iter().take(room));
+        if !hashed.hashes.is_empty() && hashes.send(hashed.hashes).await.is_err() {
+            break;
+        }
+    }
+    metrics::counter!("memberlake_worker_rows_hashed_total").increment(report.rows);
+    metrics::counter!("memberlake_worker_rows_rejected_total").increment(report.rejected);
+    (report, hash_secs)
+}
+
+/// Where a range's rows go: one advertiser's version, through the worker's write window.
+struct RowSink {
+    store: Arc<MembershipStore>,
+    advertiser: memberlake::ids::AdvertiserId,
+    version: memberlake::ids::ListVersion,
+    window: WriteWindow,
+    retry_budget: std::time::Duration,
+}
+
+impl RowSink {
+    /// Writes one row once a window slot is free; retried (idempotent) within the budget.
+    async fn write(&self, h: EmailHash) -> Result<(), StoreError> {
+        let _slot = self.window.acquire().await;
+        memberlake::retry::retry(
+            "store write",
+            self.retry_budget,
+            Default::default(),
+            |_| true,
+            || self.store.insert_member(&self.advertiser, self.version, &h),
+        )
+        .await
+    }
+}
+
+/// Stage 3: streams rows to the store through the worker's shared write window. The window
+/// stays full across block boundaries (no drain per batch); each row is retried on its own.
+/// Returns its busy seconds (rows queued or in flight), not its idle waits.
+async fn write_stage(sink: RowSink, mut batches: mpsc::Receiver<Vec<EmailHash>>) -> Result<f64, RangeError> {
+    let sink = &sink;
+    let mut in_flight = FuturesUnordered::new();
+    let mut pending = Vec::new().into_iter();
+    let mut input_open = true;
+    let mut busy_secs = 0.0;
+    let mut busy_since: Option<Instant> = None;
+    loop {
+        // A range alone may fill the whole window; queued futures wait for a slot.
+        while in_flight.len() < sink.window.capacity() {
+            match pending.next() {
+                Some(h) => in_flight.push(sink.write(h)),
+                None => break,
+            }
+        }
+        if in_flight.is_empty() {
+            if let Some(since) = busy_since.take() {
+                busy_secs += since.elapsed().as_secs_f64();
+            }
+            match batches.recv().await {
+                Some(batch) => {
+                    pending = batch.into_iter();
+                    busy_since = Some(Instant::now());
+                    continue;
+                }
+                None => break,
+            }
+        }
+        tokio::select! {
+            biased;
+            Some(done) = in_flight.next() => done?,
+            batch = batches.recv(), if input_open && pending.len() == 0 => match batch {
+                Some(batch) => pending = batch.into_iter(),
+                None => input_open = false,
+            },
+        }
+    }
+    Ok(busy_secs)
 }
 
 /// A spawned task that is aborted when its handle is dropped: a stage must not outlive its range.

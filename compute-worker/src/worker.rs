@@ -1,18 +1,22 @@
-//! The pull loop: claim a range lease, keep it alive with heartbeats, process it, then complete
-//! it (fenced by the lease token) or give it back.
+//! The pull loop: claim a range lease, work on it, then end the lease with one transition.
+//!
+//! As in River's job executor, working on a range returns one value, [`RangeResult`], and one
+//! function, [`Worker::end_lease`], maps it to one lease transition (complete, give back, fail
+//! the file, or nothing when the lease is already gone). The lease itself is owned by a
+//! [`LeaseGuard`], which keeps it alive while the range is worked on.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use memberlake::catalog::{Catalog, ClaimPolicy, RangeLease};
+use memberlake::catalog::{Catalog, ClaimPolicy, GiveBack, LeaseGuard, RangeReport};
 use memberlake::lake::Lake;
+use memberlake::retry::Backoff;
 use memberlake::shutdown::Shutdown;
 use memberlake::store::MembershipStore;
 use rand::Rng;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::process::{process_range, ProcessConfig, RangeError};
+use crate::process::{process_range, ProcessConfig, RangeError, Timings};
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -23,7 +27,7 @@ pub struct WorkerConfig {
     /// After SIGTERM, how long the range in hand may take before its lease is given back.
     pub shutdown_grace: Duration,
     pub process: ProcessConfig,
-    /// One claim loop per entry: its lane, per-file cap and priority knobs.
+    /// One claim loop per entry: its lake, lane, per-file cap and priority knobs.
     pub slots: Vec<ClaimPolicy>,
 }
 
@@ -32,6 +36,42 @@ pub struct Worker {
     pub lake: Lake,
     pub store: Arc<MembershipStore>,
     pub cfg: WorkerConfig,
+}
+
+/// How working on one range ended.
+#[derive(Debug)]
+enum RangeResult {
+    /// Every row of the range is in the store.
+    Done { report: RangeReport, timings: Timings },
+    /// Retrying cannot help: the object is gone, changed, or corrupt.
+    Permanent(RangeError),
+    /// Another attempt may succeed (lake, store or network trouble).
+    Transient(RangeError),
+    /// The lease was lost while working (expired and re-leased, file failed or cancelled).
+    LeaseLost,
+    /// Shutdown was requested and the grace period ran out.
+    Shutdown,
+}
+
+impl From<Result<(RangeReport, Timings), RangeError>> for RangeResult {
+    fn from(r: Result<(RangeReport, Timings), RangeError>) -> Self {
+        match r {
+            Ok((report, timings)) => RangeResult::Done { report, timings },
+            Err(RangeError::LeaseLost) => RangeResult::LeaseLost,
+            Err(e) if e.is_permanent() => RangeResult::Permanent(e),
+            Err(e) => RangeResult::Transient(e),
+        }
+    }
+}
+
+/// What the claim loop does after a range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Claim the next range at once.
+    Continue,
+    /// Something transient failed: back off before claiming again, so an outage does not burn
+    /// through every range's attempts.
+    BackOff,
 }
 
 impl Worker {
@@ -58,12 +98,13 @@ impl Worker {
     /// Claims and processes ranges allowed by slot `slot`'s policy until shutdown.
     async fn run_slot(&self, slot: usize, shutdown: Shutdown) {
         let policy: &ClaimPolicy = &self.cfg.slots[slot];
-        let mut backoff = self.cfg.idle_poll;
+        let mut idle = self.cfg.idle_poll;
         let mut failures = 0u32;
         while !shutdown.is_triggered() {
-            match self.catalog.claim_range(&self.cfg.worker_id, self.cfg.lease_ttl, policy).await {
-                Ok(Some(lease)) => {
-                    backoff = self.cfg.idle_poll;
+            let pause = match self.catalog.claim_range(&self.cfg.worker_id, self.cfg.lease_ttl, policy).await {
+                Ok(Some(guard)) => {
+                    idle = self.cfg.idle_poll;
+                    let lease = guard.lease();
                     let span = info_span!(
                         "range",
                         file_id = lease.file_id.0,
@@ -72,139 +113,133 @@ impl Worker {
                         attempt = lease.attempt,
                         token = lease.token,
                     );
-                    if self.work_on(lease, &shutdown).instrument(span).await {
-                        failures = 0;
-                        continue;
+                    match self.work_on(guard, &shutdown).instrument(span).await {
+                        Next::Continue => {
+                            failures = 0;
+                            continue;
+                        }
+                        Next::BackOff => {
+                            failures += 1;
+                            Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(30) }
+                                .delay(failures - 1)
+                        }
                     }
-                    // A transient failure: back off before the next claim, so an outage does
-                    // not burn through every range's attempts.
-                    let delay =
-                        memberlake::retry::Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(30) }
-                            .delay(failures);
-                    failures += 1;
-                    tokio::select! {
-                        _ = shutdown.wait() => break,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                    continue;
                 }
                 Ok(None) => {
-                    backoff = self.cfg.idle_poll;
+                    idle = self.cfg.idle_poll;
+                    jitter(idle)
                 }
                 Err(e) => {
                     warn!(error = %e, "claiming a range failed; backing off");
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    idle = (idle * 2).min(Duration::from_secs(10));
+                    jitter(idle)
                 }
-            }
-            // Jitter keeps many idle workers from polling in lockstep.
-            let sleep = backoff.mul_f64(rand::rng().random_range(0.5..1.5));
+            };
             tokio::select! {
                 _ = shutdown.wait() => break,
-                _ = tokio::time::sleep(sleep) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
         }
     }
 
-    /// Works on one lease; returns false after a transient failure.
-    async fn work_on(&self, lease: RangeLease, shutdown: &Shutdown) -> bool {
-        let started = std::time::Instant::now();
+    /// Works on one lease and ends it.
+    async fn work_on(&self, guard: LeaseGuard, shutdown: &Shutdown) -> Next {
+        let started = Instant::now();
+        let lease = guard.lease();
         debug!(start = lease.range.start, end = lease.range.end, "leased range");
-        let lost = CancellationToken::new();
-        let heartbeat = tokio::spawn(heartbeat(self.catalog.clone(), lease.clone(), self.cfg.lease_ttl, lost.clone()));
-        let work = process_range(&self.lake, &self.store, &lease, &self.cfg.process, lost.clone());
+        let work = process_range(&self.lake, &self.store, lease, &self.cfg.process, guard.lost());
         // On shutdown the range in hand gets `shutdown_grace` to finish, then is given back.
         let deadline = async {
             shutdown.wait().await;
             tokio::time::sleep(self.cfg.shutdown_grace).await;
         };
         let result = tokio::select! {
-            r = work => r,
-            _ = deadline => Err(RangeError::Shutdown),
+            r = work => RangeResult::from(r),
+            _ = deadline => RangeResult::Shutdown,
         };
-        heartbeat.abort();
+        self.end_lease(guard, result, started).await
+    }
+
+    /// The one place where a range's result becomes a lease transition.
+    async fn end_lease(&self, guard: LeaseGuard, result: RangeResult, started: Instant) -> Next {
+        let failed = |kind: &'static str| {
+            metrics::counter!("memberlake_worker_ranges_failed_total", "kind" => kind).increment(1);
+        };
         match result {
-            // Postgres may be restarting: retry the completion while the lease can still be ours.
-            Ok((outcome, timings)) => match memberlake::retry::retry(
-                "range completion",
-                self.cfg.lease_ttl,
-                Default::default(),
-                |e: &memberlake::catalog::CatalogError| e.is_transient(),
-                || self.catalog.complete_range(&lease, &outcome),
-            )
-            .await
-            {
+            RangeResult::Done { report, timings } => match guard.complete(&report).await {
                 Ok(true) => {
-                    let secs = started.elapsed().as_secs_f64();
-                    info!(
-                        rows = outcome.rows,
-                        rejected = outcome.rejected,
-                        seconds = secs,
-                        read_s = timings.read_secs,
-                        hash_s = timings.hash_secs,
-                        write_s = timings.write_secs,
-                        "range done"
-                    );
-                    metrics::counter!("memberlake_worker_ranges_done_total").increment(1);
-                    metrics::histogram!("memberlake_worker_range_seconds").record(secs);
-                    // Where the time went, per stage (the stages overlap: they are pipelined).
-                    metrics::histogram!("memberlake_worker_read_seconds").record(timings.read_secs);
-                    metrics::histogram!("memberlake_worker_hash_seconds").record(timings.hash_secs);
-                    metrics::histogram!("memberlake_worker_write_seconds").record(timings.write_secs);
-                    metrics::counter!("memberlake_worker_rows_written_total").increment(outcome.rows);
-                    true
+                    record_done(&report, &timings, started);
+                    Next::Continue
                 }
                 Ok(false) => {
                     warn!("lease lost before completion; another worker redoes this range");
-                    true
+                    Next::Continue
                 }
                 Err(e) => {
                     warn!(error = %e, "could not record completion; the lease will expire and the range be redone");
-                    false
+                    Next::BackOff
                 }
             },
-            Err(e) if e.is_permanent() => {
+            RangeResult::Permanent(e) => {
                 warn!(error = %e, "permanent error: failing the file");
-                metrics::counter!("memberlake_worker_ranges_failed_total", "kind" => "permanent").increment(1);
-                if let Err(db) = self.catalog.fail_file(&lease, &e.to_string()).await {
+                failed("permanent");
+                if let Err(db) = guard.fail_file(&e.to_string()).await {
                     warn!(error = %db, "could not record the failure; the lease will expire");
                 }
-                true
+                Next::Continue
             }
-            Err(RangeError::LeaseLost) => {
+            RangeResult::LeaseLost => {
                 warn!("lease lost while working; dropping the range");
-                metrics::counter!("memberlake_worker_ranges_failed_total", "kind" => "lease_lost").increment(1);
-                true
+                failed("lease_lost");
+                drop(guard);
+                Next::Continue
             }
-            Err(e) => {
+            RangeResult::Transient(e) => {
                 warn!(error = %e, "transient error: giving the range back");
-                metrics::counter!("memberlake_worker_ranges_failed_total", "kind" => "transient").increment(1);
-                let shutdown_release = matches!(e, RangeError::Shutdown);
-                match self.catalog.release_range(&lease, &e.to_string(), self.cfg.max_attempts, !shutdown_release).await
-                {
-                    Ok(Some(state)) => info!(%state, "range released"),
-                    Ok(None) => {}
-                    Err(db) => warn!(error = %db, "could not release; the lease will expire"),
-                }
-                shutdown_release
+                failed("transient");
+                let why = GiveBack::AfterError { error: e.to_string(), max_attempts: self.cfg.max_attempts };
+                give_back(guard, why).await;
+                Next::BackOff
+            }
+            RangeResult::Shutdown => {
+                info!("shutdown grace ran out: giving the range back");
+                failed("shutdown");
+                give_back(guard, GiveBack::AtShutdown).await;
+                Next::Continue
             }
         }
     }
 }
 
-/// Renews the lease every third of its TTL; cancels `lost` when the lease is gone.
-async fn heartbeat(catalog: Catalog, lease: RangeLease, ttl: Duration, lost: CancellationToken) {
-    let every = ttl / 3;
-    loop {
-        tokio::time::sleep(every).await;
-        match catalog.heartbeat(&lease, ttl).await {
-            Ok(true) => debug!("lease renewed"),
-            Ok(false) => {
-                lost.cancel();
-                return;
-            }
-            // Postgres unreachable: keep trying; if it stays down the lease expires and the
-            // completion is refused.
-            Err(e) => warn!(error = %e, "heartbeat failed"),
-        }
+async fn give_back(guard: LeaseGuard, why: GiveBack) {
+    match guard.give_back(why).await {
+        Ok(Some(state)) => info!(%state, "range given back"),
+        Ok(None) => debug!("the lease was already gone"),
+        Err(db) => warn!(error = %db, "could not give the range back; the lease will expire"),
     }
+}
+
+fn record_done(report: &RangeReport, timings: &Timings, started: Instant) {
+    let secs = started.elapsed().as_secs_f64();
+    info!(
+        rows = report.rows,
+        rejected = report.rejected,
+        seconds = secs,
+        read_s = timings.read_secs,
+        hash_s = timings.hash_secs,
+        write_s = timings.write_secs,
+        "range done"
+    );
+    metrics::counter!("memberlake_worker_ranges_done_total").increment(1);
+    metrics::histogram!("memberlake_worker_range_seconds").record(secs);
+    // Where the time went, per stage (the stages overlap: they are pipelined).
+    metrics::histogram!("memberlake_worker_read_seconds").record(timings.read_secs);
+    metrics::histogram!("memberlake_worker_hash_seconds").record(timings.hash_secs);
+    metrics::histogram!("memberlake_worker_write_seconds").record(timings.write_secs);
+    metrics::counter!("memberlake_worker_rows_written_total").increment(report.rows);
+}
+
+/// Jitter keeps many idle workers from polling in lockstep.
+fn jitter(d: Duration) -> Duration {
+    d.mul_f64(rand::rng().random_range(0.5..1.5))
 }

@@ -63,7 +63,7 @@ impl ActiveVersions {
     /// Loads from the catalog once.
     pub async fn refresh(&self, catalog: &Catalog) -> Result<usize, memberlake::catalog::CatalogError> {
         let rows = catalog.active_versions().await?;
-        let rows = rows.into_iter().map(|(a, v)| (a.as_str().to_owned(), v)).collect();
+        let rows = rows.into_iter().map(|r| (r.advertiser_id.as_str().to_owned(), r.version)).collect();
         Ok(self.apply(rows))
     }
 

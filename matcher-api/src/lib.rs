@@ -1,7 +1,115 @@
-//! matcher-api as a library: the HTTP API ([`api`]), the active list versions ([`active`]) and
-//! the partition cache ([`lookup`]). `main.rs` wires them; the fuzz targets call the request
-//! parsers directly.
+//! matcher-api: stateless HTTP service answering "is this email hash a member of these
+//! advertisers' active lists?" from the store, behind a moka cache.
+//!
+//! - [`Config`], [`Deps`], [`run`]: the service as a library; `main.rs` only wires them;
+//! - [`api`]: the HTTP API (`/v1/match`, `/v1/suppress`) and its OpenAPI document;
+//! - [`active`]: every advertiser's active list version, followed via LISTEN/NOTIFY;
+//! - [`lookup`]: the partition cache in front of the store.
+//!
+//! The fuzz targets call the request parsers directly.
 
 pub mod active;
 pub mod api;
 pub mod lookup;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use memberlake::bootstrap;
+use memberlake::catalog::Catalog;
+use memberlake::config::{parse_duration, DatabaseArgs, LogArgs, StoreArgs};
+use memberlake::http::{ops_router, ReadinessCheck, Tokens};
+use memberlake::service::{Server, ServiceError};
+use memberlake::shutdown::Shutdown;
+use memberlake::store::MembershipStore;
+
+/// The matcher's configuration.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "matcher-api", version, about = "memberlake matcher-api: GET /v1/match and POST /v1/suppress.")]
+pub struct Config {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Address of the API (and its /healthz, /readyz, /metrics).
+    #[arg(long, env = "MEMBERLAKE_MATCHER_ADDR", default_value = "127.0.0.1:8080")]
+    pub matcher_addr: SocketAddr,
+    /// Bearer tokens accepted from callers (comma-separated). Unset: open (warned).
+    #[arg(long, env = "MEMBERLAKE_MATCHER_TOKENS", value_delimiter = ',', hide_env_values = true)]
+    pub matcher_tokens: Vec<String>,
+    /// A file of caller tokens (one per line or comma-separated), e.g. a mounted secret.
+    #[arg(long, env = "MEMBERLAKE_MATCHER_TOKENS_FILE")]
+    pub matcher_tokens_file: Option<std::path::PathBuf>,
+    /// Requests per second this replica accepts on /v1 (0: unlimited); over it: 429.
+    #[arg(long, env = "MEMBERLAKE_MATCHER_RATE_LIMIT", default_value_t = 50_000)]
+    pub matcher_rate_limit: u32,
+    /// Partitions (email hashes) kept in the cache.
+    #[arg(long, env = "MEMBERLAKE_CACHE_ENTRIES", default_value_t = 1_000_000)]
+    pub cache_entries: u64,
+    /// Longest time a cached partition is kept.
+    #[arg(long, env = "MEMBERLAKE_CACHE_TTL", value_parser = parse_duration, default_value = "10m")]
+    pub cache_ttl: Duration,
+    /// Active versions are re-read at least this often (and at once on each activation notice).
+    #[arg(long, env = "MEMBERLAKE_VERSIONS_REFRESH", value_parser = parse_duration, default_value = "1s")]
+    pub versions_refresh: Duration,
+}
+
+/// What the matcher works with.
+#[derive(Clone)]
+pub struct Deps {
+    pub catalog: Catalog,
+    pub store: Arc<MembershipStore>,
+    /// Caller tokens (`MEMBERLAKE_MATCHER_TOKENS` and `_FILE`).
+    pub tokens: Tokens,
+}
+
+impl Deps {
+    /// Loads the caller tokens and connects the catalog and the store (checking their schemas).
+    pub async fn open(config: &Config) -> Result<Self, ServiceError> {
+        let tokens = Tokens::load_for_surface(
+            "MEMBERLAKE_MATCHER_TOKENS",
+            &config.matcher_tokens,
+            config.matcher_tokens_file.as_deref(),
+            config.matcher_addr,
+        )
+        .map_err(|source| ServiceError::Read { what: "MEMBERLAKE_MATCHER_TOKENS_FILE", source })?;
+        Ok(Self {
+            catalog: bootstrap::open_catalog(&config.database).await?,
+            store: Arc::new(bootstrap::open_store(&config.store).await?),
+            tokens,
+        })
+    }
+}
+
+/// Serves the API with `/healthz`, `/readyz` and `/metrics` on `matcher_addr` until `shutdown`,
+/// following activations in the background.
+pub async fn run(deps: Deps, config: &Config, shutdown: Shutdown) -> Result<(), ServiceError> {
+    let Deps { catalog, store, tokens } = deps;
+    let active = active::ActiveVersions::default();
+    if let Err(e) = active.refresh(&catalog).await {
+        tracing::warn!(error = %e, "initial load of active versions failed; retrying in the background");
+    }
+    tokio::spawn(active.clone().run(catalog.clone(), config.versions_refresh, shutdown.clone()));
+
+    let memberships = lookup::Memberships::new(store.clone(), config.cache_entries, config.cache_ttl);
+    let state = api::AppState { active: active.clone(), memberships, tokens };
+    let checks = vec![bootstrap::cql_ready(&store), versions_loaded(&active)];
+    let app = api::router(state, memberlake::http::RateLimit::per_second(config.matcher_rate_limit))
+        .merge(ops_router(checks))
+        .layer(axum::middleware::from_fn(memberlake::http::record_metrics));
+    Server::bind(config.matcher_addr, app, shutdown).await?.stopped().await
+}
+
+/// `/readyz` check: the active versions were loaded at least once (before that, no answer can
+/// be right).
+fn versions_loaded(active: &active::ActiveVersions) -> ReadinessCheck {
+    let active = active.clone();
+    ReadinessCheck::new("active_versions", move || {
+        let loaded = active.snapshot().is_some();
+        async move { loaded.then_some(()).ok_or_else(|| "not loaded yet".to_owned()) }
+    })
+}

@@ -4,27 +4,12 @@
 //! every variable with its default and current value (secrets hidden), and
 //! [`log_effective_config`] prints the effective configuration at start, secrets masked.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{ArgMatches, Args, ValueEnum};
+use clap::{ArgMatches, Args};
 
-/// How logs look and how much of them there is.
-#[derive(Args, Debug, Clone)]
-pub struct LogArgs {
-    /// Log format: `text` for people, `json` for log pipelines.
-    #[arg(long, env = "MEMBERLAKE_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: LogFormat,
-    /// tracing filter directives, e.g. `info` or `info,memberlake=debug`.
-    #[arg(long, env = "MEMBERLAKE_LOG", default_value = "info")]
-    pub log_filter: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+use crate::catalog::PriorityKnobs;
+pub use crate::telemetry::{LogArgs, LogFormat};
 
 /// The Postgres control plane.
 #[derive(Args, Debug, Clone)]
@@ -65,12 +50,37 @@ pub struct LakeArgs {
     pub lake_url: String,
 }
 
-/// Where a service without its own HTTP API serves /healthz, /readyz and /metrics.
-#[derive(Args, Debug, Clone)]
-pub struct OpsArgs {
-    /// Address of this service's /healthz, /readyz and /metrics.
-    #[arg(long, env = "MEMBERLAKE_METRICS_ADDR")]
-    pub metrics_addr: Option<SocketAddr>,
+/// Range leases, which the compute-worker holds and the splitter reaps: both must read the
+/// same values, so they are declared once, here.
+#[derive(Args, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseArgs {
+    /// Lease lifetime; renewed every third of it. A dead worker's range is retried after it.
+    #[arg(long, env = "MEMBERLAKE_LEASE_TTL", value_parser = parse_duration, default_value = "30s")]
+    pub lease_ttl: Duration,
+    /// Attempts a range gets before it (and its file) fails.
+    #[arg(long, env = "MEMBERLAKE_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(i32).range(1..))]
+    pub max_attempts: i32,
+}
+
+/// A rule between settings, checked at start so that a bad combination stops the service with
+/// a message naming the settings to fix instead of misbehaving later.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl LeaseArgs {
+    /// Superseded rows may only be deleted once no worker holding a revoked lease can still be
+    /// writing them: the retirement grace must exceed the lease TTL.
+    pub fn check_retire_grace(&self, retire_grace: Duration) -> Result<(), ConfigError> {
+        if retire_grace <= self.lease_ttl {
+            return Err(ConfigError(format!(
+                "MEMBERLAKE_RETIRE_GRACE ({retire_grace:?}) must be longer than MEMBERLAKE_LEASE_TTL ({:?}): \
+                 a worker whose lease was revoked may write rows until its lease expires",
+                self.lease_ttl
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Parses `250ms`, `2s`, `5m`, `1h` or a bare number of seconds.
@@ -238,6 +248,14 @@ mod tests {
         assert_eq!(mask_secret(""), "(unset)");
         assert!(!mask_secret("hunter2").contains("hunter2"));
     }
+
+    #[test]
+    fn retire_grace_must_exceed_the_lease_ttl() {
+        let leases = LeaseArgs { lease_ttl: Duration::from_secs(30), max_attempts: 5 };
+        assert!(leases.check_retire_grace(Duration::from_secs(120)).is_ok());
+        let err = leases.check_retire_grace(Duration::from_secs(30)).unwrap_err().to_string();
+        assert!(err.contains("MEMBERLAKE_RETIRE_GRACE") && err.contains("MEMBERLAKE_LEASE_TTL"), "{err}");
+    }
 }
 
 /// Knobs of the effective priority (see `migrations/postgres/0002_priorities.sql`).
@@ -255,6 +273,18 @@ pub struct PriorityArgs {
     /// Size penalty: points per doubling of the file size in MiB (100 GB → −830).
     #[arg(long, env = "MEMBERLAKE_PRIORITY_PER_SIZE_DOUBLING", default_value_t = 50.0)]
     pub priority_per_size_doubling: f64,
+}
+
+impl PriorityArgs {
+    /// The domain's view of these settings.
+    pub fn knobs(&self) -> PriorityKnobs {
+        PriorityKnobs {
+            per_level: self.priority_per_level,
+            per_log_weight: self.priority_per_log_weight,
+            aging_per_second: self.priority_aging_per_second,
+            per_size_doubling: self.priority_per_size_doubling,
+        }
+    }
 }
 
 /// What counts as express work (small or urgent files).

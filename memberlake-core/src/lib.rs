@@ -20,7 +20,9 @@
 //! - [`catalog`]: the Postgres control plane (files, ranges, leases, versions).
 //! - [`store`]: the CQL data plane (memberships).
 //! - [`schema`]: versioned Postgres and CQL migrations and the start-up schema check.
-//! - [`config`], [`telemetry`], [`shutdown`], [`http`], [`retry`], [`bootstrap`]: service plumbing.
+//! - [`service`]: the life of a service process (start, serve, stop); [`bootstrap`]: opening
+//!   the catalog and the store with their schema checks, readiness checks.
+//! - [`config`], [`telemetry`], [`shutdown`], [`http`], [`retry`]: service plumbing.
 
 pub mod bootstrap;
 pub mod catalog;
@@ -29,8 +31,9 @@ pub mod http;
 pub mod lake;
 pub mod retry;
 pub mod schema;
+pub mod service;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 
-pub use memberlake_records::{ids, ranges, records};
+pub use memberlake_records::{ids, ranges, records, states};

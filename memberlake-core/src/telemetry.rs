@@ -2,10 +2,9 @@
 
 use std::sync::OnceLock;
 
+use clap::{Args, ValueEnum};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{fmt, prelude::*, EnvFilter};
-
-use crate::config::{LogArgs, LogFormat};
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -14,6 +13,23 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
     10.0, 30.0, 60.0,
 ];
+
+/// How logs look and how much of them there is.
+#[derive(Args, Debug, Clone)]
+pub struct LogArgs {
+    /// Log format: `text` for people, `json` for log pipelines.
+    #[arg(long, env = "MEMBERLAKE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// tracing filter directives, e.g. `info` or `info,memberlake=debug`.
+    #[arg(long, env = "MEMBERLAKE_LOG", default_value = "info")]
+    pub log_filter: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
 
 /// Installs the tracing subscriber and the Prometheus recorder. Call once, first thing in main.
 pub fn init(log: &LogArgs) {

@@ -120,6 +120,7 @@ impl<'de> Deserialize<'de> for EmailHash {
 /// registration order, and a version is only ever compared within one advertiser.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
+#[cfg_attr(feature = "sqlx", derive(sqlx::Type), sqlx(transparent))]
 pub struct FileId(pub i64);
 
 impl fmt::Display for FileId {
@@ -132,6 +133,7 @@ impl fmt::Display for FileId {
 /// [`FileId`] of the file the rows came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
+#[cfg_attr(feature = "sqlx", derive(sqlx::Type), sqlx(transparent))]
 pub struct ListVersion(pub i64);
 
 impl From<FileId> for ListVersion {
@@ -143,6 +145,38 @@ impl From<FileId> for ListVersion {
 impl fmt::Display for ListVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
+    }
+}
+
+/// Postgres encoding of [`AdvertiserId`]: `TEXT`, validated again when decoded, so a row
+/// can never smuggle an invalid id past the type.
+#[cfg(feature = "sqlx")]
+mod postgres {
+    use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef, Postgres};
+    use sqlx::{Decode, Encode, Type};
+
+    use super::AdvertiserId;
+
+    impl Type<Postgres> for AdvertiserId {
+        fn type_info() -> PgTypeInfo {
+            <String as Type<Postgres>>::type_info()
+        }
+        fn compatible(ty: &PgTypeInfo) -> bool {
+            <String as Type<Postgres>>::compatible(ty)
+        }
+    }
+
+    impl Encode<'_, Postgres> for AdvertiserId {
+        fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+            <&str as Encode<Postgres>>::encode(self.as_str(), buf)
+        }
+    }
+
+    impl<'r> Decode<'r, Postgres> for AdvertiserId {
+        fn decode(value: PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+            let s = <&str as Decode<Postgres>>::decode(value)?;
+            Ok(AdvertiserId::parse(s)?)
+        }
     }
 }
 

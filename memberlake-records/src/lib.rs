@@ -3,12 +3,14 @@
 //! - [`ids`]: identifiers parsed once at the edge (`AdvertiserId`, `EmailHash`, ...);
 //! - [`records`]: the hashing contract, one line at a time;
 //! - [`ranges`]: byte ranges and the range-boundary rule, streaming;
-//! - [`requests`]: the matcher API's request grammar.
+//! - [`requests`]: the matcher API's request grammar;
+//! - [`states`]: the lifecycle states of files and ranges (the catalog's Postgres enums).
 //!
-//! `memberlake-core` re-exports the first three as `memberlake::{ids, records, ranges}`.
+//! `memberlake-core` re-exports them as `memberlake::{ids, records, ranges, states}`.
 
 pub mod ids;
 pub mod md5x4;
 pub mod ranges;
 pub mod records;
 pub mod requests;
+pub mod states;

@@ -21,7 +21,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use memberlake::catalog::{Catalog, CatalogError, FileFilter};
-use memberlake::config::{LaneArgs, PriorityArgs};
+use memberlake::catalog::{FileState, PriorityKnobs};
+use memberlake::config::LaneArgs;
 use memberlake::http::{ApiError, Tokens};
 use memberlake::ids::{AdvertiserId, FileId};
 use serde::Deserialize;
@@ -31,7 +32,7 @@ use serde_json::{json, Value};
 pub struct AdminState {
     pub catalog: Catalog,
     pub tokens: Tokens,
-    pub knobs: PriorityArgs,
+    pub knobs: PriorityKnobs,
     pub lanes: LaneArgs,
 }
 
@@ -110,8 +111,6 @@ fn parse_limit(params: &HashMap<String, String>) -> Result<i64, ApiError> {
     }
 }
 
-const FILE_STATES: &[&str] = &["registered", "ingesting", "ingested", "failed", "cancelled"];
-
 async fn list_files(
     State(state): State<AdminState>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
@@ -120,12 +119,10 @@ async fn list_files(
     if let Some(k) = params.keys().find(|k| !["state", "advertiser_id", "limit"].contains(&k.as_str())) {
         return Err(ApiError::bad_request(format!("unknown query parameter {k:?}")));
     }
-    let state_filter = params.get("state").cloned();
-    if let Some(s) = &state_filter {
-        if !FILE_STATES.contains(&s.as_str()) {
-            return Err(ApiError::bad_request(format!("state must be one of {FILE_STATES:?}")));
-        }
-    }
+    let state_filter = params
+        .get("state")
+        .map(|s| s.parse::<FileState>().map_err(|e| ApiError::bad_request(e.to_string())))
+        .transpose()?;
     let advertiser_id = params
         .get("advertiser_id")
         .map(|a| AdvertiserId::parse(a).map_err(|e| ApiError::bad_request(e.to_string())))
@@ -171,7 +168,7 @@ async fn pause(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let file = s.catalog.set_paused(&a.0, file_id(&id)?, true).await.map_err(map_err)?;
-    tracing::info!(actor = %a.0, file_id = file.file_id, "operator paused file");
+    tracing::info!(actor = %a.0, file_id = file.file_id.0, "operator paused file");
     Ok(Json(json!({ "file": file })))
 }
 
@@ -181,7 +178,7 @@ async fn resume(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let file = s.catalog.set_paused(&a.0, file_id(&id)?, false).await.map_err(map_err)?;
-    tracing::info!(actor = %a.0, file_id = file.file_id, "operator resumed file");
+    tracing::info!(actor = %a.0, file_id = file.file_id.0, "operator resumed file");
     Ok(Json(json!({ "file": file })))
 }
 
@@ -191,7 +188,7 @@ async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let file = s.catalog.cancel_file(&a.0, file_id(&id)?).await.map_err(map_err)?;
-    tracing::info!(actor = %a.0, file_id = file.file_id, "operator cancelled file");
+    tracing::info!(actor = %a.0, file_id = file.file_id.0, "operator cancelled file");
     Ok(Json(json!({ "file": file })))
 }
 
@@ -201,7 +198,7 @@ async fn retry(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let (file, ranges) = s.catalog.retry_file(&a.0, file_id(&id)?).await.map_err(map_err)?;
-    tracing::info!(actor = %a.0, file_id = file.file_id, ranges, "operator retried failed ranges");
+    tracing::info!(actor = %a.0, file_id = file.file_id.0, ranges, "operator retried failed ranges");
     Ok(Json(json!({ "file": file, "ranges_requeued": ranges })))
 }
 

@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use axum::extract::State;
 use axum::response::{Html, IntoResponse, Response};
-use memberlake::catalog::{FileRecord, Overview};
+use memberlake::catalog::{FileRecord, MinuteRows, Overview};
 use memberlake::http::ApiError;
 
 use crate::admin::AdminState;
@@ -30,7 +30,7 @@ fn file_row(out: &mut String, f: &FileRecord) {
          <td><div class=bar><div class=fill style=\"width:{pct:.1}%\"></div></div>\
          <span class=pct>{done}/{total} ranges ({pct:.0}%)</span></td><td>{rows}</td><td>{rej}</td></tr>",
         id = f.file_id,
-        adv = esc(&f.advertiser_id),
+        adv = esc(f.advertiser_id.as_str()),
         key = esc(&f.object_key),
         size = memberlake::config::format_bytes(f.size_bytes.max(0) as u64),
         prio = f.priority,
@@ -80,10 +80,10 @@ pub fn render(o: &Overview) -> String {
     }
 
     html.push_str("<h2>Throughput, rows per minute (last 15 minutes)</h2>");
-    let max = o.rows_per_minute.iter().map(|(_, n)| *n).max().unwrap_or(0).max(1);
+    let max = o.rows_per_minute.iter().map(|m| m.rows).max().unwrap_or(0).max(1);
     let (w, h, bar) = (600, 120, 600 / o.rows_per_minute.len().max(1));
     let _ = write!(html, "<svg id=throughput width={w} height={} role=img aria-label=\"rows per minute\">", h + 20);
-    for (i, (minute, rows)) in o.rows_per_minute.iter().enumerate() {
+    for (i, MinuteRows { minute, rows }) in o.rows_per_minute.iter().enumerate() {
         let bh = (*rows as f64 / max as f64 * h as f64).round() as usize;
         let _ = write!(
             html,
@@ -108,7 +108,7 @@ pub fn render(o: &Overview) -> String {
                 html,
                 "<tr class=fail><td>{}</td><td>{}</td><td class=key>{}</td><td>{}</td></tr>",
                 f.file_id,
-                esc(&f.advertiser_id),
+                esc(f.advertiser_id.as_str()),
                 esc(&f.object_key),
                 esc(f.failure_reason.as_deref().unwrap_or("")),
             );

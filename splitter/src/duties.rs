@@ -4,12 +4,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use memberlake::catalog::{Catalog, CatalogError};
+use memberlake::catalog::{CatalogError, Leadership};
 use memberlake::ids::ListVersion;
 use memberlake::store::MembershipStore;
 use tracing::{info, warn};
-
-use crate::leader::ROLE;
 
 #[derive(Debug, Clone)]
 pub struct DutyConfig {
@@ -20,18 +18,18 @@ pub struct DutyConfig {
 }
 
 /// One leader tick: split new files, reap expired leases, settle finished files.
-pub async fn run_tick(catalog: &Catalog, term: i64, cfg: &DutyConfig) -> Result<(), CatalogError> {
-    let (files, ranges) = catalog.split_registered_files(ROLE, term, cfg.range_size, cfg.split_batch).await?;
+pub async fn run_tick(leader: &Leadership, cfg: &DutyConfig) -> Result<(), CatalogError> {
+    let (files, ranges) = leader.split_registered_files(cfg.range_size, cfg.split_batch).await?;
     if files > 0 {
         info!(files, ranges, range_size = cfg.range_size, "split files into ranges");
         metrics::counter!("memberlake_ranges_created_total").increment(ranges as u64);
     }
-    let (requeued, failed) = catalog.reap_expired_leases(ROLE, term, cfg.max_attempts).await?;
+    let (requeued, failed) = leader.reap_expired_leases(cfg.max_attempts).await?;
     if requeued + failed > 0 {
         warn!(requeued, failed, "reaped expired range leases");
         metrics::counter!("memberlake_leases_expired_total").increment((requeued + failed) as u64);
     }
-    let settled = catalog.settle_files(ROLE, term, cfg.max_reject_ratio).await?;
+    let settled = leader.settle_files(cfg.max_reject_ratio).await?;
     for (advertiser_id, file_id) in &settled.activated {
         info!(%advertiser_id, file_id = file_id.0, "activated list version");
         metrics::counter!("memberlake_versions_activated_total").increment(1);
@@ -46,6 +44,14 @@ pub async fn run_tick(catalog: &Catalog, term: i64, cfg: &DutyConfig) -> Result<
     Ok(())
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum RetireError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    #[error(transparent)]
+    Store(#[from] memberlake::store::StoreError),
+}
+
 #[derive(Debug, Clone)]
 pub struct RetireConfig {
     pub grace: Duration,
@@ -56,13 +62,8 @@ pub struct RetireConfig {
 /// Deletes the rows of every retirable version from the store, then records them retired.
 /// Safe to run by a leader that is about to lose its term: retirable versions are retirable
 /// whoever deletes them; only the bookkeeping is fenced.
-pub async fn retire_once(
-    catalog: &Catalog,
-    store: &Arc<MembershipStore>,
-    term: i64,
-    cfg: &RetireConfig,
-) -> anyhow::Result<usize> {
-    let files = catalog.retirable_files(cfg.grace).await?;
+pub async fn retire_once(leader: &Leadership, store: &Arc<MembershipStore>, cfg: &RetireConfig) -> Result<usize, RetireError> {
+    let files = leader.retirable_files(cfg.grace).await?;
     if files.is_empty() {
         return Ok(0);
     }
@@ -72,7 +73,7 @@ pub async fn retire_once(
     let (scanned, deleted) =
         store.retire_rows(|adv, v| retire.contains(&(adv.to_owned(), v)), cfg.segments, cfg.concurrency).await?;
     let ids: Vec<_> = files.iter().map(|(f, _)| *f).collect();
-    catalog.mark_retired(ROLE, term, &ids).await?;
+    leader.mark_retired(&ids).await?;
     info!(
         versions = ids.len(),
         scanned,

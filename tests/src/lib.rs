@@ -165,8 +165,8 @@ impl TestWorld {
         .await
     }
 
-    pub async fn file(&self, id: i64) -> FileRecord {
-        self.catalog.file(FileId(id)).await.unwrap().unwrap()
+    pub async fn file(&self, id: FileId) -> FileRecord {
+        self.catalog.file(id).await.unwrap().unwrap()
     }
 
     /// Every (advertiser, version) row in this world's keyspace.
@@ -370,12 +370,12 @@ pub async fn is_member(client: &reqwest::Client, matcher_url: &str, advertiser: 
 
 /// Reads `hashes` from the store (64 at a time) and returns those whose partition holds
 /// `(advertiser, version)`.
-pub async fn stored_members(store: &MembershipStore, advertiser: &str, version: i64, hashes: &[EmailHash]) -> usize {
+pub async fn stored_members(store: &MembershipStore, advertiser: &str, version: FileId, hashes: &[EmailHash]) -> usize {
     use futures::StreamExt;
     futures::stream::iter(hashes)
         .map(|h| async move {
             let rows = store.read_partition(h).await.unwrap();
-            rows.iter().any(|r| r.advertiser_id == advertiser && r.list_version.0 == version)
+            rows.iter().any(|r| r.advertiser_id == advertiser && r.list_version.0 == version.0)
         })
         .buffer_unordered(64)
         .filter(|found| futures::future::ready(*found))

@@ -4,6 +4,7 @@
 //! (Alone in its test binary: it stops shared servers, and cargo runs test binaries one after
 //! another. Its tests run one at a time for the same reason.)
 
+use memberlake::catalog::FileState;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,7 +25,7 @@ fn list(members: &[String]) -> Vec<u8> {
 
 async fn assert_exact(world: &TestWorld, advertiser: &str, key: &str, members: &[String]) {
     let f = world.wait_finished(key, FINISH).await;
-    assert_eq!(f.state, "ingested", "{f:?}");
+    assert_eq!(f.state, FileState::Ingested, "{f:?}");
     assert!(f.active);
     assert_eq!((f.rows_ingested, f.rows_rejected), (members.len() as i64, 0), "{f:?}");
     let hashes: Vec<EmailHash> = members.iter().map(|e| md5_email(e)).collect();
@@ -172,7 +173,7 @@ async fn every_role_killed_once() {
 
     // kill -9 one of each, mid-ingestion.
     metas[0].kill9().await;
-    let (leader, _) = world.catalog.leader("splitter").await.unwrap().expect("a leader");
+    let (leader, _) = world.catalog.leader("splitter").await.unwrap().map(|l| (l.holder, l.term)).expect("a leader");
     let idx = splitters.iter().position(|s| s.name == leader).unwrap();
     splitters[idx].kill9().await;
     workers[0].kill9().await;

@@ -1,6 +1,7 @@
 //! The ingestion pipeline end to end, with real processes: lake → catalog → workers → store →
 //! matcher, including killed workers and leaders, list replacement and bad input.
 
+use memberlake::catalog::FileState;
 use std::time::Duration;
 
 use memberlake::ids::EmailHash;
@@ -52,7 +53,7 @@ async fn end_to_end_100k_members_two_workers_on_s3() {
     let key = world.upload("acme", "members.csv", data).await;
 
     let file = world.wait_finished(&key, FINISH).await;
-    assert_eq!(file.state, "ingested", "{file:?}");
+    assert_eq!(file.state, FileState::Ingested, "{file:?}");
     assert!(file.active);
     assert_eq!(file.ranges_total as u64, expected_ranges);
     assert_eq!(file.ranges_done, file.ranges_total);
@@ -75,7 +76,7 @@ async fn end_to_end_100k_members_two_workers_on_s3() {
     }
     // No service logged any member in plaintext.
     assert_logs_free_of(&pipeline.logs(), &members);
-    let samples = world.catalog.rejection_samples(memberlake::ids::FileId(file.file_id)).await.unwrap();
+    let samples = world.catalog.rejection_samples(file.file_id).await.unwrap();
     assert!(!samples.is_empty());
     assert!(samples.iter().all(|s| matches!(
         s.reason,
@@ -109,7 +110,7 @@ async fn killed_worker_range_is_retried_after_lease_expiry() {
     let _healthy = world.spawn("compute-worker", "worker-healthy", &[]);
 
     let file = world.wait_finished(&key, FINISH).await;
-    assert_eq!(file.state, "ingested", "{file:?}");
+    assert_eq!(file.state, FileState::Ingested, "{file:?}");
     assert_eq!(file.rows_ingested, 60_000);
     assert_eq!(file.rows_rejected, 0);
     let retried =
@@ -138,8 +139,8 @@ async fn two_splitters_one_leader_and_failover_after_kill() {
         .upload("acme", "v1.csv", first.iter().flat_map(|e| format!("{e}\n").into_bytes()).collect::<Vec<u8>>())
         .await;
     let f1 = world.wait_finished(&key1, FINISH).await;
-    assert_eq!(f1.state, "ingested");
-    let (leader, term) = world.catalog.leader("splitter").await.unwrap().expect("a leader");
+    assert_eq!(f1.state, FileState::Ingested);
+    let (leader, term) = world.catalog.leader("splitter").await.unwrap().map(|l| (l.holder, l.term)).expect("a leader");
     assert!(leader == "splitter-a" || leader == "splitter-b");
     // Exactly one leader over a few ticks: the other process reports standby.
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -158,14 +159,14 @@ async fn two_splitters_one_leader_and_failover_after_kill() {
         .upload("globex", "v1.csv", second.iter().flat_map(|e| format!("{e}\n").into_bytes()).collect::<Vec<u8>>())
         .await;
     let (new_leader, new_term) = wait_for(Duration::from_secs(15), "a new leader", || async {
-        world.catalog.leader("splitter").await.unwrap().filter(|(h, _)| *h != leader)
+        world.catalog.leader("splitter").await.unwrap().map(|l| (l.holder, l.term)).filter(|(h, _)| *h != leader)
     })
     .await;
     assert!(killed_at.elapsed() < Duration::from_secs(3 + 3), "takeover within the lease TTL");
     assert!(new_term > term, "a takeover bumps the term");
     assert_ne!(new_leader, leader);
     let f2 = world.wait_finished(&key2, FINISH).await;
-    assert_eq!(f2.state, "ingested");
+    assert_eq!(f2.state, FileState::Ingested);
     assert_eq!(f2.rows_ingested, 20_000);
 
     // Two meta-services polled the same lake: each object registered once, ranges once.
@@ -202,7 +203,7 @@ async fn list_replacement_is_atomic_and_the_old_version_is_retired() {
     worker.terminate().await;
     let key2 = world.upload("acme", "list-v2.csv", list(&[&both, &only_v2])).await;
     wait_for(Duration::from_secs(20), "v2 split", || async {
-        world.files().await.into_iter().find(|f| f.object_key.ends_with(&key2) && f.state == "ingesting")
+        world.files().await.into_iter().find(|f| f.object_key.ends_with(&key2) && f.state == FileState::Ingesting)
     })
     .await;
     for e in only_v1.iter().step_by(300).chain(both.iter().step_by(300)) {
@@ -229,7 +230,7 @@ async fn list_replacement_is_atomic_and_the_old_version_is_retired() {
         Some(world.file(v1.file_id).await).filter(|f| f.retired_at.is_some())
     })
     .await;
-    assert_eq!(retired.state, "ingested");
+    assert_eq!(retired.state, FileState::Ingested);
     assert!(!retired.active);
     assert_eq!(world.count_rows().await, 6_000, "only v2's rows remain");
     let v2_hashes: Vec<_> = both.iter().chain(only_v2.iter()).map(|e| md5_email(e)).collect();
@@ -260,9 +261,9 @@ async fn bad_input_is_counted_and_reported_and_nothing_else_is_lost() {
     odd.extend_from_slice(b"final@example.com"); // member, no trailing newline
     let key = world.upload("odd", "odd.csv", odd).await;
     let f = world.wait_finished(&key, FINISH).await;
-    assert_eq!(f.state, "ingested", "{f:?}");
+    assert_eq!(f.state, FileState::Ingested, "{f:?}");
     assert_eq!((f.rows_ingested, f.rows_rejected), (6, 5), "{f:?}");
-    let samples = world.catalog.rejection_samples(memberlake::ids::FileId(f.file_id)).await.unwrap();
+    let samples = world.catalog.rejection_samples(f.file_id).await.unwrap();
     let reasons: Vec<_> = samples.iter().map(|s| s.reason).collect();
     assert_eq!(reasons, vec![MissingAt, NotUtf8, MultipleAt, EmptyLocalPart, LineTooLong]);
     assert_eq!(samples[4].offset, long_line_at);
@@ -311,7 +312,7 @@ async fn bad_input_is_counted_and_reported_and_nothing_else_is_lost() {
         .collect();
     let key = world.upload("garbage", "g.csv", garbage).await;
     let f = world.wait_finished(&key, FINISH).await;
-    assert_eq!(f.state, "failed");
+    assert_eq!(f.state, FileState::Failed);
     assert!(!f.active);
     assert!(f.failure_reason.as_deref().unwrap().contains("too many rejected rows: 90 of 100"), "{f:?}");
 
@@ -342,13 +343,13 @@ async fn a_deleted_object_fails_its_file_with_the_reason() {
     let data: Vec<u8> = emails(0, 5_000).iter().flat_map(|e| format!("{e}\n").into_bytes()).collect();
     let key = world.upload("acme", "doomed.csv", data).await;
     wait_for(Duration::from_secs(20), "file split", || async {
-        world.files().await.into_iter().find(|f| f.state == "ingesting")
+        world.files().await.into_iter().find(|f| f.state == FileState::Ingesting)
     })
     .await;
     world.lake.delete(&key).await.unwrap();
     let _worker = world.spawn("compute-worker", "worker-0", &[]);
     let f = world.wait_finished(&key, FINISH).await;
-    assert_eq!(f.state, "failed");
+    assert_eq!(f.state, FileState::Failed);
     assert!(!f.active);
     let reason = f.failure_reason.unwrap();
     assert!(reason.contains("not found"), "{reason}");

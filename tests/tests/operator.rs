@@ -1,5 +1,7 @@
 //! Priorities, lanes and the operator surface (admin API, CLI, status page) on the real stack.
 
+use memberlake::catalog::FileState;
+use memberlake::ids::FileId;
 use std::time::{Duration, Instant};
 
 use memberlake_tests::*;
@@ -55,7 +57,7 @@ impl Admin {
     }
 }
 
-async fn file_id_of(world: &TestWorld, key: &str, state: &str) -> i64 {
+async fn file_id_of(world: &TestWorld, key: &str, state: FileState) -> FileId {
     wait_for(Duration::from_secs(30), &format!("{key} {state}"), || async {
         world.files().await.into_iter().find(|f| f.object_key == key && f.state == state).map(|f| f.file_id)
     })
@@ -70,7 +72,7 @@ async fn a_small_file_overtakes_a_large_one() {
     // One worker with the default lanes (express + bulk).
     let _worker = world.spawn("compute-worker", "worker-0", &[("MEMBERLAKE_EXPRESS_MAX_FILE_SIZE", "64KiB")]);
     let large = world.upload("bigco", "huge.csv", list_of(0, 120_000)).await;
-    let large_id = file_id_of(&world, &large, "ingesting").await;
+    let large_id = file_id_of(&world, &large, FileState::Ingesting).await;
     let total = world.file(large_id).await.ranges_total;
     assert!(total >= 200, "{total} ranges");
     wait_for(Duration::from_secs(30), "large file under way", || async {
@@ -80,7 +82,7 @@ async fn a_small_file_overtakes_a_large_one() {
 
     let small = world.upload("tinyco", "small.csv", list_of(500_000, 200)).await;
     let small_file = world.wait_finished(&small, FINISH).await;
-    assert_eq!(small_file.state, "ingested");
+    assert_eq!(small_file.state, FileState::Ingested);
     let big = world.file(large_id).await;
     assert!(
         big.ranges_done < big.ranges_total / 2,
@@ -103,8 +105,8 @@ async fn raising_a_files_priority_makes_its_ranges_the_next_taken() {
     let _splitter = world.spawn("splitter", "splitter-a", &[("MEMBERLAKE_RANGE_SIZE", "16KiB")]);
     let a = world.upload("alpha", "a.csv", list_of(0, 8_000)).await;
     let b = world.upload("bravo", "b.csv", list_of(100_000, 8_000)).await;
-    let a_id = file_id_of(&world, &a, "ingesting").await;
-    let b_id = file_id_of(&world, &b, "ingesting").await;
+    let a_id = file_id_of(&world, &a, FileState::Ingesting).await;
+    let b_id = file_id_of(&world, &b, FileState::Ingesting).await;
     let v = admin.post(&format!("/admin/v1/files/{b_id}/priority"), Some(json!({"priority": 5}))).await;
     assert_eq!(v["file"]["priority"], 5);
 
@@ -124,8 +126,8 @@ async fn pause_resume_and_cancel() {
     let _splitter = world.spawn("splitter", "splitter-a", &[("MEMBERLAKE_RANGE_SIZE", "16KiB")]);
     let paused = world.upload("acme", "p.csv", list_of(0, 3_000)).await;
     let cancelled = world.upload("globex", "c.csv", list_of(50_000, 3_000)).await;
-    let p_id = file_id_of(&world, &paused, "ingesting").await;
-    let c_id = file_id_of(&world, &cancelled, "ingesting").await;
+    let p_id = file_id_of(&world, &paused, FileState::Ingesting).await;
+    let c_id = file_id_of(&world, &cancelled, FileState::Ingesting).await;
     let v = admin.post(&format!("/admin/v1/files/{p_id}/pause"), None).await;
     assert_eq!(v["file"]["paused"], true);
     let v = admin.post(&format!("/admin/v1/files/{c_id}/cancel"), None).await;
@@ -144,7 +146,7 @@ async fn pause_resume_and_cancel() {
     let f = world.wait_finished(&paused, FINISH).await;
     assert_eq!((f.state.as_str(), f.rows_ingested, f.active), ("ingested", 3_000, true));
     let c = world.file(c_id).await;
-    assert_eq!(c.state, "cancelled");
+    assert_eq!(c.state, FileState::Cancelled);
     assert!(!c.active);
     let (s, v) = admin.call(reqwest::Method::POST, &format!("/admin/v1/files/{c_id}/resume"), None).await;
     assert_eq!(s, 409, "{v}");
@@ -160,7 +162,7 @@ async fn aging_lets_a_low_priority_file_run_while_others_keep_arriving() {
     let admin = Admin::start(&world, None).await;
     let _splitter = world.spawn("splitter", "splitter-a", &[("MEMBERLAKE_RANGE_SIZE", "16KiB")]);
     let low = world.upload("lowco", "low.csv", list_of(0, 1_000)).await;
-    let low_id = file_id_of(&world, &low, "ingesting").await;
+    let low_id = file_id_of(&world, &low, FileState::Ingesting).await;
     admin.post(&format!("/admin/v1/files/{low_id}/priority"), Some(json!({"priority": -2}))).await;
     // A backlog of normal-priority files arrives first, and keeps arriving.
     let mut uploaded = 0;
@@ -211,7 +213,7 @@ async fn aging_lets_a_low_priority_file_run_while_others_keep_arriving() {
     )
     .await;
     assert!(high_before > 0, "the low-priority file waited behind higher-priority work");
-    assert_eq!(low_done.state, "ingested");
+    assert_eq!(low_done.state, FileState::Ingested);
     let pending = sql_i64(
         &world.catalog,
         "SELECT count(*) FROM files WHERE advertiser_id = 'highco' AND state IN ('registered', 'ingesting')",
@@ -227,7 +229,7 @@ async fn operator_actions_need_the_operator_token_and_are_audited() {
     let admin = Admin::start(&world, Some("ops:op-secret,other:second-secret")).await;
     let _splitter = world.spawn("splitter", "splitter-a", &[("MEMBERLAKE_RANGE_SIZE", "16KiB")]);
     let key = world.upload("acme", "a.csv", list_of(0, 2_000)).await;
-    let id = file_id_of(&world, &key, "ingesting").await;
+    let id = file_id_of(&world, &key, FileState::Ingesting).await;
 
     let raw = reqwest::Client::new();
     for (method, path, body) in [
@@ -291,7 +293,7 @@ async fn operator_actions_need_the_operator_token_and_are_audited() {
     let (ok, out, err) = cli(&["files", "--json"]);
     assert!(ok, "{err}");
     let listed: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(listed["files"][0]["file_id"], id);
+    assert_eq!(listed["files"][0]["file_id"], id.0);
     let (ok, out, err) = cli(&["file", &id.to_string()]);
     assert!(ok && out.contains("cancelled"), "{out}{err}");
     let (ok, _, err) = cli(&["weight", "globex", "3"]);
@@ -336,15 +338,15 @@ async fn status_page_shows_a_file_in_flight_in_a_real_browser() {
     let admin = Admin::start(&world, Some("ops:page-secret")).await;
     let _splitter = world.spawn("splitter", "splitter-a", &[("MEMBERLAKE_RANGE_SIZE", "16KiB")]);
     let key = world.upload("acme", "inflight.csv", list_of(0, 3_000)).await;
-    let id = file_id_of(&world, &key, "ingesting").await;
+    let id = file_id_of(&world, &key, FileState::Ingesting).await;
     // Paused, it stays in flight while the page is looked at.
     admin.post(&format!("/admin/v1/files/{id}/pause"), None).await;
     let failed = world.upload("broken", "gone.csv", list_of(9_000, 100)).await;
-    let _ = file_id_of(&world, &failed, "ingesting").await;
+    let _ = file_id_of(&world, &failed, FileState::Ingesting).await;
     world.lake.delete(&failed).await.unwrap();
     let _worker = world.spawn("compute-worker", "worker-0", &[]);
     let f = world.wait_finished(&failed, FINISH).await;
-    assert_eq!(f.state, "failed");
+    assert_eq!(f.state, FileState::Failed);
 
     let chromium = ["chromium", "chromium-browser", "google-chrome"]
         .iter()

@@ -4,17 +4,18 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::Row;
+use sqlx::types::Json;
 
-use super::{fail_file_in, Catalog, CatalogError, FileRecord, RejectionSample, Result};
-use crate::config::PriorityArgs;
+use super::{end_file_in, sql, Catalog, CatalogError, FileRecord, FileState, PriorityKnobs, RangeState};
+use super::{RejectionSample, Result};
 use crate::ids::{AdvertiserId, FileId};
 
 /// Filters of the file listing.
 #[derive(Debug, Clone, Default)]
 pub struct FileFilter {
-    pub state: Option<String>,
+    pub state: Option<FileState>,
     pub advertiser_id: Option<AdvertiserId>,
+    /// At most this many files (<= 0: 100).
     pub limit: i64,
 }
 
@@ -33,6 +34,7 @@ pub struct FileDetail {
     pub rejection_samples: Vec<RejectionSample>,
 }
 
+/// How many of a file's ranges are in each state.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct RangeCounts {
     pub queued: i64,
@@ -41,14 +43,16 @@ pub struct RangeCounts {
     pub failed: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// The latest error of one range.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct RangeError {
     pub range_index: i32,
     pub attempts: i32,
     pub error: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// One entry of the audit log.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct OperatorAction {
     pub action_id: i64,
     pub at: DateTime<Utc>,
@@ -56,6 +60,13 @@ pub struct OperatorAction {
     pub action: String,
     pub target: String,
     pub details: serde_json::Value,
+}
+
+/// Rows ingested in one minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct MinuteRows {
+    pub minute: DateTime<Utc>,
+    pub rows: i64,
 }
 
 /// The status page's data.
@@ -67,74 +78,70 @@ pub struct Overview {
     pub leased: i64,
     pub files_in_flight: Vec<FileRecord>,
     /// Rows ingested per minute over the last `minutes` minutes, oldest first.
-    pub rows_per_minute: Vec<(DateTime<Utc>, i64)>,
+    pub rows_per_minute: Vec<MinuteRows>,
     pub recent_failures: Vec<FileRecord>,
+}
+
+#[derive(sqlx::FromRow)]
+struct StateCount {
+    state: RangeState,
+    ranges: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct Pace {
+    elapsed_seconds: f64,
+    effective_priority: f64,
+}
+
+#[derive(sqlx::FromRow)]
+struct QueueDepth {
+    queued_express: i64,
+    queued_bulk: i64,
+    leased: i64,
 }
 
 impl Catalog {
     pub async fn list_files(&self, filter: &FileFilter) -> Result<Vec<FileRecord>> {
-        let rows = sqlx::query_as::<_, FileRecord>(concat!(
-            include_str!("queries/file_select.sql"),
-            " WHERE ($1::text IS NULL OR f.state::text = $1) AND ($2::text IS NULL OR f.advertiser_id = $2)",
-            " ORDER BY f.file_id DESC LIMIT $3"
-        ))
-        .bind(filter.state.as_deref())
-        .bind(filter.advertiser_id.as_ref().map(|a| a.as_str()))
-        .bind(if filter.limit > 0 { filter.limit } else { 100 })
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows)
+        Ok(sqlx::query_as(sql!("files", "list"))
+            .bind(filter.state)
+            .bind(filter.advertiser_id.as_ref())
+            .bind(if filter.limit > 0 { filter.limit } else { 100 })
+            .fetch_all(&self.pool)
+            .await?)
     }
 
-    pub async fn file_detail(&self, id: FileId, knobs: &PriorityArgs) -> Result<Option<FileDetail>> {
+    pub async fn file_detail(&self, id: FileId, knobs: &PriorityKnobs) -> Result<Option<FileDetail>> {
         let Some(file) = self.file(id).await? else { return Ok(None) };
-        let counts = sqlx::query("SELECT state::text, count(*) FROM ranges WHERE file_id = $1 GROUP BY 1")
-            .bind(id.0)
-            .fetch_all(&self.pool)
-            .await?;
+        let counts: Vec<StateCount> =
+            sqlx::query_as(sql!("ranges", "count_by_state")).bind(id).fetch_all(&self.pool).await?;
         let mut ranges = RangeCounts::default();
-        for row in counts {
-            let n: i64 = row.get(1);
-            match row.get::<&str, _>(0) {
-                "queued" => ranges.queued = n,
-                "leased" => ranges.leased = n,
-                "done" => ranges.done = n,
-                _ => ranges.failed = n,
-            }
+        for c in counts {
+            *match c.state {
+                RangeState::Queued => &mut ranges.queued,
+                RangeState::Leased => &mut ranges.leased,
+                RangeState::Done => &mut ranges.done,
+                RangeState::Failed => &mut ranges.failed,
+            } = c.ranges;
         }
-        let timing = sqlx::query(
-            "SELECT extract(epoch FROM coalesce(f.finished_at, now()) - coalesce(f.split_at, f.registered_at))::float8, \
-                    effective_priority(f.priority, a.weight, extract(epoch FROM now() - f.registered_at)::float8, \
-                                       f.size_bytes, $2, $3, $4, $5) \
-             FROM files f JOIN advertisers a ON a.advertiser_id = f.advertiser_id WHERE f.file_id = $1",
-        )
-        .bind(id.0)
-        .bind(knobs.priority_per_level)
-        .bind(knobs.priority_per_log_weight)
-        .bind(knobs.priority_aging_per_second)
-        .bind(knobs.priority_per_size_doubling)
-        .fetch_one(&self.pool)
-        .await?;
-        let elapsed: f64 = timing.get(0);
-        let effective_priority: f64 = timing.get(1);
+        let pace: Pace = sqlx::query_as(sql!("files", "pace"))
+            .bind(id)
+            .bind(knobs.per_level)
+            .bind(knobs.per_log_weight)
+            .bind(knobs.aging_per_second)
+            .bind(knobs.per_size_doubling)
+            .fetch_one(&self.pool)
+            .await?;
+        let elapsed = pace.elapsed_seconds;
         let rows_per_second = if elapsed > 0.0 { file.rows_ingested as f64 / elapsed } else { 0.0 };
         let remaining = (file.ranges_total - file.ranges_done) as f64;
         let eta_seconds = (file.finished_at.is_none() && file.ranges_done > 0 && elapsed > 0.0)
             .then(|| remaining * elapsed / file.ranges_done as f64);
-        let last_errors = sqlx::query(
-            "SELECT range_index, attempts, last_error FROM ranges WHERE file_id = $1 AND last_error IS NOT NULL \
-             ORDER BY range_index LIMIT 20",
-        )
-        .bind(id.0)
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(|r| RangeError { range_index: r.get(0), attempts: r.get(1), error: r.get(2) })
-        .collect();
+        let last_errors = sqlx::query_as(sql!("ranges", "last_errors")).bind(id).fetch_all(&self.pool).await?;
         let rejection_samples = self.rejection_samples(id).await?.into_iter().take(50).collect();
         Ok(Some(FileDetail {
             file,
-            effective_priority,
+            effective_priority: pace.effective_priority,
             ranges,
             rows_per_second,
             eta_seconds,
@@ -146,12 +153,10 @@ impl Catalog {
     /// Sets a file's operator priority (higher runs first).
     pub async fn set_priority(&self, actor: &str, id: FileId, priority: i32) -> Result<FileRecord> {
         let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query("UPDATE files SET priority = $2 WHERE file_id = $1")
-            .bind(id.0)
-            .bind(priority)
-            .execute(&mut *tx)
-            .await?;
-        found(updated.rows_affected(), id)?;
+        let updated = sqlx::query(sql!("files", "set_priority")).bind(id).bind(priority).execute(&mut *tx).await?;
+        if updated.rows_affected() == 0 {
+            return Err(not_found(id));
+        }
         record_action(&mut tx, actor, "prioritize", &file_target(id), serde_json::json!({"priority": priority}))
             .await?;
         tx.commit().await?;
@@ -162,18 +167,14 @@ impl Catalog {
     pub async fn set_paused(&self, actor: &str, id: FileId, paused: bool) -> Result<FileRecord> {
         let mut tx = self.pool.begin().await?;
         let state = lock_file_state(&mut tx, id).await?;
-        if !matches!(state.as_str(), "registered" | "ingesting") {
+        if !state.is_in_flight() {
             return Err(CatalogError::Conflict(format!(
                 "file {id} is {state}: only registered or ingesting files can be paused or resumed"
             )));
         }
-        sqlx::query("UPDATE files SET paused = $2 WHERE file_id = $1")
-            .bind(id.0)
-            .bind(paused)
-            .execute(&mut *tx)
-            .await?;
-        record_action(&mut tx, actor, if paused { "pause" } else { "resume" }, &file_target(id), serde_json::json!({}))
-            .await?;
+        sqlx::query(sql!("files", "set_paused")).bind(id).bind(paused).execute(&mut *tx).await?;
+        let action = if paused { "pause" } else { "resume" };
+        record_action(&mut tx, actor, action, &file_target(id), serde_json::json!({})).await?;
         tx.commit().await?;
         self.file(id).await?.ok_or_else(|| not_found(id))
     }
@@ -182,12 +183,12 @@ impl Catalog {
     pub async fn cancel_file(&self, actor: &str, id: FileId) -> Result<FileRecord> {
         let mut tx = self.pool.begin().await?;
         let state = lock_file_state(&mut tx, id).await?;
-        if !matches!(state.as_str(), "registered" | "ingesting") {
+        if !state.is_in_flight() {
             return Err(CatalogError::Conflict(format!(
                 "file {id} is {state}: only registered or ingesting files can be cancelled"
             )));
         }
-        fail_file_in(&mut tx, id, &format!("cancelled by {actor}"), "cancelled").await?;
+        end_file_in(&mut tx, id, &format!("cancelled by {actor}"), FileState::Cancelled).await?;
         record_action(&mut tx, actor, "cancel", &file_target(id), serde_json::json!({})).await?;
         tx.commit().await?;
         self.file(id).await?.ok_or_else(|| not_found(id))
@@ -197,29 +198,16 @@ impl Catalog {
     pub async fn retry_file(&self, actor: &str, id: FileId) -> Result<(FileRecord, u64)> {
         let mut tx = self.pool.begin().await?;
         let state = lock_file_state(&mut tx, id).await?;
-        if !matches!(state.as_str(), "failed" | "ingesting") {
+        if !matches!(state, FileState::Failed | FileState::Ingesting) {
             return Err(CatalogError::Conflict(format!(
                 "file {id} is {state}: only failed (or ingesting) files have ranges to retry"
             )));
         }
-        let requeued = sqlx::query(
-            "UPDATE ranges SET state = 'queued', attempts = 0, lease_token = NULL, lease_owner = NULL, \
-             lease_expires_at = NULL, queued_at = now() WHERE file_id = $1 AND state = 'failed'",
-        )
-        .bind(id.0)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let requeued = sqlx::query(sql!("ranges", "retry_failed")).bind(id).execute(&mut *tx).await?.rows_affected();
         if requeued == 0 {
             return Err(CatalogError::Conflict(format!("file {id} has no failed ranges to retry")));
         }
-        // Back to ingesting; its rows may have been retired meanwhile, so it is no longer retired.
-        sqlx::query(
-            "UPDATE files SET state = 'ingesting', failure_reason = NULL, finished_at = NULL, retired_at = NULL WHERE file_id = $1",
-        )
-        .bind(id.0)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query(sql!("files", "reopen")).bind(id).execute(&mut *tx).await?;
         record_action(&mut tx, actor, "retry", &file_target(id), serde_json::json!({"ranges": requeued})).await?;
         tx.commit().await?;
         Ok((self.file(id).await?.ok_or_else(|| not_found(id))?, requeued))
@@ -231,79 +219,36 @@ impl Catalog {
             return Err(CatalogError::Invalid("weight must be a positive number".into()));
         }
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO advertisers (advertiser_id, weight) VALUES ($1, $2) \
-             ON CONFLICT (advertiser_id) DO UPDATE SET weight = EXCLUDED.weight",
-        )
-        .bind(advertiser.as_str())
-        .bind(weight)
-        .execute(&mut *tx)
-        .await?;
-        record_action(
-            &mut tx,
-            actor,
-            "weight",
-            &format!("advertiser:{advertiser}"),
-            serde_json::json!({"weight": weight}),
-        )
-        .await?;
+        sqlx::query(sql!("advertisers", "set_weight")).bind(advertiser).bind(weight).execute(&mut *tx).await?;
+        let target = format!("advertiser:{advertiser}");
+        record_action(&mut tx, actor, "weight", &target, serde_json::json!({"weight": weight})).await?;
         tx.commit().await?;
         Ok(())
     }
 
+    /// The audit log, newest first (`limit` clamped to 1..=1000).
     pub async fn operator_actions(&self, limit: i64) -> Result<Vec<OperatorAction>> {
-        let rows = sqlx::query(
-            "SELECT action_id, at, actor, action, target, details FROM operator_actions ORDER BY action_id DESC LIMIT $1",
-        )
-        .bind(limit.clamp(1, 1000))
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| OperatorAction {
-                action_id: r.get(0),
-                at: r.get(1),
-                actor: r.get(2),
-                action: r.get(3),
-                target: r.get(4),
-                details: r.get(5),
-            })
-            .collect())
+        Ok(sqlx::query_as(sql!("operator_actions", "latest")).bind(limit.clamp(1, 1000)).fetch_all(&self.pool).await?)
     }
 
     /// Queue depth per lane, files in flight, throughput per minute, recent failures.
     pub async fn overview(&self, express_max_bytes: u64, urgent_priority: i32, minutes: i32) -> Result<Overview> {
-        let queue = sqlx::query(
-            "SELECT count(*) FILTER (WHERE r.state = 'queued' AND (f.size_bytes <= $1 OR f.priority >= $2)), \
-                    count(*) FILTER (WHERE r.state = 'queued' AND NOT (f.size_bytes <= $1 OR f.priority >= $2)), \
-                    count(*) FILTER (WHERE r.state = 'leased') \
-             FROM ranges r JOIN files f ON f.file_id = r.file_id WHERE f.state = 'ingesting'",
-        )
-        .bind(express_max_bytes as i64)
-        .bind(urgent_priority)
-        .fetch_one(&self.pool)
-        .await?;
-        let files_in_flight =
-            self.list_files(&FileFilter { state: Some("ingesting".into()), advertiser_id: None, limit: 50 }).await?;
-        let mut recent_failures =
-            self.list_files(&FileFilter { state: Some("failed".into()), advertiser_id: None, limit: 10 }).await?;
+        let queue: QueueDepth = sqlx::query_as(sql!("ranges", "queue_depth"))
+            .bind(i64::try_from(express_max_bytes).unwrap_or(i64::MAX))
+            .bind(urgent_priority)
+            .fetch_one(&self.pool)
+            .await?;
+        let in_flight = FileFilter { state: Some(FileState::Ingesting), advertiser_id: None, limit: 50 };
+        let files_in_flight = self.list_files(&in_flight).await?;
+        let failed = FileFilter { state: Some(FileState::Failed), advertiser_id: None, limit: 10 };
+        let mut recent_failures = self.list_files(&failed).await?;
         recent_failures.retain(|f| f.finished_at.is_some_and(|t| t > Utc::now() - chrono::Duration::hours(24)));
-        let rows_per_minute = sqlx::query(
-            "SELECT m, coalesce(sum(r.rows_ingested), 0)::bigint \
-             FROM generate_series(date_trunc('minute', now()) - make_interval(mins => $1 - 1), date_trunc('minute', now()), interval '1 minute') m \
-             LEFT JOIN ranges r ON r.finished_at >= m AND r.finished_at < m + interval '1 minute' \
-             GROUP BY m ORDER BY m",
-        )
-        .bind(minutes)
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+        let rows_per_minute =
+            sqlx::query_as(sql!("ranges", "rows_per_minute")).bind(minutes).fetch_all(&self.pool).await?;
         Ok(Overview {
-            queued_express: queue.get(0),
-            queued_bulk: queue.get(1),
-            leased: queue.get(2),
+            queued_express: queue.queued_express,
+            queued_bulk: queue.queued_bulk,
+            leased: queue.leased,
             files_in_flight,
             rows_per_minute,
             recent_failures,
@@ -312,11 +257,9 @@ impl Catalog {
 }
 
 /// Locks a file's row for the rest of the transaction and returns its state.
-async fn lock_file_state(tx: &mut sqlx::PgConnection, id: FileId) -> Result<String> {
-    let state: Option<String> = sqlx::query_scalar("SELECT state::text FROM files WHERE file_id = $1 FOR UPDATE")
-        .bind(id.0)
-        .fetch_optional(&mut *tx)
-        .await?;
+async fn lock_file_state(tx: &mut sqlx::PgConnection, id: FileId) -> Result<FileState> {
+    let state: Option<FileState> =
+        sqlx::query_scalar(sql!("files", "lock_state")).bind(id).fetch_optional(&mut *tx).await?;
     state.ok_or_else(|| not_found(id))
 }
 
@@ -328,14 +271,6 @@ fn not_found(id: FileId) -> CatalogError {
     CatalogError::NotFound(format!("file {id}"))
 }
 
-fn found(rows: u64, id: FileId) -> Result<()> {
-    if rows == 0 {
-        Err(not_found(id))
-    } else {
-        Ok(())
-    }
-}
-
 async fn record_action(
     tx: &mut sqlx::PgConnection,
     actor: &str,
@@ -343,11 +278,11 @@ async fn record_action(
     target: &str,
     details: serde_json::Value,
 ) -> Result<()> {
-    sqlx::query("INSERT INTO operator_actions (actor, action, target, details) VALUES ($1, $2, $3, $4)")
+    sqlx::query(sql!("operator_actions", "record"))
         .bind(actor)
         .bind(action)
         .bind(target)
-        .bind(details)
+        .bind(Json(details))
         .execute(&mut *tx)
         .await?;
     Ok(())

@@ -8,4 +8,4 @@ SET state = CASE WHEN attempts >= $1 THEN 'failed'::range_state ELSE 'queued'::r
     lease_expires_at = NULL,
     queued_at = now()
 WHERE state = 'leased' AND lease_expires_at < now()
-RETURNING file_id, range_index, state::text
+RETURNING file_id, range_index, state

@@ -10,4 +10,4 @@ SET state = CASE WHEN $6 AND attempts >= $5 THEN 'failed'::range_state ELSE 'que
     last_error = $4,
     queued_at = now()
 WHERE file_id = $1 AND range_index = $2 AND lease_token = $3 AND state = 'leased'
-RETURNING state::text
+RETURNING state

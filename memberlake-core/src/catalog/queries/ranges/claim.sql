@@ -2,7 +2,9 @@
 --   $1 owner, $2 lease seconds,
 --   $3 lane: largest file size this lane takes (NULL: any), $4 ... or files with priority >= $4,
 --   $5 per-file cap on concurrent leases (<= 0: none),
---   $6..$9 effective-priority knobs (see effective_priority in the migrations).
+--   $6..$9 effective-priority knobs (see effective_priority in the migrations),
+--   $10 the worker's lake (files.bucket): a worker never claims a file of another lake, so a
+--       replica started with a wrong MEMBERLAKE_LAKE_URL idles instead of failing good files.
 -- SKIP LOCKED lets concurrent workers claim different ranges without waiting on each other.
 -- Every claim draws a fresh lease token: completions and heartbeats must present it (fencing).
 WITH candidate AS (
@@ -12,6 +14,7 @@ WITH candidate AS (
     JOIN advertisers a ON a.advertiser_id = f.advertiser_id
     WHERE r.state = 'queued'
       AND f.state = 'ingesting'
+      AND f.bucket = $10
       AND NOT f.paused
       AND ($3::BIGINT IS NULL OR f.size_bytes <= $3 OR f.priority >= $4)
       AND ($5 <= 0 OR (SELECT count(*) FROM ranges l WHERE l.file_id = f.file_id AND l.state = 'leased') < $5)

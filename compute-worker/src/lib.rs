@@ -1,0 +1,162 @@
+//! compute-worker: stateless; pulls range leases by priority, reads each range with a ranged
+//! GET, parses, normalizes and MD5-hashes emails on rayon, writes memberships to the store.
+//!
+//! - [`Config`]: everything a worker is told (`MEMBERLAKE_*`, flags override);
+//! - [`run`]: the worker, given its dependencies, until shutdown;
+//! - `worker`: the claim loop of each slot, and the one place a range's result becomes a lease
+//!   transition;
+//! - `process`: the read → hash → write pipeline of one range.
+
+mod process;
+mod worker;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use memberlake::catalog::{Catalog, ClaimPolicy, Lane};
+use memberlake::config::{parse_bytes, parse_duration, DatabaseArgs, LakeArgs, LaneArgs, LeaseArgs, LogArgs};
+use memberlake::config::{PriorityArgs, StoreArgs};
+use memberlake::http::ops_router;
+use memberlake::lake::Lake;
+use memberlake::service::{Server, ServiceError};
+use memberlake::shutdown::Shutdown;
+use memberlake::store::{MembershipStore, WriteWindow};
+use memberlake::bootstrap;
+
+pub use process::RangeError;
+
+/// The compute-worker's configuration.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "compute-worker",
+    version,
+    about = "memberlake compute-worker: leases ranges, hashes emails, writes memberships."
+)]
+pub struct Config {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub lake: LakeArgs,
+    #[command(flatten)]
+    pub leases: LeaseArgs,
+    #[command(flatten)]
+    pub priority: PriorityArgs,
+    /// Claim loops of this worker, by lane: `express` takes only small or urgent files' ranges,
+    /// `bulk` takes anything, most urgent first. E.g. `express,bulk,bulk`.
+    #[arg(long, env = "MEMBERLAKE_WORKER_LANES", value_delimiter = ',', default_value = "express,bulk")]
+    pub lanes: Vec<LaneKind>,
+    #[command(flatten)]
+    pub express: LaneArgs,
+    /// Concurrent leases one file may hold across all workers (0: no cap), so that one huge
+    /// file never holds every worker.
+    #[arg(long, env = "MEMBERLAKE_MAX_LEASES_PER_FILE", default_value_t = 32)]
+    pub max_leases_per_file: i32,
+    /// Pause between claims when there is no work.
+    #[arg(long, env = "MEMBERLAKE_WORKER_POLL_INTERVAL", value_parser = parse_duration, default_value = "500ms")]
+    pub poll_interval: Duration,
+    /// Bytes of complete lines hashed as one unit on the rayon pool.
+    #[arg(long, env = "MEMBERLAKE_BLOCK_SIZE", value_parser = parse_bytes, default_value = "4MiB")]
+    pub block_size: u64,
+    /// Store inserts in flight per worker, shared by all its lanes. 96 measured best against a
+    /// single local node sharing two cores (BENCHMARKS.md); raise it for a cluster whose write
+    /// latency is higher.
+    #[arg(long, env = "MEMBERLAKE_WRITE_CONCURRENCY", default_value_t = 96)]
+    pub write_concurrency: usize,
+    /// How long failing store writes are retried before the range is given back.
+    #[arg(long, env = "MEMBERLAKE_STORE_RETRY_BUDGET", value_parser = parse_duration, default_value = "60s")]
+    pub store_retry_budget: Duration,
+    /// Hashing threads (0: one per core).
+    #[arg(long, env = "MEMBERLAKE_HASH_THREADS", default_value_t = 0)]
+    pub hash_threads: usize,
+    /// After SIGTERM, time the range in hand gets to finish before its lease is given back.
+    #[arg(long, env = "MEMBERLAKE_SHUTDOWN_GRACE", value_parser = parse_duration, default_value = "20s")]
+    pub shutdown_grace: Duration,
+    /// Name of this worker in leases (default: host-pid).
+    #[arg(long, env = "MEMBERLAKE_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// /healthz, /readyz and /metrics.
+    #[arg(long, env = "MEMBERLAKE_METRICS_ADDR", default_value = "127.0.0.1:9103")]
+    pub metrics_addr: SocketAddr,
+}
+
+/// Which ranges a claim loop takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LaneKind {
+    Express,
+    Bulk,
+}
+
+/// What a worker works with; opened by the caller (`main`, or a test in process).
+#[derive(Clone)]
+pub struct Deps {
+    pub catalog: Catalog,
+    pub store: Arc<MembershipStore>,
+    pub lake: Lake,
+}
+
+impl Deps {
+    /// Connects the catalog and the store (checking their schema versions) and opens the lake.
+    pub async fn open(config: &Config) -> Result<Self, ServiceError> {
+        Ok(Self {
+            catalog: bootstrap::open_catalog(&config.database).await?,
+            store: Arc::new(bootstrap::open_store(&config.store).await?),
+            lake: Lake::open(&config.lake.lake_url)?,
+        })
+    }
+}
+
+impl Config {
+    /// One claim policy per configured lane. Every policy names this worker's lake: a worker
+    /// only ever claims files registered from the lake it reads.
+    pub fn claim_policies(&self, lake: &Lake) -> Vec<ClaimPolicy> {
+        self.lanes
+            .iter()
+            .map(|kind| ClaimPolicy {
+                lake: lake.bucket().to_owned(),
+                lane: match kind {
+                    LaneKind::Express => Lane::express(self.express.express_max_file_size, self.express.urgent_priority),
+                    LaneKind::Bulk => Lane::bulk(),
+                },
+                per_file_cap: self.max_leases_per_file,
+                knobs: self.priority.knobs(),
+            })
+            .collect()
+    }
+}
+
+/// Serves `/healthz`, `/readyz`, `/metrics` and claims and processes ranges until `shutdown`;
+/// the range in hand then gets `shutdown_grace` to finish before it is given back.
+pub async fn run(deps: Deps, config: &Config, shutdown: Shutdown) -> Result<(), ServiceError> {
+    let checks = vec![
+        bootstrap::postgres_ready(&deps.catalog),
+        bootstrap::cql_ready(&deps.store),
+        bootstrap::lake_ready(&deps.lake),
+    ];
+    let server = Server::bind(config.metrics_addr, ops_router(checks), shutdown.clone()).await?;
+    let worker = Arc::new(worker::Worker {
+        cfg: worker::WorkerConfig {
+            worker_id: bootstrap::instance_id(config.instance_id.as_deref()),
+            lease_ttl: config.leases.lease_ttl,
+            idle_poll: config.poll_interval,
+            max_attempts: config.leases.max_attempts,
+            shutdown_grace: config.shutdown_grace,
+            slots: config.claim_policies(&deps.lake),
+            process: process::ProcessConfig {
+                block_size: config.block_size as usize,
+                write_window: WriteWindow::new(config.write_concurrency),
+                store_retry_budget: config.store_retry_budget,
+            },
+        },
+        catalog: deps.catalog,
+        lake: deps.lake,
+        store: deps.store,
+    });
+    worker.run(shutdown).await;
+    server.stopped().await
+}

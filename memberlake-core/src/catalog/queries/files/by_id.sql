@@ -1,0 +1,2 @@
+-- One file as operators see it.
+SELECT * FROM file_records WHERE file_id = $1

@@ -1,0 +1,2 @@
+-- Readiness: the control plane answers.
+SELECT 1

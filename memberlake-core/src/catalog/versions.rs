@@ -1,0 +1,35 @@
+//! Advertisers' active list versions, as the matcher reads and follows them.
+//!
+//! Architecture invariant: a version becomes active only in the splitter's settle transaction
+//! (`queries/advertisers/activate.sql`), when every range of its file is done, and only forward
+//! (by `(last_modified, file_id)`); the notification on [`ACTIVATIONS_CHANNEL`] is delivered at
+//! commit.
+
+use sqlx::postgres::PgListener;
+
+use super::{sql, Catalog, Result};
+use crate::ids::{AdvertiserId, ListVersion};
+
+/// The channel the splitter notifies when a list version is activated (`advertiser:version`).
+pub const ACTIVATIONS_CHANNEL: &str = "memberlake_activations";
+
+/// An advertiser's active list version.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ActiveVersion {
+    pub advertiser_id: AdvertiserId,
+    pub version: ListVersion,
+}
+
+impl Catalog {
+    /// Every advertiser's active list version.
+    pub async fn active_versions(&self) -> Result<Vec<ActiveVersion>> {
+        Ok(sqlx::query_as(sql!("advertisers", "active_versions")).fetch_all(&self.pool).await?)
+    }
+
+    /// A listener on [`ACTIVATIONS_CHANNEL`].
+    pub async fn listen_activations(&self) -> Result<PgListener> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(ACTIVATIONS_CHANNEL).await?;
+        Ok(listener)
+    }
+}

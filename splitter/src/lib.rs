@@ -1,0 +1,159 @@
+//! splitter: leader-elected (hot standby). The leader cuts registered files into byte ranges,
+//! returns expired leases to the queue, completes files, activates list versions and retires
+//! superseded versions' rows from the store.
+//!
+//! - [`Config`], [`Deps`], [`run`]: the service as a library; `main.rs` only wires them;
+//! - `leader`: the elector, which holds this process's [`Leadership`] term, if any;
+//! - `duties`: what the leader does every tick, and the background retirement pass.
+
+mod duties;
+mod leader;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use memberlake::bootstrap;
+use memberlake::catalog::{Catalog, CatalogError, Leadership};
+use memberlake::config::{parse_bytes, parse_duration, DatabaseArgs, LeaseArgs, LogArgs, StoreArgs};
+use memberlake::http::ops_router;
+use memberlake::service::{Server, ServiceError};
+use memberlake::shutdown::Shutdown;
+use memberlake::store::MembershipStore;
+use tracing::{info_span, warn, Instrument};
+
+pub use leader::ROLE;
+
+/// The splitter's configuration.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "splitter",
+    version,
+    about = "memberlake splitter: leader-elected range planner, lease reaper and version activator."
+)]
+pub struct Config {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub leases: LeaseArgs,
+    /// Byte size of the ranges files are cut into (compressed files are one range).
+    #[arg(long, env = "MEMBERLAKE_RANGE_SIZE", value_parser = parse_bytes, default_value = "64MiB")]
+    pub range_size: u64,
+    /// Leader lease lifetime; a standby takes over within this after the leader dies.
+    #[arg(long, env = "MEMBERLAKE_LEADER_TTL", value_parser = parse_duration, default_value = "10s")]
+    pub leader_ttl: Duration,
+    /// How often the leader splits, reaps and settles.
+    #[arg(long, env = "MEMBERLAKE_SPLITTER_INTERVAL", value_parser = parse_duration, default_value = "1s")]
+    pub interval: Duration,
+    /// A file with a larger share of rejected rows fails instead of activating.
+    #[arg(long, env = "MEMBERLAKE_MAX_REJECT_RATIO", default_value_t = 0.5)]
+    pub max_reject_ratio: f64,
+    /// How often superseded versions are looked for and retired from the store.
+    #[arg(long, env = "MEMBERLAKE_RETIRE_INTERVAL", value_parser = parse_duration, default_value = "5m")]
+    pub retire_interval: Duration,
+    /// Wait after a version stops being needed before deleting its rows; must exceed
+    /// MEMBERLAKE_LEASE_TTL, so no worker with a revoked lease is still writing them.
+    #[arg(long, env = "MEMBERLAKE_RETIRE_GRACE", value_parser = parse_duration, default_value = "2m")]
+    pub retire_grace: Duration,
+    /// Name of this process in the leader lease (default: host-pid).
+    #[arg(long, env = "MEMBERLAKE_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// /healthz, /readyz and /metrics.
+    #[arg(long, env = "MEMBERLAKE_METRICS_ADDR", default_value = "127.0.0.1:9102")]
+    pub metrics_addr: SocketAddr,
+}
+
+impl Config {
+    /// Rules between settings, checked before anything starts.
+    pub fn check(&self) -> Result<(), ServiceError> {
+        self.leases.check_retire_grace(self.retire_grace)?;
+        Ok(())
+    }
+}
+
+/// What the splitter works with.
+#[derive(Clone)]
+pub struct Deps {
+    pub catalog: Catalog,
+    pub store: Arc<MembershipStore>,
+}
+
+impl Deps {
+    /// Connects the catalog and the store, checking their schema versions.
+    pub async fn open(config: &Config) -> Result<Self, ServiceError> {
+        Ok(Self {
+            catalog: bootstrap::open_catalog(&config.database).await?,
+            store: Arc::new(bootstrap::open_store(&config.store).await?),
+        })
+    }
+}
+
+/// Serves `/healthz`, `/readyz`, `/metrics`; competes for leadership and, while leading, runs
+/// the leader's duties every `interval`, until `shutdown` (then resigns, so a standby takes over
+/// at once).
+pub async fn run(deps: Deps, config: &Config, shutdown: Shutdown) -> Result<(), ServiceError> {
+    config.check()?;
+    let Deps { catalog, store } = deps;
+    let checks = vec![bootstrap::postgres_ready(&catalog), bootstrap::cql_ready(&store)];
+    let server = Server::bind(config.metrics_addr, ops_router(checks), shutdown.clone()).await?;
+
+    let holder = bootstrap::instance_id(config.instance_id.as_deref());
+    let mut elector = leader::Elector::new(catalog.clone(), holder, config.leader_ttl);
+    let duties = duties::DutyConfig {
+        range_size: config.range_size,
+        max_attempts: config.leases.max_attempts,
+        max_reject_ratio: config.max_reject_ratio,
+        split_batch: 100,
+    };
+    let retire_cfg = duties::RetireConfig { grace: config.retire_grace, segments: 64, concurrency: 4 };
+    let mut retirement: Option<tokio::task::JoinHandle<()>> = None;
+    let mut last_retire = tokio::time::Instant::now() - config.retire_interval;
+    let mut tick = 0u64;
+    loop {
+        tick += 1;
+        if let Some(leader) = elector.tick().await.cloned() {
+            let span = info_span!("leader_tick", term = leader.term(), tick);
+            match duties::run_tick(&leader, &duties).instrument(span).await {
+                Ok(()) => {}
+                Err(CatalogError::NotLeader { .. }) => elector.lost(),
+                Err(e) => warn!(error = %e, "leader tick failed; retrying next tick"),
+            }
+            let idle = retirement.as_ref().is_none_or(|h| h.is_finished());
+            if idle && last_retire.elapsed() >= config.retire_interval {
+                last_retire = tokio::time::Instant::now();
+                retirement = Some(spawn_retirement(leader, store.clone(), retire_cfg.clone()));
+            }
+        }
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            _ = tokio::time::sleep(config.interval) => {}
+        }
+    }
+    elector.resign().await;
+    if let Some(h) = retirement {
+        h.abort();
+    }
+    server.stopped().await
+}
+
+/// One retirement pass in the background, under the term that started it.
+fn spawn_retirement(
+    leader: Leadership,
+    store: Arc<MembershipStore>,
+    cfg: duties::RetireConfig,
+) -> tokio::task::JoinHandle<()> {
+    let span = info_span!("retirement", term = leader.term());
+    tokio::spawn(
+        async move {
+            if let Err(e) = duties::retire_once(&leader, &store, &cfg).await {
+                warn!(error = %e, "retirement pass failed; retrying next interval");
+            }
+        }
+        .instrument(span),
+    )
+}
