@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use memberlake::bootstrap;
 use memberlake::catalog::{Catalog, ClaimPolicy, Lane};
 use memberlake::config::{parse_bytes, parse_duration, DatabaseArgs, LakeArgs, LaneArgs, LeaseArgs, LogArgs};
 use memberlake::config::{PriorityArgs, StoreArgs};
@@ -23,7 +24,6 @@ use memberlake::lake::Lake;
 use memberlake::service::{Server, ServiceError};
 use memberlake::shutdown::Shutdown;
 use memberlake::store::{MembershipStore, WriteWindow};
-use memberlake::bootstrap;
 
 pub use process::RangeError;
 
@@ -120,7 +120,9 @@ impl Config {
             .map(|kind| ClaimPolicy {
                 lake: lake.bucket().to_owned(),
                 lane: match kind {
-                    LaneKind::Express => Lane::express(self.express.express_max_file_size, self.express.urgent_priority),
+                    LaneKind::Express => {
+                        Lane::express(self.express.express_max_file_size, self.express.urgent_priority)
+                    }
                     LaneKind::Bulk => Lane::bulk(),
                 },
                 per_file_cap: self.max_leases_per_file,

@@ -57,8 +57,9 @@ pub struct Server {
 impl Server {
     /// Binds `addr` and serves `router` until `shutdown`.
     pub async fn bind(addr: SocketAddr, router: Router, shutdown: Shutdown) -> Result<Self, ServiceError> {
-        let (addr, handle) =
-            crate::http::spawn_server(addr, router, shutdown).await.map_err(|source| ServiceError::Bind { addr, source })?;
+        let (addr, handle) = crate::http::spawn_server(addr, router, shutdown)
+            .await
+            .map_err(|source| ServiceError::Bind { addr, source })?;
         Ok(Self { addr, handle })
     }
 

@@ -95,7 +95,12 @@ pub struct UnknownState {
     valid: String,
 }
 
-fn parse_state<T: Copy>(kind: &'static str, s: &str, all: &[T], name: fn(T) -> &'static str) -> Result<T, UnknownState> {
+fn parse_state<T: Copy>(
+    kind: &'static str,
+    s: &str,
+    all: &[T],
+    name: fn(T) -> &'static str,
+) -> Result<T, UnknownState> {
     all.iter().copied().find(|v| name(*v) == s).ok_or_else(|| UnknownState {
         kind,
         given: s.to_owned(),

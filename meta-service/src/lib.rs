@@ -89,12 +89,7 @@ pub async fn run(deps: Deps, config: &Config, shutdown: Shutdown) -> Result<(), 
     let Deps { catalog, lake, tokens } = deps;
     let checks = vec![bootstrap::postgres_ready(&catalog), bootstrap::lake_ready(&lake)];
     let admin = admin::router(
-        admin::AdminState {
-            catalog: catalog.clone(),
-            tokens,
-            knobs: config.priority.knobs(),
-            lanes: config.lanes,
-        },
+        admin::AdminState { catalog: catalog.clone(), tokens, knobs: config.priority.knobs(), lanes: config.lanes },
         memberlake::http::RateLimit::per_second(config.admin_rate_limit),
     );
     let app = admin.merge(ops_router(checks)).layer(axum::middleware::from_fn(memberlake::http::record_metrics));

@@ -62,7 +62,11 @@ pub struct RetireConfig {
 /// Deletes the rows of every retirable version from the store, then records them retired.
 /// Safe to run by a leader that is about to lose its term: retirable versions are retirable
 /// whoever deletes them; only the bookkeeping is fenced.
-pub async fn retire_once(leader: &Leadership, store: &Arc<MembershipStore>, cfg: &RetireConfig) -> Result<usize, RetireError> {
+pub async fn retire_once(
+    leader: &Leadership,
+    store: &Arc<MembershipStore>,
+    cfg: &RetireConfig,
+) -> Result<usize, RetireError> {
     let files = leader.retirable_files(cfg.grace).await?;
     if files.is_empty() {
         return Ok(0);

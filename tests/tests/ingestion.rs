@@ -356,3 +356,65 @@ async fn a_deleted_object_fails_its_file_with_the_reason() {
     let pending = sql_i64(&world.catalog, "SELECT count(*) FROM ranges WHERE state IN ('queued', 'leased')").await;
     assert_eq!(pending, 0, "a failed file's ranges are not leased again");
 }
+
+/// A configuration fault of one replica never changes a file's state: a worker started with a
+/// wrong `MEMBERLAKE_LAKE_URL` claims nothing (it only ever claims files registered from its
+/// own lake), so the list waits for, and is ingested by, the healthy workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_a_wrong_lake_never_fails_a_file() {
+    let world = TestWorld::new().await;
+    let _meta =
+        world.spawn("meta-service", "meta-a", &[("MEMBERLAKE_ADMIN_ADDR", &format!("127.0.0.1:{}", free_port()))]);
+    let _splitter = world.spawn("splitter", "splitter-a", &[("MEMBERLAKE_RANGE_SIZE", "16KiB")]);
+    let members = emails(0, 20_000);
+    let data: Vec<u8> = members.iter().flat_map(|e| format!("{e}\n").into_bytes()).collect();
+    let key = world.upload("acme", "members.csv", data).await;
+    let split = wait_for(Duration::from_secs(20), "file split", || async {
+        world.files().await.into_iter().find(|f| f.state == FileState::Ingesting)
+    })
+    .await;
+    assert!(split.ranges_total > 10, "{split:?}");
+
+    // The misconfigured worker alone, polling fast, for long enough to have claimed every range.
+    let wrong_lake = world.stack.scratch.join(unique("wrong-lake"));
+    std::fs::create_dir_all(&wrong_lake).unwrap();
+    let wrong_url = format!("file://{}", wrong_lake.display());
+    let mut wrong = world.spawn(
+        "compute-worker",
+        "wrong-worker",
+        &[("MEMBERLAKE_LAKE_URL", &wrong_url), ("MEMBERLAKE_WORKER_POLL_INTERVAL", "20ms")],
+    );
+    wait_for(Duration::from_secs(20), "the wrong worker's /healthz", || async {
+        wrong.get("/healthz").await.ok().filter(|(s, _)| *s == 200)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let detail = world.catalog.file_detail(
+        split.file_id,
+        &memberlake::catalog::PriorityKnobs {
+            per_level: 1000.0,
+            per_log_weight: 100.0,
+            aging_per_second: 0.2,
+            per_size_doubling: 50.0,
+        },
+    );
+    let detail = detail.await.unwrap().unwrap();
+    assert_eq!(detail.file.state, FileState::Ingesting, "{detail:?}");
+    assert_eq!(
+        (detail.ranges.queued, detail.ranges.leased, detail.ranges.failed),
+        (i64::from(split.ranges_total), 0, 0),
+        "the wrong worker claimed nothing"
+    );
+    assert!(detail.last_errors.is_empty(), "{:?}", detail.last_errors);
+
+    // A healthy worker beside it ingests the list.
+    let _healthy = world.spawn("compute-worker", "worker-0", &[]);
+    let f = world.wait_finished(&key, FINISH).await;
+    assert_eq!((f.state, f.rows_ingested, f.active), (FileState::Ingested, 20_000, true), "{f:?}");
+    let (_, metrics) = wrong.get("/metrics").await.unwrap();
+    assert_eq!(metric_value(&metrics, "memberlake_worker_ranges_done_total"), 0.0);
+    assert_eq!(metric_value(&metrics, "memberlake_worker_ranges_failed_total"), 0.0);
+    let owners = sql_i64(&world.catalog, "SELECT count(*) FROM ranges WHERE lease_owner = 'wrong-worker'").await;
+    assert_eq!(owners, 0);
+    wrong.terminate().await;
+}

@@ -137,7 +137,11 @@ impl Leadership {
 
     /// Gives the role up so a standby can take over at once.
     pub async fn resign(self) -> Result<()> {
-        sqlx::query(sql!("leader_leases", "resign")).bind(&self.role).bind(self.term).execute(&self.catalog.pool).await?;
+        sqlx::query(sql!("leader_leases", "resign"))
+            .bind(&self.role)
+            .bind(self.term)
+            .execute(&self.catalog.pool)
+            .await?;
         Ok(())
     }
 
@@ -207,10 +211,8 @@ impl Leadership {
         let broken: Vec<FailedRange> =
             sqlx::query_as(sql!("ranges", "first_failed_of_ingesting")).fetch_all(&mut *tx).await?;
         for range in broken {
-            let reason = format!(
-                "range {} failed after {} attempts: {}",
-                range.range_index, range.attempts, range.last_error
-            );
+            let reason =
+                format!("range {} failed after {} attempts: {}", range.range_index, range.attempts, range.last_error);
             end_file_in(&mut tx, range.file_id, &reason, FileState::Failed).await?;
             settled.failed.push((range.file_id, reason));
         }

@@ -280,13 +280,9 @@ impl LeaseGuard {
     pub async fn complete(self, report: &RangeReport) -> Result<bool> {
         self.heartbeat.abort();
         let deadline = self.ttl;
-        crate::retry::retry(
-            "range completion",
-            deadline,
-            Default::default(),
-            CatalogError::is_transient,
-            || self.catalog.complete_range(&self.lease, report),
-        )
+        crate::retry::retry("range completion", deadline, Default::default(), CatalogError::is_transient, || {
+            self.catalog.complete_range(&self.lease, report)
+        })
         .await
     }
 
