@@ -20,11 +20,14 @@
 //! - [`catalog`]: the Postgres control plane (files, ranges, leases, versions).
 //! - [`store`]: the CQL data plane (memberships).
 //! - [`schema`]: versioned Postgres and CQL migrations and the start-up schema check.
+//! - [`error`]: one classification of failures (transient or permanent) for the lake, the
+//!   catalog and the store.
 //! - [`config`], [`telemetry`], [`shutdown`], [`http`], [`retry`], [`bootstrap`]: service plumbing.
 
 pub mod bootstrap;
 pub mod catalog;
 pub mod config;
+pub mod error;
 pub mod http;
 pub mod lake;
 pub mod retry;
