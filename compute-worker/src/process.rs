@@ -253,13 +253,9 @@ impl RowSink {
     /// Writes one row once a window slot is free; retried (idempotent) within the budget.
     async fn write(&self, h: EmailHash) -> Result<(), StoreError> {
         let _slot = self.window.acquire().await;
-        memberlake::retry::retry(
-            "store write",
-            self.retry_budget,
-            Default::default(),
-            |_| true,
-            || self.store.insert_member(&self.advertiser, self.version, &h),
-        )
+        memberlake::retry::retry_transient("store write", self.retry_budget, Default::default(), || {
+            self.store.insert_member(&self.advertiser, self.version, &h)
+        })
         .await
     }
 }

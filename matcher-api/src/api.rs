@@ -4,7 +4,9 @@
 //!   (one partition read whatever the number of advertisers)
 //!
 //! Bad input → 400 with a JSON error; missing/invalid token → 401; store unavailable → 503 with
-//! `Retry-After`, never a "not a member".
+//! `Retry-After`, never a "not a member". That holds for every store error, whatever its
+//! [`memberlake::error::ErrorClass`]: a permanent one (a dropped table, revoked credentials) is
+//! the operator's to fix, and the client's answer is still "ask again later".
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;

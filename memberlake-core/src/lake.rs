@@ -12,11 +12,12 @@ use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-use object_store::ClientConfigKey;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::ClientConfigKey;
 use object_store::{GetOptions, GetRange, ObjectStore};
 
+use crate::error::{Classify, ErrorClass};
 use crate::ids::AdvertiserId;
 use crate::ranges::ByteRange;
 
@@ -45,16 +46,23 @@ pub enum LakeError {
     },
 }
 
-impl LakeError {
-    /// Whether retrying the same read could succeed.
-    pub fn is_permanent(&self) -> bool {
-        matches!(
-            self,
+impl Classify for LakeError {
+    fn class(&self) -> ErrorClass {
+        match self {
             LakeError::InvalidUrl { .. }
-                | LakeError::NotFound { .. }
-                | LakeError::Changed { .. }
-                | LakeError::Corrupt(_)
-        )
+            | LakeError::NotFound { .. }
+            | LakeError::Changed { .. }
+            | LakeError::Corrupt(_) => ErrorClass::Permanent,
+            LakeError::Transient { .. } => ErrorClass::Transient,
+        }
+    }
+}
+
+impl LakeError {
+    /// Whether retrying the same read gives the same answer: [`Classify::is_permanent`], kept
+    /// as an inherent method so that callers need not import the trait.
+    pub fn is_permanent(&self) -> bool {
+        Classify::is_permanent(self)
     }
 
     fn from_store(key: &str, e: object_store::Error) -> Self {
@@ -167,7 +175,8 @@ impl Lake {
                 let prefix = parsed.path().trim_matches('/').to_owned();
                 let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
                 if std::env::var_os("AWS_TIMEOUT").is_none() {
-                    builder = builder.with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), S3_REQUEST_TIMEOUT);
+                    builder =
+                        builder.with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), S3_REQUEST_TIMEOUT);
                 }
                 let store = builder.build().map_err(|e| invalid(&e.to_string()))?;
                 Ok(Self { store: Arc::new(store), bucket: bucket.to_owned(), prefix, url: url.to_owned() })
@@ -292,5 +301,27 @@ impl Lake {
             listing = Ok(object_store::ListResult { common_prefixes: vec![], objects: vec![] });
         }
         listing.map(|_| ()).map_err(|e| LakeError::from_store(&self.advertisers_root(), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generic(message: &str) -> object_store::Error {
+        object_store::Error::Generic { store: "test", source: message.into() }
+    }
+
+    #[test]
+    fn a_missing_or_changed_object_is_permanent_anything_else_transient() {
+        let not_found = object_store::Error::NotFound { path: "k".into(), source: "gone".into() };
+        assert_eq!(LakeError::from_store("k", not_found).class(), ErrorClass::Permanent);
+        let changed = object_store::Error::Precondition { path: "k".into(), source: "etag".into() };
+        assert_eq!(LakeError::from_store("k", changed).class(), ErrorClass::Permanent);
+        assert!(LakeError::Corrupt("bad gzip header".into()).is_permanent());
+        assert!(LakeError::InvalidUrl { url: "ftp://x".into(), reason: "scheme".into() }.is_permanent());
+        let throttled = LakeError::from_store("k", generic("503 Slow Down"));
+        assert_eq!(throttled.class(), ErrorClass::Transient);
+        assert!(throttled.is_transient() && !throttled.is_permanent());
     }
 }

@@ -20,6 +20,8 @@
 //! - [`catalog`]: the Postgres control plane (files, ranges, leases, versions).
 //! - [`store`]: the CQL data plane (memberships).
 //! - [`schema`]: versioned Postgres and CQL migrations and the start-up schema check.
+//! - [`error`]: one classification of failures (transient or permanent) for the lake, the
+//!   catalog and the store.
 //! - [`service`]: the life of a service process (start, serve, stop); [`bootstrap`]: opening
 //!   the catalog and the store with their schema checks, readiness checks.
 //! - [`config`], [`telemetry`], [`shutdown`], [`http`], [`retry`]: service plumbing.
@@ -27,6 +29,7 @@
 pub mod bootstrap;
 pub mod catalog;
 pub mod config;
+pub mod error;
 pub mod http;
 pub mod lake;
 pub mod retry;

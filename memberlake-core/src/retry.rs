@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
+use crate::error::Classify;
+
 /// Backoff schedule: `initial`, doubling up to `max`, each delay jittered by ±50 %.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
@@ -52,7 +54,9 @@ fn warn_now(what: &str) -> bool {
 }
 
 /// Runs `op` until it succeeds, `retryable` says an error is final, or `budget` is spent; then
-/// returns the last error. Logs each retry with `what`.
+/// returns the last error. Logs each retry with `what`. For an error type that implements
+/// [`Classify`], [`retry_transient`] (or `Classify::is_transient` as `retryable`) is the usual
+/// predicate.
 pub async fn retry<T, E, F, Fut>(
     what: &str,
     budget: Duration,
@@ -89,9 +93,21 @@ where
     }
 }
 
+/// [`retry`] with [`Classify::is_transient`] as the predicate: retries exactly the errors that
+/// say the same call could succeed later, and returns a permanent one at once.
+pub async fn retry_transient<T, E, F, Fut>(what: &str, budget: Duration, backoff: Backoff, op: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: Classify + std::fmt::Display,
+{
+    retry(what, budget, backoff, E::is_transient, op).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorClass;
     use std::sync::atomic::{AtomicU32, Ordering};
 
     #[tokio::test]
@@ -138,6 +154,54 @@ mod tests {
             retry("op", Duration::from_millis(100), slow, |_| true, || async { Err("down".to_owned()) }).await;
         assert!(r.is_err());
         assert!(started.elapsed() < Duration::from_millis(200));
+    }
+
+    #[derive(Debug, PartialEq)]
+    struct Failure(ErrorClass);
+
+    impl std::fmt::Display for Failure {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{:?} failure", self.0)
+        }
+    }
+
+    impl Classify for Failure {
+        fn class(&self) -> ErrorClass {
+            self.0
+        }
+    }
+
+    #[tokio::test]
+    async fn retry_transient_retries_transient_errors_and_returns_a_permanent_one_at_once() {
+        let fast = Backoff { initial: Duration::from_millis(1), max: Duration::from_millis(2) };
+        let calls = AtomicU32::new(0);
+        // Two transient failures, then a permanent one: three calls, the permanent error back.
+        let r: Result<(), Failure> = retry_transient("op", Duration::from_secs(5), fast, || async {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            Err(Failure(if n < 2 { ErrorClass::Transient } else { ErrorClass::Permanent }))
+        })
+        .await;
+        assert_eq!((r, calls.load(Ordering::SeqCst)), (Err(Failure(ErrorClass::Permanent)), 3));
+        // Transient failures then success.
+        calls.store(0, Ordering::SeqCst);
+        let r: Result<u32, Failure> = retry_transient("op", Duration::from_secs(5), fast, || async {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            if n < 2 {
+                Err(Failure(ErrorClass::Transient))
+            } else {
+                Ok(n)
+            }
+        })
+        .await;
+        assert_eq!(r, Ok(2));
+        // The same predicate passed to `retry` directly.
+        calls.store(0, Ordering::SeqCst);
+        let r: Result<(), Failure> = retry("op", Duration::from_secs(5), fast, Failure::is_transient, || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(Failure(ErrorClass::Permanent))
+        })
+        .await;
+        assert_eq!((r, calls.load(Ordering::SeqCst)), (Err(Failure(ErrorClass::Permanent)), 1));
     }
 
     #[test]

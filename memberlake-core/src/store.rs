@@ -16,26 +16,320 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
+use scylla::errors::{
+    ConnectionError, ConnectionPoolError, ConnectionSetupRequestErrorKind, DbError, ExecutionError, MetadataError,
+    NewSessionError, NextPageError, NextRowError, PagerExecutionError, PrepareError, RequestAttemptError, RequestError,
+    UseKeyspaceError,
+};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::Consistency;
 
+use crate::error::{Classify, ErrorClass};
 use crate::ids::{AdvertiserId, EmailHash, ListVersion};
+use crate::schema::SchemaError;
 
-#[derive(Debug, thiserror::Error)]
+/// A failed store call. The driver's error is kept as the source (and quoted in the message);
+/// [`Classify`] says whether the same call could succeed later.
+///
+/// The driver's errors are boxed: they are hundreds of bytes, and every row a worker writes
+/// returns a `Result<(), StoreError>`.
+#[derive(Debug)]
 pub enum StoreError {
-    #[error("cannot connect to the CQL store at {nodes}: {message}")]
-    Connect { nodes: String, message: String },
-    #[error("CQL {operation} failed: {message}")]
-    Request { operation: &'static str, message: String },
-    #[error("CQL {operation} timed out after {timeout:?}")]
-    Timeout { operation: &'static str, timeout: Duration },
-    #[error("unexpected CQL result for {operation}: {message}")]
-    Decode { operation: &'static str, message: String },
+    Connect {
+        nodes: String,
+        source: Box<NewSessionError>,
+    },
+    /// A keyspace name that is not a plain identifier.
+    Keyspace {
+        source: Box<SchemaError>,
+    },
+    Prepare {
+        statement: String,
+        source: Box<PrepareError>,
+    },
+    Execute {
+        operation: &'static str,
+        source: Box<ExecutionError>,
+    },
+    /// A paged query that could not start.
+    Pager {
+        operation: &'static str,
+        source: Box<PagerExecutionError>,
+    },
+    /// A paged query that failed while fetching or decoding its rows.
+    NextRow {
+        operation: &'static str,
+        source: Box<NextRowError>,
+    },
+    /// The request outlived the store's timeout (the driver's own timeout is
+    /// [`ExecutionError::RequestTimeout`]).
+    Timeout {
+        operation: &'static str,
+        timeout: Duration,
+    },
+    /// A result that does not have the shape of the memberships table.
+    Decode {
+        operation: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Connect { nodes, source } => write!(f, "cannot connect to the CQL store at {nodes}: {source}"),
+            StoreError::Keyspace { source } => write!(f, "cannot prepare the CQL statements: {source}"),
+            StoreError::Prepare { statement, source } => write!(f, "CQL prepare of {statement:?} failed: {source}"),
+            StoreError::Execute { operation, source } => write!(f, "CQL {operation} failed: {source}"),
+            StoreError::Pager { operation, source } => write!(f, "CQL {operation} failed: {source}"),
+            StoreError::NextRow { operation, source } => write!(f, "CQL {operation} failed while paging: {source}"),
+            StoreError::Timeout { operation, timeout } => write!(f, "CQL {operation} timed out after {timeout:?}"),
+            StoreError::Decode { operation, source } => write!(f, "unexpected CQL result for {operation}: {source}"),
+        }
+    }
+}
+
+/// Written out rather than derived: the source is the driver's error itself, not its box, so
+/// that `source().downcast_ref::<ExecutionError>()` works.
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Connect { source, .. } => Some(&**source),
+            StoreError::Keyspace { source } => Some(&**source),
+            StoreError::Prepare { source, .. } => Some(&**source),
+            StoreError::Execute { source, .. } => Some(&**source),
+            StoreError::Pager { source, .. } => Some(&**source),
+            StoreError::NextRow { source, .. } => Some(&**source),
+            StoreError::Timeout { .. } => None,
+            StoreError::Decode { source, .. } => Some(&**source),
+        }
+    }
 }
 
 impl StoreError {
-    fn request(operation: &'static str, e: impl std::fmt::Display) -> Self {
-        StoreError::Request { operation, message: e.to_string() }
+    fn execute(operation: &'static str) -> impl FnOnce(ExecutionError) -> Self {
+        move |source| StoreError::Execute { operation, source: Box::new(source) }
+    }
+
+    fn decode<E: std::error::Error + Send + Sync + 'static>(operation: &'static str) -> impl FnOnce(E) -> Self {
+        move |e| StoreError::Decode { operation, source: Box::new(e) }
+    }
+}
+
+impl Classify for StoreError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            StoreError::Connect { source, .. } => source.class(),
+            StoreError::Keyspace { .. } | StoreError::Decode { .. } => ErrorClass::Permanent,
+            StoreError::Prepare { source, .. } => source.class(),
+            StoreError::Execute { source, .. } => source.class(),
+            StoreError::Pager { source, .. } => source.class(),
+            StoreError::NextRow { source, .. } => source.class(),
+            StoreError::Timeout { .. } => ErrorClass::Transient,
+        }
+    }
+}
+
+// How the driver's errors classify. The rule: the cluster being unreachable, unavailable,
+// overloaded, slow or restarting is transient; a statement, value, credential or result that is
+// wrong is permanent (the same call gets the same answer). The driver's error enums are
+// non-exhaustive: a variant this build does not know is taken as transient, so that it is
+// retried within the caller's budget as every store error used to be.
+
+impl Classify for DbError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            DbError::SyntaxError
+            | DbError::Invalid
+            | DbError::AlreadyExists { .. }
+            | DbError::FunctionFailure { .. }
+            | DbError::AuthenticationError
+            | DbError::Unauthorized
+            | DbError::ConfigError
+            | DbError::ProtocolError => ErrorClass::Permanent,
+            // Server-side failures of a correct request: a replica down, overloaded or slow,
+            // a node starting, a server error, a rate limit.
+            DbError::Unavailable { .. }
+            | DbError::Overloaded
+            | DbError::IsBootstrapping
+            | DbError::TruncateError
+            | DbError::ReadTimeout { .. }
+            | DbError::WriteTimeout { .. }
+            | DbError::ReadFailure { .. }
+            | DbError::WriteFailure { .. }
+            | DbError::ServerError
+            | DbError::RateLimitReached { .. } => ErrorClass::Transient,
+            // The driver re-prepares on its own; the next call prepares again.
+            DbError::Unprepared { .. } => ErrorClass::Transient,
+            DbError::Other(_) => ErrorClass::Transient,
+            _ => ErrorClass::Transient,
+        }
+    }
+}
+
+impl Classify for RequestAttemptError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            RequestAttemptError::DbError(db, _) => db.class(),
+            RequestAttemptError::BrokenConnectionError(_) | RequestAttemptError::UnableToAllocStreamId => {
+                ErrorClass::Transient
+            }
+            // Values that do not serialize, responses that do not parse, driver invariants.
+            RequestAttemptError::SerializationError(_)
+            | RequestAttemptError::CqlRequestSerialization(_)
+            | RequestAttemptError::BodyExtensionsParseError(_)
+            | RequestAttemptError::CqlResultParseError(_)
+            | RequestAttemptError::CqlErrorParseError(_)
+            | RequestAttemptError::UnexpectedResponse(_)
+            | RequestAttemptError::RepreparedIdChanged { .. }
+            | RequestAttemptError::RepreparedIdMissingInBatch
+            | RequestAttemptError::NonfinishedPagingState => ErrorClass::Permanent,
+            _ => ErrorClass::Transient,
+        }
+    }
+}
+
+impl Classify for RequestError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            RequestError::LastAttemptError(e) => e.class(),
+            RequestError::ConnectionPoolError(e) => e.class(),
+            RequestError::RequestTimeout(_) => ErrorClass::Transient,
+            RequestError::EmptyPlan => ErrorClass::Permanent,
+            _ => ErrorClass::Transient,
+        }
+    }
+}
+
+impl Classify for ExecutionError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            ExecutionError::BadQuery(_) => ErrorClass::Permanent,
+            // A preferred datacenter that does not exist, or a driver bug: the same call in this
+            // process gets the same empty plan.
+            ExecutionError::EmptyPlan => ErrorClass::Permanent,
+            ExecutionError::PrepareError(e) => e.class(),
+            ExecutionError::ConnectionPoolError(e) => e.class(),
+            ExecutionError::LastAttemptError(e) => e.class(),
+            ExecutionError::RequestTimeout(_) => ErrorClass::Transient,
+            ExecutionError::UseKeyspaceError(e) => e.class(),
+            ExecutionError::SchemaAgreementError(_) | ExecutionError::MetadataError(_) => ErrorClass::Transient,
+            _ => ErrorClass::Transient,
+        }
+    }
+}
+
+impl Classify for PrepareError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            PrepareError::ConnectionPoolError(e) => e.class(),
+            // A syntax error, an unknown table or keyspace, a missing permission: the first
+            // attempt says which.
+            PrepareError::AllAttemptsFailed { first_attempt } => first_attempt.class(),
+            // Nodes that disagree on the schema for a moment.
+            PrepareError::PreparedStatementIdsMismatch => ErrorClass::Transient,
+            _ => ErrorClass::Transient,
+        }
+    }
+}
+
+impl Classify for PagerExecutionError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            PagerExecutionError::PrepareError(e) => e.class(),
+            PagerExecutionError::SerializationError(_) => ErrorClass::Permanent,
+            PagerExecutionError::NextPageError(e) => e.class(),
+            PagerExecutionError::UseKeyspaceError(e) => e.class(),
+            PagerExecutionError::SchemaAgreementError(_) | PagerExecutionError::MetadataError(_) => {
+                ErrorClass::Transient
+            }
+            _ => ErrorClass::Transient,
+        }
+    }
+}
+
+impl Classify for NextPageError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            NextPageError::RequestFailure(e) => e.class(),
+            NextPageError::PartitionKeyError(_)
+            | NextPageError::ResultMetadataParseError(_)
+            | NextPageError::TypeCheckError(_) => ErrorClass::Permanent,
+            _ => ErrorClass::Transient,
+        }
+    }
+}
+
+impl Classify for NextRowError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            NextRowError::NextPageError(e) => e.class(),
+            NextRowError::RowDeserializationError(_) => ErrorClass::Permanent,
+            _ => ErrorClass::Transient,
+        }
+    }
+}
+
+impl Classify for UseKeyspaceError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            UseKeyspaceError::BadKeyspaceName(_) | UseKeyspaceError::KeyspaceNameMismatch { .. } => {
+                ErrorClass::Permanent
+            }
+            UseKeyspaceError::RequestError(e) => e.class(),
+            UseKeyspaceError::RequestTimeout(_) => ErrorClass::Transient,
+            _ => ErrorClass::Transient,
+        }
+    }
+}
+
+impl Classify for ConnectionPoolError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            ConnectionPoolError::Broken { last_connection_error } => last_connection_error.class(),
+            ConnectionPoolError::Initializing => ErrorClass::Transient,
+            ConnectionPoolError::NodeDisabledByHostFilter => ErrorClass::Permanent,
+            _ => ErrorClass::Transient,
+        }
+    }
+}
+
+impl Classify for ConnectionError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            ConnectionError::ConnectionSetupRequestError(e) => match e.get_error() {
+                ConnectionSetupRequestErrorKind::DbError(db, _) => db.class(),
+                ConnectionSetupRequestErrorKind::UnableToAllocStreamId
+                | ConnectionSetupRequestErrorKind::BrokenConnection(_) => ErrorClass::Transient,
+                // Credentials missing or refused, a server speaking another protocol.
+                _ => ErrorClass::Permanent,
+            },
+            ConnectionError::UseKeyspaceError(e) => e.class(),
+            // Timeouts, refused connections, DNS, broken sockets.
+            _ => ErrorClass::Transient,
+        }
+    }
+}
+
+impl Classify for MetadataError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            MetadataError::ConnectionPoolError(e) => e.class(),
+            _ => ErrorClass::Transient,
+        }
+    }
+}
+
+impl Classify for NewSessionError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            // Nodes not up yet (or their names not yet in DNS) at start-up.
+            NewSessionError::FailedToResolveAnyHostname(_) => ErrorClass::Transient,
+            NewSessionError::MetadataError(e) => e.class(),
+            NewSessionError::UseKeyspaceError(e) => e.class(),
+            NewSessionError::EmptyKnownNodesList | NewSessionError::IllegalConfig(_) => ErrorClass::Permanent,
+            _ => ErrorClass::Transient,
+        }
     }
 }
 
@@ -95,7 +389,7 @@ pub async fn connect_session(nodes: &[String], timeout: Duration) -> Result<Sess
         .connection_timeout(timeout.max(Duration::from_secs(3)))
         .build()
         .await
-        .map_err(|e| StoreError::Connect { nodes: nodes.join(","), message: e.to_string() })
+        .map_err(|source| StoreError::Connect { nodes: nodes.join(","), source: Box::new(source) })
 }
 
 impl MembershipStore {
@@ -108,11 +402,14 @@ impl MembershipStore {
 
     pub async fn with_session(session: Arc<Session>, keyspace: &str, timeout: Duration) -> Result<Self, StoreError> {
         let ks = crate::schema::quote_identifier(keyspace)
-            .map_err(|e| StoreError::Request { operation: "prepare", message: e.to_string() })?;
+            .map_err(|source| StoreError::Keyspace { source: Box::new(source) })?;
         let prepare = |cql: String| {
             let session = session.clone();
             async move {
-                let mut statement = session.prepare(cql).await.map_err(|e| StoreError::request("prepare", e))?;
+                let mut statement = session
+                    .prepare(cql.as_str())
+                    .await
+                    .map_err(|source| StoreError::Prepare { statement: cql, source: Box::new(source) })?;
                 statement.set_request_timeout(Some(timeout));
                 statement.set_consistency(Consistency::LocalQuorum);
                 Ok::<_, StoreError>(statement)
@@ -157,7 +454,7 @@ impl MembershipStore {
         self.session
             .execute_unpaged(&self.insert, (&h.0[..], advertiser.as_str(), version.0))
             .await
-            .map_err(|e| StoreError::request("insert", e))?;
+            .map_err(StoreError::execute("insert"))?;
         metrics::histogram!("memberlake_store_write_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("memberlake_store_rows_written_total").increment(1);
         Ok(())
@@ -198,15 +495,14 @@ impl MembershipStore {
             tokio::time::timeout(self.timeout, self.session.execute_unpaged(&self.select_partition, (&h.0[..],)))
                 .await
                 .map_err(|_| StoreError::Timeout { operation: "read", timeout: self.timeout })?
-                .map_err(|e| StoreError::request("read", e))?;
-        let rows =
-            result.into_rows_result().map_err(|e| StoreError::Decode { operation: "read", message: e.to_string() })?;
+                .map_err(StoreError::execute("read"))?;
+        let rows = result.into_rows_result().map_err(StoreError::decode("read"))?;
         let out = rows
             .rows::<(String, i64)>()
-            .map_err(|e| StoreError::Decode { operation: "read", message: e.to_string() })?
+            .map_err(StoreError::decode("read"))?
             .map(|r| {
                 r.map(|(advertiser_id, v)| MembershipRow { advertiser_id, list_version: ListVersion(v) })
-                    .map_err(|e| StoreError::Decode { operation: "read", message: e.to_string() })
+                    .map_err(StoreError::decode("read"))
             })
             .collect::<Result<Vec<_>, _>>()?;
         metrics::histogram!("memberlake_store_read_seconds").record(started.elapsed().as_secs_f64());
@@ -243,17 +539,18 @@ impl MembershipStore {
                     .session
                     .execute_iter(self.scan_segment.clone(), (lo, hi))
                     .await
-                    .map_err(|e| StoreError::request("scan", e))?
+                    .map_err(|source| StoreError::Pager { operation: "scan", source: Box::new(source) })?
                     .rows_stream::<(Vec<u8>, String, i64)>()
-                    .map_err(|e| StoreError::Decode { operation: "scan", message: e.to_string() })?;
+                    .map_err(StoreError::decode("scan"))?;
                 while let Some(row) = rows.next().await {
-                    let (h, adv, v) = row.map_err(|e| StoreError::request("scan", e))?;
+                    let (h, adv, v) =
+                        row.map_err(|source| StoreError::NextRow { operation: "scan", source: Box::new(source) })?;
                     scanned += 1;
                     if retire(&adv, ListVersion(v)) {
                         self.session
                             .execute_unpaged(&self.delete_row, (&h[..], adv.as_str(), v))
                             .await
-                            .map_err(|e| StoreError::request("delete", e))?;
+                            .map_err(StoreError::execute("delete"))?;
                         deleted += 1;
                     }
                 }
@@ -272,13 +569,138 @@ impl MembershipStore {
             .await
             .map_err(|_| StoreError::Timeout { operation: "ping", timeout: self.timeout })?
             .map(|_| ())
-            .map_err(|e| StoreError::request("ping", e))
+            .map_err(StoreError::execute("ping"))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use scylla::errors::{BadKeyspaceName, BadQuery, DeserializationError, SerializationError, WriteType};
+
+    fn db(error: DbError) -> ExecutionError {
+        ExecutionError::LastAttemptError(RequestAttemptError::DbError(error, "from the server".to_owned()))
+    }
+
+    fn insert_failed(source: ExecutionError) -> StoreError {
+        StoreError::Execute { operation: "insert", source: Box::new(source) }
+    }
+
+    fn io(kind: std::io::ErrorKind) -> ConnectionError {
+        ConnectionError::IoError(Arc::new(std::io::Error::from(kind)))
+    }
+
+    #[test]
+    fn an_unavailable_overloaded_or_slow_cluster_is_transient() {
+        let transient = [
+            db(DbError::Unavailable { consistency: Consistency::LocalQuorum, required: 2, alive: 1 }),
+            db(DbError::Overloaded),
+            db(DbError::IsBootstrapping),
+            db(DbError::TruncateError),
+            db(DbError::ReadTimeout {
+                consistency: Consistency::LocalQuorum,
+                received: 1,
+                required: 2,
+                data_present: false,
+            }),
+            db(DbError::WriteTimeout {
+                consistency: Consistency::LocalQuorum,
+                received: 1,
+                required: 2,
+                write_type: WriteType::Simple,
+            }),
+            db(DbError::ServerError),
+            ExecutionError::RequestTimeout(Duration::from_secs(2)),
+            ExecutionError::ConnectionPoolError(ConnectionPoolError::Initializing),
+            ExecutionError::ConnectionPoolError(ConnectionPoolError::Broken {
+                last_connection_error: ConnectionError::ConnectTimeout,
+            }),
+            ExecutionError::ConnectionPoolError(ConnectionPoolError::Broken {
+                last_connection_error: io(std::io::ErrorKind::ConnectionRefused),
+            }),
+            ExecutionError::LastAttemptError(RequestAttemptError::UnableToAllocStreamId),
+        ];
+        for source in transient {
+            let e = insert_failed(source);
+            assert_eq!(e.class(), ErrorClass::Transient, "{e}");
+            assert!(e.is_transient() && !e.is_permanent(), "{e}");
+        }
+        for e in [
+            StoreError::Timeout { operation: "read", timeout: Duration::from_millis(300) },
+            StoreError::Connect {
+                nodes: "scylla:9042".into(),
+                source: Box::new(NewSessionError::FailedToResolveAnyHostname(vec![])),
+            },
+            StoreError::Prepare {
+                statement: "SELECT 1".into(),
+                source: Box::new(PrepareError::ConnectionPoolError(ConnectionPoolError::Initializing)),
+            },
+        ] {
+            assert!(e.is_transient(), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_wrong_statement_value_credential_or_result_is_permanent() {
+        let permanent = [
+            db(DbError::SyntaxError),
+            db(DbError::Invalid),
+            db(DbError::Unauthorized),
+            db(DbError::AuthenticationError),
+            db(DbError::ConfigError),
+            ExecutionError::BadQuery(BadQuery::PartitionKeyExtraction),
+            ExecutionError::BadQuery(BadQuery::SerializationError(SerializationError::new(std::fmt::Error))),
+            ExecutionError::LastAttemptError(RequestAttemptError::SerializationError(SerializationError::new(
+                std::fmt::Error,
+            ))),
+            ExecutionError::UseKeyspaceError(UseKeyspaceError::BadKeyspaceName(BadKeyspaceName::Empty)),
+            ExecutionError::PrepareError(PrepareError::AllAttemptsFailed {
+                first_attempt: RequestAttemptError::DbError(
+                    DbError::SyntaxError,
+                    "line 1:0 no viable alternative".into(),
+                ),
+            }),
+        ];
+        for source in permanent {
+            let e = insert_failed(source);
+            assert_eq!(e.class(), ErrorClass::Permanent, "{e}");
+            assert!(e.is_permanent() && !e.is_transient(), "{e}");
+        }
+        for e in [
+            StoreError::Decode { operation: "read", source: Box::new(DeserializationError::new(std::fmt::Error)) },
+            StoreError::NextRow {
+                operation: "scan",
+                source: Box::new(NextRowError::RowDeserializationError(DeserializationError::new(std::fmt::Error))),
+            },
+            StoreError::Keyspace { source: Box::new(crate::schema::quote_identifier("no-dashes").unwrap_err()) },
+            StoreError::Connect { nodes: String::new(), source: Box::new(NewSessionError::EmptyKnownNodesList) },
+            StoreError::Prepare {
+                statement: "SELEC".into(),
+                source: Box::new(PrepareError::AllAttemptsFailed {
+                    first_attempt: RequestAttemptError::DbError(DbError::SyntaxError, String::new()),
+                }),
+            },
+        ] {
+            assert!(e.is_permanent(), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_store_error_stays_small() {
+        // Every row a worker writes returns a `Result<(), StoreError>`: the driver's errors
+        // (hundreds of bytes) are boxed.
+        assert!(std::mem::size_of::<StoreError>() <= 48, "{}", std::mem::size_of::<StoreError>());
+    }
+
+    #[test]
+    fn a_store_error_names_the_operation_and_keeps_the_driver_error_as_its_source() {
+        let e = insert_failed(db(DbError::Overloaded));
+        let text = e.to_string();
+        assert!(text.starts_with("CQL insert failed: "), "{text}");
+        assert!(text.contains("overloaded"), "{text}");
+        let source = std::error::Error::source(&e).expect("the driver's error is the source");
+        assert!(source.downcast_ref::<ExecutionError>().is_some(), "{source:?}");
+    }
 
     #[tokio::test]
     async fn the_write_window_bounds_writes_in_flight_across_clones() {

@@ -18,7 +18,7 @@ use sqlx::types::Json;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::{end_file_in, secs, sql, truncate, Catalog, CatalogError, FileState, RangeState, Result};
+use super::{end_file_in, secs, sql, truncate, Catalog, FileState, RangeState, Result};
 use crate::ids::{AdvertiserId, FileId, ListVersion};
 use crate::lake::Compression;
 use crate::ranges::ByteRange;
@@ -280,7 +280,7 @@ impl LeaseGuard {
     pub async fn complete(self, report: &RangeReport) -> Result<bool> {
         self.heartbeat.abort();
         let deadline = self.ttl;
-        crate::retry::retry("range completion", deadline, Default::default(), CatalogError::is_transient, || {
+        crate::retry::retry_transient("range completion", deadline, Default::default(), || {
             self.catalog.complete_range(&self.lease, report)
         })
         .await

@@ -23,6 +23,8 @@ use std::time::Duration;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
+use crate::error::{Classify, ErrorClass};
+
 pub use crate::states::{FileState, RangeState};
 
 mod files;
@@ -79,10 +81,14 @@ impl From<sqlx::Error> for CatalogError {
     }
 }
 
-impl CatalogError {
-    /// Whether the same call could succeed later (database restarting, network).
-    pub fn is_transient(&self) -> bool {
-        matches!(self, CatalogError::Unavailable(_))
+impl Classify for CatalogError {
+    /// Transient: Postgres unreachable or restarting. Everything else (a failed query, a lost
+    /// term, invalid input, a missing row, a conflicting state) gives the same answer again.
+    fn class(&self) -> ErrorClass {
+        match self {
+            CatalogError::Unavailable(_) => ErrorClass::Transient,
+            _ => ErrorClass::Permanent,
+        }
     }
 }
 
