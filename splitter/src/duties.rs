@@ -67,7 +67,7 @@ pub async fn retire_once(
     store: &Arc<MembershipStore>,
     cfg: &RetireConfig,
 ) -> Result<usize, RetireError> {
-    let files = leader.retirable_files(cfg.grace).await?;
+    let files = leader.begin_retirement(cfg.grace).await?;
     if files.is_empty() {
         return Ok(0);
     }
@@ -77,7 +77,7 @@ pub async fn retire_once(
     let (scanned, deleted) =
         store.retire_rows(|adv, v| retire.contains(&(adv.to_owned(), v)), cfg.segments, cfg.concurrency).await?;
     let ids: Vec<_> = files.iter().map(|(f, _)| *f).collect();
-    leader.mark_retired(&ids).await?;
+    leader.finish_retirement(&ids).await?;
     info!(
         versions = ids.len(),
         scanned,

@@ -117,7 +117,7 @@ impl TestWorld {
             ("MEMBERLAKE_LEASE_TTL", "3s"),
             ("MEMBERLAKE_VERSIONS_REFRESH", "500ms"),
             ("MEMBERLAKE_RETIRE_INTERVAL", "1s"),
-            ("MEMBERLAKE_RETIRE_GRACE", "1s"),
+            ("MEMBERLAKE_RETIRE_GRACE", "4s"), // > MEMBERLAKE_LEASE_TTL (the splitter checks)
             ("MEMBERLAKE_DATABASE_MAX_CONNECTIONS", "4"),
             ("MEMBERLAKE_LOG", "info"),
         ]

@@ -558,52 +558,56 @@ async fn failed_file_with_two_done_ranges(suite: &Suite, leader: &Leadership) ->
     id
 }
 
-/// Waits until `id` is retirable after `grace` (the start of a retirement pass).
-async fn wait_retirable(leader: &Leadership, id: FileId, grace: Duration) {
-    wait_for(Duration::from_secs(5), "the failed file to be retirable", || async {
-        leader.retirable_files(grace).await.unwrap().iter().any(|(f, _)| *f == id).then_some(())
+/// Starts a retirement pass once `id` is retirable after `grace`; returns what the pass took.
+async fn begin_pass_with(leader: &Leadership, id: FileId, grace: Duration) -> Vec<(FileId, AdvertiserId)> {
+    wait_for(Duration::from_secs(5), "the failed file to be taken by a retirement pass", || async {
+        let taken = leader.begin_retirement(grace).await.unwrap();
+        taken.iter().any(|(f, _)| *f == id).then_some(taken)
     })
-    .await;
+    .await
 }
 
-// 8. Retry vs retire: a file retried while a retirement pass runs is redone, not retired.
+// 8. Retry vs retire: a retry is refused while a retirement pass is deleting the file's rows;
+// after the pass, a retry redoes every range (the done ranges' rows are gone too).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_file_retried_during_retirement_is_redone_not_retired() {
+async fn a_retry_during_a_retirement_pass_is_refused_then_redoes_every_range() {
     let suite = Suite::new().await;
     let leader = suite.leader().await;
     let grace = Duration::from_secs(1);
     let settled_at = Instant::now();
     let id = failed_file_with_two_done_ranges(&suite, &leader).await;
-    let retirable = leader.retirable_files(grace).await.unwrap();
+    let early = leader.begin_retirement(grace).await.unwrap();
     if settled_at.elapsed() < grace {
-        assert!(retirable.is_empty(), "retirable before the grace: {retirable:?}");
+        assert!(early.is_empty(), "retirable before the grace: {early:?}");
     }
 
-    // The pass lists the file (and would now delete its rows from the store)...
-    wait_retirable(&leader, id, grace).await;
-    // ...while an operator retries it...
+    // The pass takes the file (and would now delete its rows from the store)...
+    let taken = begin_pass_with(&leader, id, grace).await;
+    assert_eq!(taken, [(id, adv("acme"))]);
+    // ...an operator's retry is refused meanwhile, and changes nothing...
+    let err = suite.catalog.retry_file("bob", id).await.unwrap_err();
+    assert!(matches!(&err, CatalogError::Conflict(m) if m.contains("being retired")), "{err:?}");
+    let f = suite.file(id).await;
+    assert_eq!((f.state, f.ranges_done, f.retired_at), (FileState::Failed, 2, None));
+    assert!(suite.claim("w", LONG).await.is_none());
+    // ...until the pass records it retired.
+    leader.finish_retirement(&[id]).await.unwrap();
+    let f = suite.file(id).await;
+    assert_eq!(f.state, FileState::Failed);
+    assert!(f.retired_at.is_some());
+
+    // A retry now redoes every range: the rows of the done ones were deleted too.
     let (f, requeued) = suite.catalog.retry_file("bob", id).await.unwrap();
-    assert_eq!(requeued, 1);
-    assert_eq!((f.state, f.failure_reason, f.finished_at, f.ranges_done), (FileState::Ingesting, None, None, 2));
+    assert_eq!(requeued, 3);
+    assert_eq!((f.state, f.failure_reason, f.finished_at, f.retired_at), (FileState::Ingesting, None, None, None));
+    assert_eq!((f.ranges_done, f.rows_ingested, f.rows_rejected), (0, 0, 0));
+    assert_eq!(suite.ranges(id).await, counts(3, 0, 0, 0));
     let action = suite.last_action().await;
     assert_eq!(
         (action.actor.as_str(), action.action.as_str(), &action.details),
-        ("bob", "retry", &json!({"ranges": 1}))
+        ("bob", "retry", &json!({"ranges": 3, "rows_retired": true}))
     );
-    // ...and then records it retired.
-    leader.mark_retired(&[id]).await.unwrap();
-
-    // The file is ingesting again, not retired: the rows of its done ranges may be gone, so
-    // they are queued again and the progress recounted.
-    let f = suite.file(id).await;
-    assert_eq!((f.state, f.retired_at, f.finished_at), (FileState::Ingesting, None, None));
-    assert_eq!((f.ranges_done, f.rows_ingested, f.rows_rejected), (0, 0, 0));
-    assert_eq!(suite.ranges(id).await, counts(3, 0, 0, 0));
-    let ingesting = FileFilter { state: Some(FileState::Ingesting), ..Default::default() };
-    assert_eq!(suite.catalog.list_files(&ingesting).await.unwrap(), [f]);
-    let failed = FileFilter { state: Some(FileState::Failed), ..Default::default() };
-    assert!(suite.catalog.list_files(&failed).await.unwrap().is_empty());
-    assert!(leader.retirable_files(Duration::ZERO).await.unwrap().is_empty());
+    assert!(leader.begin_retirement(Duration::ZERO).await.unwrap().is_empty(), "an ingesting file is not retirable");
 
     // It completes and activates with every range redone.
     let mut redone = Vec::new();
@@ -618,85 +622,56 @@ async fn a_file_retried_during_retirement_is_redone_not_retired() {
     assert_eq!((f.state, f.active, f.rows_ingested, f.retired_at), (FileState::Ingested, true, 30, None));
 }
 
+// A retry before any pass took the file keeps its done ranges (their rows are still there), and
+// the reopened file is no longer retirable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_before_retirement_requeues_only_failed_ranges() {
+    let suite = Suite::new().await;
+    let leader = suite.leader().await;
+    let id = failed_file_with_two_done_ranges(&suite, &leader).await;
+    let (f, requeued) = suite.catalog.retry_file("bob", id).await.unwrap();
+    assert_eq!((requeued, f.state, f.ranges_done, f.rows_ingested), (1, FileState::Ingesting, 2, 20));
+    assert_eq!(suite.ranges(id).await, counts(1, 0, 2, 0));
+    assert!(leader.begin_retirement(Duration::ZERO).await.unwrap().is_empty());
+    let g = suite.claim("w", LONG).await.unwrap();
+    assert_eq!((g.lease().range_index, g.lease().attempt), (2, 1));
+    assert!(g.complete(&report(10, 0)).await.unwrap());
+    let settled = leader.settle_files(MAX_REJECT_RATIO).await.unwrap();
+    assert_eq!(settled.activated, [(adv("acme"), id)]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retirement_without_a_retry_marks_the_file_retired() {
     let suite = Suite::new().await;
     let leader = suite.leader().await;
     let id = failed_file_with_two_done_ranges(&suite, &leader).await;
-    let grace = Duration::from_millis(200);
-    wait_retirable(&leader, id, grace).await;
-    leader.mark_retired(&[id]).await.unwrap();
+    begin_pass_with(&leader, id, Duration::from_millis(200)).await;
+    leader.finish_retirement(&[id]).await.unwrap();
     let f = suite.file(id).await;
     assert_eq!((f.state, f.ranges_done), (FileState::Failed, 2));
     assert!(f.retired_at.is_some());
-    assert!(leader.retirable_files(Duration::ZERO).await.unwrap().is_empty(), "retired once");
+    assert!(leader.begin_retirement(Duration::ZERO).await.unwrap().is_empty(), "retired once");
 }
 
-// Bugs: the retirement race's other paths. A pass lists retirable versions, deletes their rows
-// from the store, then records them (`mark_retired`); `retry_file` reopens a file under the same
-// version id, and `mark_retired` requeues only the *done* ranges of a file still *ingesting*.
-// Each path below ends with an active version missing rows.
-
+// A pass that died is taken again by the next one; a version no pass took is never recorded
+// retired (an active one in particular).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: retry_file of an already retired file keeps its done ranges, whose rows retirement deleted"]
-async fn bug_retrying_a_retired_file_redoes_its_done_ranges() {
+async fn an_interrupted_pass_is_taken_again_and_untaken_versions_are_never_marked() {
     let suite = Suite::new().await;
     let leader = suite.leader().await;
-    let id = failed_file_with_two_done_ranges(&suite, &leader).await;
-    let grace = Duration::from_millis(200);
-    // A whole retirement pass: listed, rows deleted from the store, recorded retired.
-    wait_retirable(&leader, id, grace).await;
-    leader.mark_retired(&[id]).await.unwrap();
-    assert!(suite.file(id).await.retired_at.is_some());
+    let failed = failed_file_with_two_done_ranges(&suite, &leader).await;
+    begin_pass_with(&leader, failed, Duration::ZERO).await;
+    // The pass dies before finishing; the next one takes the same file again.
+    assert_eq!(leader.begin_retirement(Duration::ZERO).await.unwrap(), [(failed, adv("acme"))]);
 
-    // An operator retries it later: ranges 0 and 1 have no rows in the store any more.
-    let (f, _) = suite.catalog.retry_file("bob", id).await.unwrap();
-    assert_eq!((f.state, f.retired_at), (FileState::Ingesting, None));
-    assert_eq!(
-        (f.ranges_done, suite.ranges(id).await),
-        (0, counts(3, 0, 0, 0)),
-        "a retired file's done ranges must be redone, or it activates without their rows"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: mark_retired does not revoke a lease of a retried file taken during the retirement pass"]
-async fn bug_a_lease_taken_during_retirement_is_revoked_by_mark_retired() {
-    let suite = Suite::new().await;
-    let leader = suite.leader().await;
-    let id = failed_file_with_two_done_ranges(&suite, &leader).await;
-    let grace = Duration::from_millis(200);
-    wait_retirable(&leader, id, grace).await;
-    // The pass has listed the file and is deleting its rows; an operator retries it and a
-    // worker takes range 2 and writes its rows (which the pass may delete after they land).
-    suite.catalog.retry_file("bob", id).await.unwrap();
-    let g = suite.claim("w", LONG).await.unwrap();
-    assert_eq!(g.lease().range_index, 2);
-    leader.mark_retired(&[id]).await.unwrap();
-    // Ranges 0 and 1 are redone; range 2 must be too, so its completion must be refused.
-    assert!(!g.complete(&report(10, 0)).await.unwrap(), "range 2's rows may have been deleted by the pass");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a file retried and settled during a retirement pass is activated, then marked retired"]
-async fn bug_a_file_activated_during_retirement_is_not_marked_retired() {
-    let suite = Suite::new().await;
-    let leader = suite.leader().await;
-    let id = failed_file_with_two_done_ranges(&suite, &leader).await;
-    let grace = Duration::from_millis(200);
-    wait_retirable(&leader, id, grace).await;
-    // While the pass deletes the file's rows: retry, range 2 redone, settled and activated.
-    suite.catalog.retry_file("bob", id).await.unwrap();
-    assert!(suite.claim("w", LONG).await.unwrap().complete(&report(10, 0)).await.unwrap());
-    let settled = leader.settle_files(MAX_REJECT_RATIO).await.unwrap();
-    assert_eq!(settled.activated, [(adv("acme"), id)]);
-    // The pass ends.
-    leader.mark_retired(&[id]).await.unwrap();
-    let f = suite.file(id).await;
-    assert!(
-        !(f.active && f.retired_at.is_some()),
-        "the active version {id} is recorded retired (its rows were deleted): {f:?}"
-    );
+    let active = suite.register("globex", 1000).await;
+    leader.split_registered_files(1000, 10).await.unwrap();
+    assert!(suite.claim("w", LONG).await.unwrap().complete(&report(5, 0)).await.unwrap());
+    assert_eq!(leader.settle_files(MAX_REJECT_RATIO).await.unwrap().activated, [(adv("globex"), active)]);
+    leader.finish_retirement(&[failed, active]).await.unwrap();
+    assert!(suite.file(failed).await.retired_at.is_some());
+    let a = suite.file(active).await;
+    assert!(a.active && a.retired_at.is_none(), "{a:?}");
 }
 
 // 9. Leader fencing.
@@ -733,7 +708,8 @@ async fn a_deposed_leader_changes_nothing() {
     assert_not_leader(a.split_registered_files(1000, 10).await, a.term(), "split");
     assert_not_leader(a.reap_expired_leases(5).await, a.term(), "reap");
     assert_not_leader(a.settle_files(MAX_REJECT_RATIO).await, a.term(), "settle");
-    assert_not_leader(a.mark_retired(&[f]).await, a.term(), "mark_retired");
+    assert_not_leader(a.begin_retirement(Duration::ZERO).await, a.term(), "begin_retirement");
+    assert_not_leader(a.finish_retirement(&[f]).await, a.term(), "finish_retirement");
     assert!(cat.acquire_leadership(ROLE, "a", LONG, Some(&a)).await.unwrap().is_none(), "a cannot renew");
     assert_eq!((suite.file(x).await.state, suite.file(x).await.ranges_total), (FileState::Registered, 0));
     assert_eq!(suite.ranges(r).await, counts(0, 1, 0, 0), "the expired lease is not reaped");
@@ -747,7 +723,8 @@ async fn a_deposed_leader_changes_nothing() {
     assert_eq!(suite.ranges(r).await, counts(1, 0, 0, 0));
     let settled = b.settle_files(MAX_REJECT_RATIO).await.unwrap();
     assert_eq!(settled, Settled { activated: vec![(adv("acme"), s)], ..Default::default() });
-    b.mark_retired(&[f]).await.unwrap();
+    assert!(b.begin_retirement(Duration::ZERO).await.unwrap().iter().any(|(id, _)| *id == f));
+    b.finish_retirement(&[f]).await.unwrap();
     assert!(suite.file(f).await.retired_at.is_some());
     assert_eq!(suite.active_versions().await, [version("acme", s)]);
 

@@ -208,8 +208,10 @@ impl Leadership {
         let mut tx = self.begin().await?;
         let mut settled = Settled::default();
 
+        let locked: Vec<FileId> =
+            sqlx::query_scalar(sql!("files", "lock_with_failed_ranges")).fetch_all(&mut *tx).await?;
         let broken: Vec<FailedRange> =
-            sqlx::query_as(sql!("ranges", "first_failed_of_ingesting")).fetch_all(&mut *tx).await?;
+            sqlx::query_as(sql!("ranges", "first_failed")).bind(&locked).fetch_all(&mut *tx).await?;
         for range in broken {
             let reason =
                 format!("range {} failed after {} attempts: {}", range.range_index, range.attempts, range.last_error);
@@ -251,26 +253,22 @@ impl Leadership {
         Ok(settled)
     }
 
-    /// Versions whose rows may be retired from the store (see `queries/files/retirable.sql`):
-    /// finished at least `grace` ago, which must exceed the workers' lease TTL.
-    pub async fn retirable_files(&self, grace: Duration) -> Result<Vec<(FileId, AdvertiserId)>> {
+    /// Starts a retirement pass: takes the versions whose rows may now leave the store (see
+    /// `queries/files/begin_retirement.sql`), finished at least `grace` ago — which must exceed
+    /// the workers' lease TTL — and fences operators' retries of them until
+    /// [`finish_retirement`](Self::finish_retirement).
+    pub async fn begin_retirement(&self, grace: Duration) -> Result<Vec<(FileId, AdvertiserId)>> {
+        let mut tx = self.begin().await?;
         let rows: Vec<Retirable> =
-            sqlx::query_as(sql!("files", "retirable")).bind(secs(grace)).fetch_all(&self.catalog.pool).await?;
+            sqlx::query_as(sql!("files", "begin_retirement")).bind(secs(grace)).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
         Ok(rows.into_iter().map(|r| (r.file_id, r.advertiser_id)).collect())
     }
 
-    /// Records that these versions' rows are gone from the store. A file retried by an
-    /// operator while the pass ran may have lost rows it had already rewritten: its done ranges
-    /// are queued again.
-    pub async fn mark_retired(&self, files: &[FileId]) -> Result<()> {
+    /// Records that these versions' rows are gone from the store, ending the pass.
+    pub async fn finish_retirement(&self, files: &[FileId]) -> Result<()> {
         let mut tx = self.begin().await?;
-        sqlx::query(sql!("files", "mark_retired")).bind(files).execute(&mut *tx).await?;
-        let redo =
-            sqlx::query(sql!("ranges", "redo_done_of_ingesting")).bind(files).execute(&mut *tx).await?.rows_affected();
-        if redo > 0 {
-            sqlx::query(sql!("files", "recount")).bind(files).execute(&mut *tx).await?;
-            tracing::warn!(ranges = redo, "files retried during retirement: their done ranges are redone");
-        }
+        sqlx::query(sql!("files", "finish_retirement")).bind(files).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(())
     }

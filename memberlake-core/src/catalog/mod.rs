@@ -168,15 +168,15 @@ pub fn query_files() -> Vec<(String, &'static str)> {
     let mut out = all!(
         "advertisers": ["activate", "active_versions", "ensure", "notify_activation", "set_weight"],
         "files": [
-            "all", "by_id", "fail", "list", "lock_state", "mark_ingested", "mark_retired", "mark_split", "pace",
-            "ready_to_settle", "recount", "register", "registered_objects", "reopen", "retirable", "set_paused",
-            "set_priority", "to_split",
+            "all", "begin_retirement", "by_id", "fail", "finish_retirement", "list", "lock_for_retry", "lock_state", "lock_with_failed_ranges",
+            "mark_ingested", "mark_split", "pace", "ready_to_settle", "register", "registered_objects", "reopen",
+            "set_paused", "set_priority", "to_split",
         ],
         "leader_leases": ["acquire", "current", "hold_term", "resign"],
         "operator_actions": ["latest", "record"],
         "ranges": [
-            "claim", "complete", "count_by_state", "first_failed_of_ingesting", "heartbeat", "insert_plan",
-            "last_errors", "lock_lease", "queue_depth", "reap_expired", "redo_done_of_ingesting", "rejection_samples",
+            "claim", "complete", "count_by_state", "first_failed", "heartbeat", "insert_plan",
+            "last_errors", "lock_lease", "queue_depth", "reap_expired", "rejection_samples",
             "release", "retry_failed", "revoke_file", "rows_per_minute", "set_last_error",
         ],
     );

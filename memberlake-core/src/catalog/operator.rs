@@ -95,6 +95,13 @@ struct Pace {
 }
 
 #[derive(sqlx::FromRow)]
+struct RetryCandidate {
+    state: FileState,
+    retiring_at: Option<DateTime<Utc>>,
+    retired_at: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
 struct QueueDepth {
     queued_express: i64,
     queued_bulk: i64,
@@ -194,21 +201,34 @@ impl Catalog {
         self.file(id).await?.ok_or_else(|| not_found(id))
     }
 
-    /// Requeues a failed file's failed ranges (attempts reset). Returns the ranges requeued.
+    /// Requeues a failed file's failed ranges (attempts reset) — every range if its rows were
+    /// retired from the store. Refused while a retirement pass is deleting the file's rows.
+    /// Returns the ranges requeued.
     pub async fn retry_file(&self, actor: &str, id: FileId) -> Result<(FileRecord, u64)> {
         let mut tx = self.pool.begin().await?;
-        let state = lock_file_state(&mut tx, id).await?;
-        if !matches!(state, FileState::Failed | FileState::Ingesting) {
+        let file: Option<RetryCandidate> =
+            sqlx::query_as(sql!("files", "lock_for_retry")).bind(id).fetch_optional(&mut *tx).await?;
+        let file = file.ok_or_else(|| not_found(id))?;
+        if !matches!(file.state, FileState::Failed | FileState::Ingesting) {
             return Err(CatalogError::Conflict(format!(
-                "file {id} is {state}: only failed (or ingesting) files have ranges to retry"
+                "file {id} is {}: only failed (or ingesting) files have ranges to retry",
+                file.state
             )));
         }
-        let requeued = sqlx::query(sql!("ranges", "retry_failed")).bind(id).execute(&mut *tx).await?.rows_affected();
+        let retired = file.retired_at.is_some();
+        if let (Some(since), false) = (file.retiring_at, retired) {
+            return Err(CatalogError::Conflict(format!(
+                "file {id}'s rows are being retired from the store (since {since}); retry it once the pass is done"
+            )));
+        }
+        let requeued =
+            sqlx::query(sql!("ranges", "retry_failed")).bind(id).bind(retired).execute(&mut *tx).await?.rows_affected();
         if requeued == 0 {
             return Err(CatalogError::Conflict(format!("file {id} has no failed ranges to retry")));
         }
-        sqlx::query(sql!("files", "reopen")).bind(id).execute(&mut *tx).await?;
-        record_action(&mut tx, actor, "retry", &file_target(id), serde_json::json!({"ranges": requeued})).await?;
+        sqlx::query(sql!("files", "reopen")).bind(id).bind(retired).execute(&mut *tx).await?;
+        let details = serde_json::json!({"ranges": requeued, "rows_retired": retired});
+        record_action(&mut tx, actor, "retry", &file_target(id), details).await?;
         tx.commit().await?;
         Ok((self.file(id).await?.ok_or_else(|| not_found(id))?, requeued))
     }

@@ -1,5 +1,8 @@
--- A retried file is ingesting again; its rows may have been retired meanwhile, so it is no
--- longer retired either.
+-- A retried file is ingesting again and no longer retired; when its rows had been retired
+-- ($2), every range is redone, so its progress starts from zero.
 UPDATE files
-SET state = 'ingesting', failure_reason = NULL, finished_at = NULL, retired_at = NULL
+SET state = 'ingesting', failure_reason = NULL, finished_at = NULL, retired_at = NULL,
+    ranges_done = CASE WHEN $2 THEN 0 ELSE ranges_done END,
+    rows_ingested = CASE WHEN $2 THEN 0 ELSE rows_ingested END,
+    rows_rejected = CASE WHEN $2 THEN 0 ELSE rows_rejected END
 WHERE file_id = $1
