@@ -17,7 +17,9 @@ use std::time::Duration;
 use clap::Parser;
 use memberlake::bootstrap;
 use memberlake::catalog::{Catalog, ClaimPolicy, Lane};
-use memberlake::config::{parse_bytes, parse_duration, DatabaseArgs, LakeArgs, LaneArgs, LeaseArgs, LogArgs};
+use memberlake::config::{
+    parse_bytes, parse_duration, DatabaseArgs, InstanceArgs, LakeArgs, LaneArgs, LeaseArgs, LogArgs,
+};
 use memberlake::config::{PriorityArgs, StoreArgs};
 use memberlake::http::ops_router;
 use memberlake::lake::Lake;
@@ -77,9 +79,8 @@ pub struct Config {
     /// After SIGTERM, time the range in hand gets to finish before its lease is given back.
     #[arg(long, env = "MEMBERLAKE_SHUTDOWN_GRACE", value_parser = parse_duration, default_value = "20s")]
     pub shutdown_grace: Duration,
-    /// Name of this worker in leases (default: host-pid).
-    #[arg(long, env = "MEMBERLAKE_INSTANCE_ID")]
-    pub instance_id: Option<String>,
+    #[command(flatten)]
+    pub instance: InstanceArgs,
     /// /healthz, /readyz and /metrics.
     #[arg(long, env = "MEMBERLAKE_METRICS_ADDR", default_value = "127.0.0.1:9103")]
     pub metrics_addr: SocketAddr,
@@ -143,7 +144,7 @@ pub async fn run(deps: Deps, config: &Config, shutdown: Shutdown) -> Result<(), 
     let server = Server::bind(config.metrics_addr, ops_router(checks), shutdown.clone()).await?;
     let worker = Arc::new(worker::Worker {
         cfg: worker::WorkerConfig {
-            worker_id: bootstrap::instance_id(config.instance_id.as_deref()),
+            worker_id: config.instance.name(),
             lease_ttl: config.leases.lease_ttl,
             idle_poll: config.poll_interval,
             max_attempts: config.leases.max_attempts,

@@ -75,8 +75,7 @@ impl Deps {
             &config.matcher_tokens,
             config.matcher_tokens_file.as_deref(),
             config.matcher_addr,
-        )
-        .map_err(|source| ServiceError::Read { what: "MEMBERLAKE_MATCHER_TOKENS_FILE", source })?;
+        )?;
         Ok(Self {
             catalog: bootstrap::open_catalog(&config.database).await?,
             store: Arc::new(bootstrap::open_store(&config.store).await?),

@@ -34,15 +34,6 @@ pub async fn open_store(args: &StoreArgs) -> Result<MembershipStore, BootstrapEr
     Ok(MembershipStore::with_session(session, &args.scylla_keyspace, args.scylla_timeout).await?)
 }
 
-/// A name for this process in leases and logs: `MEMBERLAKE_INSTANCE_ID`, else host and pid.
-pub fn instance_id(configured: Option<&str>) -> String {
-    if let Some(id) = configured.filter(|s| !s.is_empty()) {
-        return id.to_owned();
-    }
-    let host = std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "host".into());
-    format!("{host}-{}", std::process::id())
-}
-
 /// `/readyz` check: Postgres answers.
 pub fn postgres_ready(catalog: &Catalog) -> ReadinessCheck {
     let catalog = catalog.clone();

@@ -62,6 +62,26 @@ pub struct LeaseArgs {
     pub max_attempts: i32,
 }
 
+/// How this process names itself in leases and logs (workers and splitters share it).
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct InstanceArgs {
+    /// Name of this process in leases and logs (default: host-pid).
+    #[arg(long, env = "MEMBERLAKE_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+}
+
+impl InstanceArgs {
+    /// `MEMBERLAKE_INSTANCE_ID`, else the host name and the process id.
+    pub fn name(&self) -> String {
+        if let Some(id) = self.instance_id.as_deref().filter(|s| !s.is_empty()) {
+            return id.to_owned();
+        }
+        let host =
+            std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "host".into());
+        format!("{host}-{}", std::process::id())
+    }
+}
+
 /// A rule between settings, checked at start so that a bad combination stops the service with
 /// a message naming the settings to fix instead of misbehaving later.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -84,6 +84,16 @@ pub async fn spawn_server(
     Ok((local, handle))
 }
 
+/// A token file that cannot be read; names the setting to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {variable}_FILE ({path}): {source}")]
+pub struct TokenFileError {
+    pub variable: &'static str,
+    pub path: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// An API error: status, machine-readable code and a message safe to show the caller.
 /// Rendered as `{"error": {"code": "...", "message": "..."}}`; 503 adds `Retry-After`, 401 adds
 /// `WWW-Authenticate`.
@@ -192,14 +202,19 @@ impl Tokens {
         Ok(Self::parse(&all))
     }
 
-    /// [`load`](Self::load), warning loudly when no token is configured (the surface is open).
+    /// [`load`](Self::load) for the surface on `addr` configured by `variable` (and
+    /// `<variable>_FILE`), warning loudly when no token is configured (the surface is open).
     pub fn load_for_surface(
-        variable: &str,
+        variable: &'static str,
         items: &[String],
         file: Option<&std::path::Path>,
         addr: SocketAddr,
-    ) -> std::io::Result<Self> {
-        let tokens = Self::load(items, file)?;
+    ) -> Result<Self, TokenFileError> {
+        let tokens = Self::load(items, file).map_err(|source| TokenFileError {
+            variable,
+            path: file.map(|p| p.display().to_string()).unwrap_or_default(),
+            source,
+        })?;
         if tokens.is_open() {
             tracing::warn!("{variable} is unset: the API on {addr} is OPEN to anyone who can reach it");
         }

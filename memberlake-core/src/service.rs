@@ -32,12 +32,8 @@ pub enum ServiceError {
         #[source]
         source: std::io::Error,
     },
-    #[error("reading {what}: {source}")]
-    Read {
-        what: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Tokens(#[from] crate::http::TokenFileError),
 }
 
 /// A service's first steps: parse its configuration (environment, flags override), set up

@@ -73,8 +73,7 @@ impl Deps {
             &config.admin_tokens,
             config.admin_tokens_file.as_deref(),
             config.admin_addr,
-        )
-        .map_err(|source| ServiceError::Read { what: "MEMBERLAKE_ADMIN_TOKENS_FILE", source })?;
+        )?;
         Ok(Self {
             catalog: bootstrap::open_catalog(&config.database).await?,
             lake: Lake::open(&config.lake.lake_url)?,

@@ -16,7 +16,7 @@ use std::time::Duration;
 use clap::Parser;
 use memberlake::bootstrap;
 use memberlake::catalog::{Catalog, CatalogError, Leadership};
-use memberlake::config::{parse_bytes, parse_duration, DatabaseArgs, LeaseArgs, LogArgs, StoreArgs};
+use memberlake::config::{parse_bytes, parse_duration, DatabaseArgs, InstanceArgs, LeaseArgs, LogArgs, StoreArgs};
 use memberlake::http::ops_router;
 use memberlake::service::{Server, ServiceError};
 use memberlake::shutdown::Shutdown;
@@ -60,9 +60,8 @@ pub struct Config {
     /// MEMBERLAKE_LEASE_TTL, so no worker with a revoked lease is still writing them.
     #[arg(long, env = "MEMBERLAKE_RETIRE_GRACE", value_parser = parse_duration, default_value = "2m")]
     pub retire_grace: Duration,
-    /// Name of this process in the leader lease (default: host-pid).
-    #[arg(long, env = "MEMBERLAKE_INSTANCE_ID")]
-    pub instance_id: Option<String>,
+    #[command(flatten)]
+    pub instance: InstanceArgs,
     /// /healthz, /readyz and /metrics.
     #[arg(long, env = "MEMBERLAKE_METRICS_ADDR", default_value = "127.0.0.1:9102")]
     pub metrics_addr: SocketAddr,
@@ -102,7 +101,7 @@ pub async fn run(deps: Deps, config: &Config, shutdown: Shutdown) -> Result<(), 
     let checks = vec![bootstrap::postgres_ready(&catalog), bootstrap::cql_ready(&store)];
     let server = Server::bind(config.metrics_addr, ops_router(checks), shutdown.clone()).await?;
 
-    let holder = bootstrap::instance_id(config.instance_id.as_deref());
+    let holder = config.instance.name();
     let mut elector = leader::Elector::new(catalog.clone(), holder, config.leader_ttl);
     let duties = duties::DutyConfig {
         range_size: config.range_size,
