@@ -44,12 +44,19 @@ pub enum RangeError {
 }
 
 impl RangeError {
-    /// Permanent errors fail the whole file; the others give the lease back for a retry.
+    /// Permanent errors fail the whole file; the others give the lease back for a retry. A
+    /// fault of this worker's own configuration is never permanent for the file.
     pub fn is_permanent(&self) -> bool {
         match self {
-            RangeError::Lake(e) => e.is_permanent(),
+            RangeError::Lake(e) => e.is_permanent() && !e.is_replica_fault(),
             _ => false,
         }
+    }
+
+    /// This worker cannot do the work whatever the file (its credentials were refused): the
+    /// range goes back without spending an attempt, for a correctly configured worker.
+    pub fn is_replica_fault(&self) -> bool {
+        matches!(self, RangeError::Lake(e) if e.is_replica_fault())
     }
 }
 

@@ -47,6 +47,9 @@ enum RangeResult {
     Permanent(RangeError),
     /// Another attempt may succeed (lake, store or network trouble).
     Transient(RangeError),
+    /// This worker's configuration is at fault (its lake credentials were refused): another
+    /// worker may succeed, and no attempt is spent.
+    ReplicaFault(RangeError),
     /// The lease was lost while working (expired and re-leased, file failed or cancelled).
     LeaseLost,
     /// Shutdown was requested and the grace period ran out.
@@ -58,6 +61,7 @@ impl From<Result<(RangeReport, Timings), RangeError>> for RangeResult {
         match r {
             Ok((report, timings)) => RangeResult::Done { report, timings },
             Err(RangeError::LeaseLost) => RangeResult::LeaseLost,
+            Err(e) if e.is_replica_fault() => RangeResult::ReplicaFault(e),
             Err(e) if e.is_permanent() => RangeResult::Permanent(e),
             Err(e) => RangeResult::Transient(e),
         }
@@ -199,6 +203,12 @@ impl Worker {
                 failed("transient");
                 let why = GiveBack::AfterError { error: e.to_string(), max_attempts: self.cfg.max_attempts };
                 give_back(guard, why).await;
+                Next::BackOff
+            }
+            RangeResult::ReplicaFault(e) => {
+                warn!(error = %e, "this worker cannot read the lake: giving the range back without spending an attempt");
+                failed("replica_fault");
+                give_back(guard, GiveBack::ReplicaFault { error: e.to_string() }).await;
                 Next::BackOff
             }
             RangeResult::Shutdown => {

@@ -37,6 +37,15 @@ pub enum LakeError {
     /// A compressed object that does not decode: permanent for the file.
     #[error("cannot decompress the object: {0}")]
     Corrupt(String),
+    /// The lake refused this process's credentials (401/403): a fault of this replica's
+    /// configuration (`AWS_*`), not of the file — a worker gives the range back without spending
+    /// an attempt. Retrying the same call gives the same answer.
+    #[error("the lake refused this process's credentials for {key:?} (check its AWS_* settings): {source}")]
+    AccessDenied {
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
     /// Anything else (network, throttling, server error): worth retrying.
     #[error("lake request for {key:?} failed: {source}")]
     Transient {
@@ -52,7 +61,8 @@ impl Classify for LakeError {
             LakeError::InvalidUrl { .. }
             | LakeError::NotFound { .. }
             | LakeError::Changed { .. }
-            | LakeError::Corrupt(_) => ErrorClass::Permanent,
+            | LakeError::Corrupt(_)
+            | LakeError::AccessDenied { .. } => ErrorClass::Permanent,
             LakeError::Transient { .. } => ErrorClass::Transient,
         }
     }
@@ -71,8 +81,17 @@ impl LakeError {
             object_store::Error::Precondition { .. } | object_store::Error::NotModified { .. } => {
                 LakeError::Changed { key: key.to_owned() }
             }
+            source @ (object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. }) => {
+                LakeError::AccessDenied { key: key.to_owned(), source }
+            }
             source => LakeError::Transient { key: key.to_owned(), source },
         }
+    }
+
+    /// Whether the fault lies with this process's configuration rather than with the object
+    /// (see [`LakeError::AccessDenied`]).
+    pub fn is_replica_fault(&self) -> bool {
+        matches!(self, LakeError::AccessDenied { .. })
     }
 }
 

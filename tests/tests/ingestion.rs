@@ -418,3 +418,50 @@ async fn a_worker_with_a_wrong_lake_never_fails_a_file() {
     assert_eq!(owners, 0);
     wrong.terminate().await;
 }
+
+/// A worker whose lake credentials are refused (403) gives each range back without spending an
+/// attempt, so it can never fail a file; a healthy worker ingests the list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_refused_credentials_spends_no_attempts() {
+    let world = TestWorld::new_s3().await;
+    let _meta =
+        world.spawn("meta-service", "meta-a", &[("MEMBERLAKE_ADMIN_ADDR", &format!("127.0.0.1:{}", free_port()))]);
+    let _splitter = world.spawn("splitter", "splitter-a", &[("MEMBERLAKE_RANGE_SIZE", "16KiB")]);
+    let members = emails(0, 5_000);
+    let data: Vec<u8> = members.iter().flat_map(|e| format!("{e}\n").into_bytes()).collect();
+    let key = world.upload("acme", "members.csv", data).await;
+    let split = wait_for(Duration::from_secs(20), "file split", || async {
+        world.files().await.into_iter().find(|f| f.state == FileState::Ingesting)
+    })
+    .await;
+
+    let secret = "0".repeat(64);
+    let mut refused = world.spawn(
+        "compute-worker",
+        "refused-worker",
+        &[("AWS_SECRET_ACCESS_KEY", &secret), ("MEMBERLAKE_WORKER_POLL_INTERVAL", "20ms")],
+    );
+    // It claims ranges and gives them back, each time without spending the attempt.
+    let (_, metrics) = wait_for(Duration::from_secs(30), "the refused worker to give a range back", || async {
+        refused
+            .get("/metrics")
+            .await
+            .ok()
+            .filter(|(_, m)| metric_value(m, "memberlake_worker_ranges_failed_total") >= 1.0)
+    })
+    .await;
+    assert!(metrics.contains("kind=\"replica_fault\""), "{metrics}");
+    assert_eq!(metric_value(&metrics, "memberlake_worker_ranges_done_total"), 0.0);
+    let f = world.file(split.file_id).await;
+    assert_eq!(f.state, FileState::Ingesting, "{f:?}");
+    assert_eq!(
+        sql_i64(&world.catalog, "SELECT coalesce(max(attempts), 0)::bigint FROM ranges WHERE state <> 'leased'").await,
+        0
+    );
+    assert!(refused.log_text().contains("credentials"), "the log says what is wrong");
+
+    let _healthy = world.spawn("compute-worker", "worker-0", &[]);
+    let f = world.wait_finished(&key, FINISH).await;
+    assert_eq!((f.state, f.rows_ingested, f.active), (FileState::Ingested, 5_000, true), "{f:?}");
+    refused.terminate().await;
+}

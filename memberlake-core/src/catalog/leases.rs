@@ -155,6 +155,9 @@ pub enum GiveBack {
     AfterError { error: String, max_attempts: i32 },
     /// The worker is shutting down: the attempt is handed back.
     AtShutdown,
+    /// The fault is the worker's own (e.g. its lake credentials were refused), not the
+    /// range's: the attempt is handed back and the error recorded for operators.
+    ReplicaFault { error: String },
 }
 
 impl Catalog {
@@ -211,6 +214,7 @@ impl Catalog {
         let (error, max_attempts, count_attempt) = match why {
             GiveBack::AfterError { error, max_attempts } => (truncate(error, 1000), *max_attempts, true),
             GiveBack::AtShutdown => ("given back at shutdown".to_owned(), i32::MAX, false),
+            GiveBack::ReplicaFault { error } => (truncate(error, 1000), i32::MAX, false),
         };
         Ok(sqlx::query_scalar(sql!("ranges", "release"))
             .bind(lease.file_id)
