@@ -24,7 +24,9 @@ pub use client::{AdminClient, AdminError};
 pub use memberlake_records::ids::{AdvertiserId, FileId};
 pub use memberlake_records::records::RejectReason;
 pub use memberlake_records::states::{FileState, RangeState};
-pub use requests::{parse_file_id, InvalidRequest, LimitQuery, ListFilesQuery, SetPriority, SetWeight, Validate};
+pub use requests::{
+    parse_file_id, InvalidRequest, LimitQuery, ListFilesQuery, Listing, SetPriority, SetWeight, Validate,
+};
 pub use routes::Route;
 pub use views::{
     ActionsResponse, ErrorBody, ErrorDetail, FileDetailView, FileResponse, FileView, FilesResponse, MinuteRowsView,

@@ -1,6 +1,7 @@
 //! What a caller sends: query strings and bodies, each rejecting unknown fields (a misspelled
 //! setting is a 400, not silently ignored), and the rules on their values as [`Validate`], so
-//! that the server and [`AdminClient`](crate::AdminClient) check the same thing.
+//! that the server and [`AdminClient`](crate::AdminClient) check the same thing; a listing's
+//! `limit` through [`Listing`].
 
 use std::ops::RangeInclusive;
 
@@ -41,10 +42,22 @@ pub fn parse_file_id(raw: &str) -> Result<FileId, InvalidRequest> {
     raw.parse::<i64>().ok().filter(|id| *id > 0).map(FileId).ok_or_else(|| InvalidRequest::FileId(raw.to_owned()))
 }
 
-/// `limit` or the default, if in [`LIMITS`]: the one place a listing's limit is checked.
-fn checked_limit(limit: Option<u32>) -> Result<u32, InvalidRequest> {
-    let limit = limit.unwrap_or(DEFAULT_LIMIT);
-    LIMITS.contains(&limit).then_some(limit).ok_or(InvalidRequest::Limit)
+/// A listing's query: its `limit` is checked here, in one place.
+pub trait Listing {
+    /// The `limit` as given, if any.
+    fn requested_limit(&self) -> Option<u32>;
+
+    /// The limit to apply: the given one, or [`DEFAULT_LIMIT`], if in [`LIMITS`].
+    fn limit(&self) -> Result<u32, InvalidRequest> {
+        let limit = self.requested_limit().unwrap_or(DEFAULT_LIMIT);
+        LIMITS.contains(&limit).then_some(limit).ok_or(InvalidRequest::Limit)
+    }
+}
+
+impl<T: Listing> Validate for T {
+    fn validate(&self) -> Result<(), InvalidRequest> {
+        self.limit().map(drop)
+    }
 }
 
 /// Query of [`FILES`](crate::routes::FILES): `?state=&advertiser_id=&limit=`.
@@ -66,16 +79,9 @@ pub struct ListFilesQuery {
     pub limit: Option<u32>,
 }
 
-impl ListFilesQuery {
-    /// The limit to apply: the given one, or [`DEFAULT_LIMIT`].
-    pub fn limit(&self) -> Result<u32, InvalidRequest> {
-        checked_limit(self.limit)
-    }
-}
-
-impl Validate for ListFilesQuery {
-    fn validate(&self) -> Result<(), InvalidRequest> {
-        self.limit().map(drop)
+impl Listing for ListFilesQuery {
+    fn requested_limit(&self) -> Option<u32> {
+        self.limit
     }
 }
 
@@ -90,16 +96,9 @@ pub struct LimitQuery {
     pub limit: Option<u32>,
 }
 
-impl LimitQuery {
-    /// The limit to apply: the given one, or [`DEFAULT_LIMIT`].
-    pub fn limit(&self) -> Result<u32, InvalidRequest> {
-        checked_limit(self.limit)
-    }
-}
-
-impl Validate for LimitQuery {
-    fn validate(&self) -> Result<(), InvalidRequest> {
-        self.limit().map(drop)
+impl Listing for LimitQuery {
+    fn requested_limit(&self) -> Option<u32> {
+        self.limit
     }
 }
 

@@ -17,17 +17,18 @@
 //! An unknown query parameter or body field, or a value out of range, is a 400 saying which.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::handler::Handler;
+use axum::http::request::Parts;
 use axum::routing::{on, MethodFilter};
 use axum::{Extension, Json, Router};
-use memberlake::catalog::{CatalogError, FileFilter};
+use memberlake::catalog::{CatalogError, FileFilter, FileRecord};
 use memberlake::http::ApiError;
 use memberlake::ids::{AdvertiserId, FileId};
 use memberlake_admin::routes::{self, Method, Route};
 use memberlake_admin::{
     parse_file_id, ActionsResponse, ErrorBody, FileDetailView, FileResponse, FilesResponse, InvalidRequest, LimitQuery,
-    ListFilesQuery, OverviewView, RetryResponse, SetPriority, SetWeight, Validate, WeightResponse,
+    ListFilesQuery, Listing, OverviewView, RetryResponse, SetPriority, SetWeight, Validate, WeightResponse,
 };
 use serde::de::DeserializeOwned;
 
@@ -106,6 +107,46 @@ fn body<T: DeserializeOwned + Validate>(body: Result<Json<T>, JsonRejection>) ->
     Ok(body)
 }
 
+/// A call on one file's route: the state, the caller (as the token check established it) and
+/// the file id from the path, parsed (an invalid one is a 400).
+struct FileCall {
+    state: AdminState,
+    actor: Actor,
+    id: FileId,
+}
+
+impl FromRequestParts<AdminState> for FileCall {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AdminState) -> Result<Self, ApiError> {
+        let Path(raw) =
+            Path::<String>::from_request_parts(parts, state).await.map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let actor = parts.extensions.get::<Actor>().cloned().ok_or_else(|| {
+            tracing::error!("admin route without the token check");
+            ApiError::internal("internal error; see the meta-service log")
+        })?;
+        Ok(Self { state: state.clone(), actor, id: file_id(&raw)? })
+    }
+}
+
+impl FileCall {
+    /// Logs an operator's pause, resume or cancel and answers with the file.
+    fn changed(&self, action: &'static str, file: FileRecord) -> Json<FileResponse> {
+        tracing::info!(actor = %self.actor.0, file_id = self.id.0, action, "operator changed a file");
+        Json(FileResponse { file: file.into_view() })
+    }
+}
+
+/// The `{id}` of a file's routes, for the document (added by [`OperatorAuth`]); handlers
+/// parse it with [`parse_file_id`].
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct FileIdParam {
+    /// File id: a positive integer.
+    id: i64,
+}
+
 /// Files, newest first.
 #[utoipa::path(
     get,
@@ -131,18 +172,12 @@ async fn list_files(
 #[utoipa::path(
     get,
     path = routes::FILE.template,
-    params(("id" = i64, Path, description = "File id")),
     responses(
         (status = 200, description = "The file", body = FileDetailView),
-        (status = 400, description = "Invalid file id", body = ErrorBody),
-        (status = 404, description = "No such file", body = ErrorBody),
     )
 )]
-async fn file_detail(
-    State(state): State<AdminState>,
-    Path(id): Path<String>,
-) -> Result<Json<FileDetailView>, ApiError> {
-    let id = file_id(&id)?;
+async fn file_detail(call: FileCall) -> Result<Json<FileDetailView>, ApiError> {
+    let FileCall { state, id, .. } = call;
     let detail = state.catalog.file_detail(id, &state.knobs).await.map_err(map_err)?;
     let detail = detail.ok_or_else(|| ApiError::not_found(format!("file {id} not found")))?;
     Ok(Json(detail.into_view()))
@@ -152,24 +187,19 @@ async fn file_detail(
 #[utoipa::path(
     post,
     path = routes::SET_PRIORITY.template,
-    params(("id" = i64, Path, description = "File id")),
     request_body = SetPriority,
     responses(
         (status = 200, description = "The file with its new priority", body = FileResponse),
         (status = 400, description = "Invalid file id or body", body = ErrorBody),
-        (status = 404, description = "No such file", body = ErrorBody),
     )
 )]
 async fn set_priority(
-    State(state): State<AdminState>,
-    Extension(actor): Extension<Actor>,
-    Path(id): Path<String>,
+    call: FileCall,
     b: Result<Json<SetPriority>, JsonRejection>,
 ) -> Result<Json<FileResponse>, ApiError> {
-    let id = file_id(&id)?;
     let SetPriority { priority } = body(b)?;
-    let file = state.catalog.set_priority(&actor.0, id, priority).await.map_err(map_err)?;
-    tracing::info!(actor = %actor.0, file_id = id.0, priority, "operator set priority");
+    let file = call.state.catalog.set_priority(&call.actor.0, call.id, priority).await.map_err(map_err)?;
+    tracing::info!(actor = %call.actor.0, file_id = call.id.0, priority, "operator set priority");
     Ok(Json(FileResponse { file: file.into_view() }))
 }
 
@@ -177,87 +207,56 @@ async fn set_priority(
 #[utoipa::path(
     post,
     path = routes::PAUSE.template,
-    params(("id" = i64, Path, description = "File id")),
     responses(
         (status = 200, description = "The paused file", body = FileResponse),
-        (status = 400, description = "Invalid file id", body = ErrorBody),
-        (status = 404, description = "No such file", body = ErrorBody),
         (status = 409, description = "The file is not registered or ingesting", body = ErrorBody),
     )
 )]
-async fn pause(
-    State(s): State<AdminState>,
-    Extension(a): Extension<Actor>,
-    Path(id): Path<String>,
-) -> Result<Json<FileResponse>, ApiError> {
-    let file = s.catalog.set_paused(&a.0, file_id(&id)?, true).await.map_err(map_err)?;
-    tracing::info!(actor = %a.0, file_id = file.file_id.0, "operator paused file");
-    Ok(Json(FileResponse { file: file.into_view() }))
+async fn pause(call: FileCall) -> Result<Json<FileResponse>, ApiError> {
+    let file = call.state.catalog.set_paused(&call.actor.0, call.id, true).await.map_err(map_err)?;
+    Ok(call.changed("pause", file))
 }
 
 /// Resumes a paused file.
 #[utoipa::path(
     post,
     path = routes::RESUME.template,
-    params(("id" = i64, Path, description = "File id")),
     responses(
         (status = 200, description = "The resumed file", body = FileResponse),
-        (status = 400, description = "Invalid file id", body = ErrorBody),
-        (status = 404, description = "No such file", body = ErrorBody),
         (status = 409, description = "The file is not registered or ingesting", body = ErrorBody),
     )
 )]
-async fn resume(
-    State(s): State<AdminState>,
-    Extension(a): Extension<Actor>,
-    Path(id): Path<String>,
-) -> Result<Json<FileResponse>, ApiError> {
-    let file = s.catalog.set_paused(&a.0, file_id(&id)?, false).await.map_err(map_err)?;
-    tracing::info!(actor = %a.0, file_id = file.file_id.0, "operator resumed file");
-    Ok(Json(FileResponse { file: file.into_view() }))
+async fn resume(call: FileCall) -> Result<Json<FileResponse>, ApiError> {
+    let file = call.state.catalog.set_paused(&call.actor.0, call.id, false).await.map_err(map_err)?;
+    Ok(call.changed("resume", file))
 }
 
 /// Cancels a file: it never activates; its leases are revoked and its rows retired.
 #[utoipa::path(
     post,
     path = routes::CANCEL.template,
-    params(("id" = i64, Path, description = "File id")),
     responses(
         (status = 200, description = "The cancelled file", body = FileResponse),
-        (status = 400, description = "Invalid file id", body = ErrorBody),
-        (status = 404, description = "No such file", body = ErrorBody),
         (status = 409, description = "The file is not registered or ingesting", body = ErrorBody),
     )
 )]
-async fn cancel(
-    State(s): State<AdminState>,
-    Extension(a): Extension<Actor>,
-    Path(id): Path<String>,
-) -> Result<Json<FileResponse>, ApiError> {
-    let file = s.catalog.cancel_file(&a.0, file_id(&id)?).await.map_err(map_err)?;
-    tracing::info!(actor = %a.0, file_id = file.file_id.0, "operator cancelled file");
-    Ok(Json(FileResponse { file: file.into_view() }))
+async fn cancel(call: FileCall) -> Result<Json<FileResponse>, ApiError> {
+    let file = call.state.catalog.cancel_file(&call.actor.0, call.id).await.map_err(map_err)?;
+    Ok(call.changed("cancel", file))
 }
 
 /// Requeues a failed file's failed ranges (attempts reset).
 #[utoipa::path(
     post,
     path = routes::RETRY.template,
-    params(("id" = i64, Path, description = "File id")),
     responses(
         (status = 200, description = "The file and the ranges requeued", body = RetryResponse),
-        (status = 400, description = "Invalid file id", body = ErrorBody),
-        (status = 404, description = "No such file", body = ErrorBody),
         (status = 409, description = "The file has no failed ranges to retry", body = ErrorBody),
     )
 )]
-async fn retry(
-    State(s): State<AdminState>,
-    Extension(a): Extension<Actor>,
-    Path(id): Path<String>,
-) -> Result<Json<RetryResponse>, ApiError> {
-    let (file, ranges) = s.catalog.retry_file(&a.0, file_id(&id)?).await.map_err(map_err)?;
-    tracing::info!(actor = %a.0, file_id = file.file_id.0, ranges, "operator retried failed ranges");
+async fn retry(call: FileCall) -> Result<Json<RetryResponse>, ApiError> {
+    let (file, ranges) = call.state.catalog.retry_file(&call.actor.0, call.id).await.map_err(map_err)?;
+    tracing::info!(actor = %call.actor.0, file_id = call.id.0, ranges, "operator retried failed ranges");
     Ok(Json(RetryResponse { file: file.into_view(), ranges_requeued: ranges }))
 }
 
@@ -335,15 +334,17 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 )]
 pub struct ApiDoc;
 
-/// What every route shares, added once: the bearer scheme, and on every route but the
-/// document itself the token requirement with its 401, and the 503 of an unavailable catalog.
-/// Every route may answer 429 over `MEMBERLAKE_ADMIN_RATE_LIMIT`.
+/// What routes share, added once: the bearer scheme; on every route but the document itself
+/// the token requirement with its 401 and the 503 of an unavailable catalog; on a file's
+/// routes the `{id}` parameter, the 400 of an invalid id and the 404 of a missing file. Every route may answer 429
+/// over `MEMBERLAKE_ADMIN_RATE_LIMIT`.
 struct OperatorAuth;
 
 impl utoipa::Modify for OperatorAuth {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
         use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        use utoipa::IntoParams;
         let components = doc.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
@@ -363,6 +364,12 @@ impl utoipa::Modify for OperatorAuth {
             for op in [&mut item.get, &mut item.post, &mut item.put].into_iter().flatten() {
                 let responses = &mut op.responses.responses;
                 responses.insert("429".into(), error("Over MEMBERLAKE_ADMIN_RATE_LIMIT; retry (Retry-After)").into());
+                if path.starts_with(routes::FILE.template) {
+                    let id = FileIdParam::into_params(|| Some(utoipa::openapi::path::ParameterIn::Path));
+                    op.parameters.get_or_insert_with(Vec::new).splice(0..0, id);
+                    responses.entry("400".into()).or_insert_with(|| error("Invalid file id").into());
+                    responses.insert("404".into(), error("No such file").into());
+                }
                 if !open {
                     op.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
                     responses.insert("401".into(), error("Missing or invalid operator token").into());

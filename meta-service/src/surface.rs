@@ -60,6 +60,7 @@ mod tests {
     use memberlake::http::Tokens;
     use memberlake_admin::routes::{self, Method};
     use memberlake_admin::ErrorBody;
+    use serde_json::json;
     use tower::ServiceExt;
 
     use super::*;
@@ -182,13 +183,21 @@ mod tests {
             assert_eq!(op["security"][0]["bearer"].is_array(), guarded, "{route}");
             assert_eq!(op["responses"]["401"].is_object(), guarded, "{route}");
         }
+        for route in [routes::FILE, routes::SET_PRIORITY, routes::PAUSE, routes::RESUME, routes::CANCEL, routes::RETRY]
+        {
+            let op = &paths[route.template][route.method.as_str().to_ascii_lowercase()];
+            assert_eq!((&op["parameters"][0]["name"], &op["parameters"][0]["in"]), (&json!("id"), &json!("path")));
+            assert!(op["responses"]["400"].is_object() && op["responses"]["404"].is_object(), "{route}");
+        }
+        let body_400 = &paths[routes::SET_PRIORITY.template]["post"]["responses"]["400"]["description"];
+        assert_eq!(body_400, "Invalid file id or body");
         let methods: usize = paths.values().map(|item| item.as_object().unwrap().len()).sum();
         assert_eq!(methods, routes::ALL.len(), "the document lists exactly the routes");
         for schema in ["FileView", "FileDetailView", "OverviewView", "SetPriority", "SetWeight", "ErrorBody"] {
             assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
         }
         let state = &doc["components"]["schemas"]["FileView"]["properties"]["state"];
-        assert_eq!(state["enum"], serde_json::json!(["registered", "ingesting", "ingested", "failed", "cancelled"]));
+        assert_eq!(state["enum"], json!(["registered", "ingesting", "ingested", "failed", "cancelled"]));
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     }
 }
