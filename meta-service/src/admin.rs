@@ -90,10 +90,6 @@ fn invalid(e: InvalidRequest) -> ApiError {
     ApiError::bad_request(e.to_string())
 }
 
-fn file_id(raw: &str) -> Result<FileId, ApiError> {
-    parse_file_id(raw).map_err(invalid)
-}
-
 /// A query string as `T`: unknown parameters and malformed values are 400s that name them.
 fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     query.map(|Query(q)| q).map_err(|e| ApiError::bad_request(e.body_text()))
@@ -125,7 +121,7 @@ impl FromRequestParts<AdminState> for FileCall {
             tracing::error!("admin route without the token check");
             ApiError::internal("internal error; see the meta-service log")
         })?;
-        Ok(Self { state: state.clone(), actor, id: file_id(&raw)? })
+        Ok(Self { state: state.clone(), actor, id: parse_file_id(&raw).map_err(invalid)? })
     }
 }
 
