@@ -1,10 +1,16 @@
-//! The operator commands: a client of meta-service's `/admin/v1` API.
+//! The operator commands: meta-service's `/admin/v1` API through [`AdminClient`], printed as
+//! tables, or with `--json` as the API's response re-serialized from its typed view.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use serde_json::{json, Value};
+use indicatif::HumanBytes;
+use memberlake_admin::{
+    parse_file_id, ActionsResponse, AdminClient, AdvertiserId, FileDetailView, FileId, FileState, FileView, LimitQuery,
+    ListFilesQuery,
+};
+use serde::Serialize;
 
 #[derive(Args, Debug, Clone)]
 pub struct AdminArgs {
@@ -25,32 +31,51 @@ pub enum AdminCommand {
     Files {
         /// registered | ingesting | ingested | failed | cancelled
         #[arg(long)]
-        state: Option<String>,
+        state: Option<FileState>,
+        /// Only this advertiser's files.
         #[arg(long)]
-        advertiser: Option<String>,
+        advertiser: Option<AdvertiserId>,
+        /// 1..=1000
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
     /// One file with progress, throughput, ETA, errors and rejection samples.
-    File { id: i64 },
+    File {
+        #[arg(value_parser = parse_file_id)]
+        id: FileId,
+    },
     /// Set a file's operator priority (higher runs first; >= MEMBERLAKE_URGENT_PRIORITY takes the express lane).
     Prioritize {
-        id: i64,
+        #[arg(value_parser = parse_file_id)]
+        id: FileId,
         #[arg(allow_negative_numbers = true)]
         priority: i32,
     },
     /// Stop leasing a file's ranges (leases in flight finish).
-    Pause { id: i64 },
+    Pause {
+        #[arg(value_parser = parse_file_id)]
+        id: FileId,
+    },
     /// Resume a paused file.
-    Resume { id: i64 },
+    Resume {
+        #[arg(value_parser = parse_file_id)]
+        id: FileId,
+    },
     /// Cancel a file: it never activates.
-    Cancel { id: i64 },
+    Cancel {
+        #[arg(value_parser = parse_file_id)]
+        id: FileId,
+    },
     /// Requeue a failed file's failed ranges.
-    Retry { id: i64 },
+    Retry {
+        #[arg(value_parser = parse_file_id)]
+        id: FileId,
+    },
     /// Set an advertiser's weight in the effective priority (1 = neutral).
-    Weight { advertiser: String, weight: f64 },
+    Weight { advertiser: AdvertiserId, weight: f64 },
     /// The operator audit log.
     Actions {
+        /// 1..=1000
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
@@ -62,46 +87,48 @@ pub enum AdminCommand {
     },
 }
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: Option<String>,
-}
-
-impl Client {
-    fn new(args: &AdminArgs) -> Self {
-        let base = if args.admin_addr.starts_with("http") {
-            args.admin_addr.clone()
-        } else {
-            format!("http://{}", args.admin_addr)
-        };
-        Self {
-            http: reqwest::Client::new(),
-            base: base.trim_end_matches('/').to_owned(),
-            token: args.admin_token.clone(),
+pub async fn run(args: AdminArgs, command: AdminCommand) -> anyhow::Result<()> {
+    let client = AdminClient::new(&args.admin_addr, args.admin_token);
+    let json = args.json;
+    match command {
+        AdminCommand::Files { state, advertiser, limit } => {
+            let query = ListFilesQuery { state, advertiser_id: advertiser, limit: Some(limit) };
+            show(json, &client.files(&query).await?, |r| print_files(&r.files))
         }
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).timeout(Duration::from_secs(30));
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
+        AdminCommand::File { id } => show(json, &client.file(id).await?, print_detail),
+        AdminCommand::Prioritize { id, priority } => show(json, &client.set_priority(id, priority).await?, |r| {
+            println!("file {id}: priority {}", r.file.priority)
+        }),
+        AdminCommand::Pause { id } => show(json, &client.pause(id).await?, |r| print_done("pause", &r.file)),
+        AdminCommand::Resume { id } => show(json, &client.resume(id).await?, |r| print_done("resume", &r.file)),
+        AdminCommand::Cancel { id } => show(json, &client.cancel(id).await?, |r| print_done("cancel", &r.file)),
+        AdminCommand::Retry { id } => show(json, &client.retry(id).await?, |r| {
+            print_done("retry", &r.file);
+            println!("{} failed ranges queued again", r.ranges_requeued);
+        }),
+        AdminCommand::Weight { advertiser, weight } => {
+            show(json, &client.set_weight(&advertiser, weight).await?, |r| {
+                println!("advertiser {}: weight {}", r.advertiser_id, r.weight)
+            })
         }
-        if let Some(b) = body {
-            req = req.json(&b);
+        AdminCommand::Actions { limit } => {
+            show(json, &client.actions(&LimitQuery { limit: Some(limit) }).await?, print_actions)
         }
-        let resp = req.send().await.with_context(|| format!("cannot reach meta-service at {}", self.base))?;
-        let status = resp.status();
-        let value: Value = resp.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            let msg = value["error"]["message"].as_str().unwrap_or("no details");
-            bail!("{status}: {msg}");
-        }
-        Ok(value)
+        AdminCommand::Watch { interval } => watch(&client, Duration::from_secs_f64(interval.max(0.2))).await,
     }
 }
 
-fn print_files(files: &[Value]) {
+/// Prints `response` as pretty JSON with `--json`, else as `table` prints it.
+fn show<T: Serialize>(json: bool, response: &T, table: impl FnOnce(&T)) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(response)?);
+    } else {
+        table(response);
+    }
+    Ok(())
+}
+
+fn print_files(files: &[FileView]) {
     println!(
         "{:>6}  {:<20} {:<10} {:>10} {:>5} {:>14} {:>12} {:>9}  object",
         "id", "advertiser", "state", "size", "prio", "ranges", "rows", "rejected"
@@ -109,165 +136,89 @@ fn print_files(files: &[Value]) {
     for f in files {
         println!(
             "{:>6}  {:<20} {:<10} {:>10} {:>5} {:>14} {:>12} {:>9}  {}{}{}",
-            f["file_id"],
-            f["advertiser_id"].as_str().unwrap_or(""),
-            f["state"].as_str().unwrap_or(""),
-            memberlake::config::format_bytes(f["size_bytes"].as_u64().unwrap_or(0)),
-            f["priority"],
-            format!("{}/{}", f["ranges_done"], f["ranges_total"]),
-            f["rows_ingested"],
-            f["rows_rejected"],
-            f["object_key"].as_str().unwrap_or(""),
-            if f["paused"].as_bool() == Some(true) { "  [paused]" } else { "" },
-            if f["active"].as_bool() == Some(true) { "  [active]" } else { "" },
+            f.file_id,
+            f.advertiser_id,
+            f.state,
+            HumanBytes(f.size_bytes.max(0) as u64).to_string(),
+            f.priority,
+            format!("{}/{}", f.ranges_done, f.ranges_total),
+            f.rows_ingested,
+            f.rows_rejected,
+            f.object_key,
+            if f.paused { "  [paused]" } else { "" },
+            if f.active { "  [active]" } else { "" },
         );
     }
 }
 
-pub async fn run(args: AdminArgs, command: AdminCommand) -> anyhow::Result<()> {
-    use reqwest::Method;
-    let client = Client::new(&args);
-    let show = |v: &Value| {
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-            true
-        } else {
-            false
-        }
-    };
-    match command {
-        AdminCommand::Files { state, advertiser, limit } => {
-            let mut q = vec![format!("limit={limit}")];
-            if let Some(s) = state {
-                q.push(format!("state={s}"));
-            }
-            if let Some(a) = advertiser {
-                q.push(format!("advertiser_id={a}"));
-            }
-            let v = client.call(Method::GET, &format!("/admin/v1/files?{}", q.join("&")), None).await?;
-            if !show(&v) {
-                print_files(v["files"].as_array().map(Vec::as_slice).unwrap_or(&[]));
-            }
-        }
-        AdminCommand::File { id } => {
-            let v = client.call(Method::GET, &format!("/admin/v1/files/{id}"), None).await?;
-            if !show(&v) {
-                print_files(std::slice::from_ref(&v));
-                println!(
-                    "\nranges: {} · effective priority {:.1} · {:.0} rows/s · ETA {}",
-                    v["ranges"],
-                    v["effective_priority"].as_f64().unwrap_or(0.0),
-                    v["rows_per_second"].as_f64().unwrap_or(0.0),
-                    v["eta_seconds"].as_f64().map_or("-".to_owned(), |s| format!("{s:.0}s")),
-                );
-                if let Some(reason) = v["failure_reason"].as_str() {
-                    println!("failure: {reason}");
-                }
-                for e in v["last_errors"].as_array().into_iter().flatten() {
-                    println!(
-                        "range {} (attempts {}): {}",
-                        e["range_index"],
-                        e["attempts"],
-                        e["error"].as_str().unwrap_or("")
-                    );
-                }
-                for s in v["rejection_samples"].as_array().into_iter().flatten().take(10) {
-                    println!("rejected at byte {}: {}", s["offset"], s["reason"].as_str().unwrap_or(""));
-                }
-            }
-        }
-        AdminCommand::Prioritize { id, priority } => {
-            let v = client
-                .call(Method::POST, &format!("/admin/v1/files/{id}/priority"), Some(json!({"priority": priority})))
-                .await?;
-            if !show(&v) {
-                println!("file {id}: priority {priority}");
-            }
-        }
-        AdminCommand::Pause { id } => lifecycle(&client, id, "pause", &show).await?,
-        AdminCommand::Resume { id } => lifecycle(&client, id, "resume", &show).await?,
-        AdminCommand::Cancel { id } => lifecycle(&client, id, "cancel", &show).await?,
-        AdminCommand::Retry { id } => lifecycle(&client, id, "retry", &show).await?,
-        AdminCommand::Weight { advertiser, weight } => {
-            let v = client
-                .call(
-                    Method::PUT,
-                    &format!("/admin/v1/advertisers/{advertiser}/weight"),
-                    Some(json!({"weight": weight})),
-                )
-                .await?;
-            if !show(&v) {
-                println!("advertiser {advertiser}: weight {weight}");
-            }
-        }
-        AdminCommand::Actions { limit } => {
-            let v = client.call(Method::GET, &format!("/admin/v1/actions?limit={limit}"), None).await?;
-            if !show(&v) {
-                for a in v["actions"].as_array().into_iter().flatten() {
-                    println!(
-                        "{}  {:<12} {:<10} {:<20} {}",
-                        a["at"].as_str().unwrap_or(""),
-                        a["actor"].as_str().unwrap_or(""),
-                        a["action"].as_str().unwrap_or(""),
-                        a["target"].as_str().unwrap_or(""),
-                        a["details"]
-                    );
-                }
-            }
-        }
-        AdminCommand::Watch { interval } => watch(&client, Duration::from_secs_f64(interval.max(0.2))).await?,
+fn print_detail(d: &FileDetailView) {
+    print_files(std::slice::from_ref(&d.file));
+    let r = &d.ranges;
+    println!(
+        "\nranges: {} queued, {} leased, {} done, {} failed · effective priority {:.1} · {:.0} rows/s · ETA {}",
+        r.queued,
+        r.leased,
+        r.done,
+        r.failed,
+        d.effective_priority,
+        d.rows_per_second,
+        d.eta_seconds.map_or("-".to_owned(), |s| format!("{s:.0}s")),
+    );
+    if let Some(reason) = &d.file.failure_reason {
+        println!("failure: {reason}");
     }
-    Ok(())
+    for e in &d.last_errors {
+        println!("range {} (attempts {}): {}", e.range_index, e.attempts, e.error);
+    }
+    for s in d.rejection_samples.iter().take(10) {
+        println!("rejected at byte {}: {}", s.offset, s.reason.as_str());
+    }
 }
 
-async fn lifecycle(client: &Client, id: i64, action: &str, show: &dyn Fn(&Value) -> bool) -> anyhow::Result<()> {
-    let v = client.call(reqwest::Method::POST, &format!("/admin/v1/files/{id}/{action}"), None).await?;
-    if !show(&v) {
-        let f = &v["file"];
+fn print_done(action: &str, f: &FileView) {
+    println!("file {}: {action} done; state {}{}", f.file_id, f.state, if f.paused { ", paused" } else { "" });
+}
+
+fn print_actions(r: &ActionsResponse) {
+    for a in &r.actions {
         println!(
-            "file {id}: {action} done; state {}{}",
-            f["state"].as_str().unwrap_or("?"),
-            if f["paused"].as_bool() == Some(true) { ", paused" } else { "" }
+            "{}  {:<12} {:<10} {:<20} {}",
+            a.at.format("%Y-%m-%dT%H:%M:%SZ"),
+            a.actor,
+            a.action,
+            a.target,
+            a.details
         );
     }
-    Ok(())
 }
 
 /// One progress bar per file in flight, updated every `interval`.
-async fn watch(client: &Client, interval: Duration) -> anyhow::Result<()> {
+async fn watch(client: &AdminClient, interval: Duration) -> anyhow::Result<()> {
     use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-    use std::collections::HashMap;
     let multi = MultiProgress::new();
     let style = ProgressStyle::with_template("{prefix:>28} [{bar:40}] {pos}/{len} ranges {msg}")?.progress_chars("=> ");
     let header = multi.add(ProgressBar::new_spinner());
-    let mut bars: HashMap<i64, ProgressBar> = HashMap::new();
+    let mut bars: HashMap<FileId, ProgressBar> = HashMap::new();
     loop {
-        let o = client.call(reqwest::Method::GET, "/admin/v1/overview", None).await?;
+        let o = client.overview().await?;
         header.set_message(format!(
             "queued: {} express, {} bulk · leased: {}",
-            o["queued_express"], o["queued_bulk"], o["leased"]
+            o.queued_express, o.queued_bulk, o.leased
         ));
         header.tick();
-        let files = o["files_in_flight"].as_array().cloned().unwrap_or_default();
-        let live: Vec<i64> = files.iter().filter_map(|f| f["file_id"].as_i64()).collect();
-        for f in &files {
-            let id = f["file_id"].as_i64().unwrap_or(0);
-            let bar = bars.entry(id).or_insert_with(|| {
+        for f in &o.files_in_flight {
+            let bar = bars.entry(f.file_id).or_insert_with(|| {
                 let b = multi.add(ProgressBar::new(0));
                 b.set_style(style.clone());
-                b.set_prefix(format!("{} #{id}", f["advertiser_id"].as_str().unwrap_or("")));
+                b.set_prefix(format!("{} #{}", f.advertiser_id, f.file_id));
                 b
             });
-            bar.set_length(f["ranges_total"].as_u64().unwrap_or(0));
-            bar.set_position(f["ranges_done"].as_u64().unwrap_or(0));
-            bar.set_message(format!(
-                "{} rows{}",
-                f["rows_ingested"],
-                if f["paused"].as_bool() == Some(true) { " (paused)" } else { "" }
-            ));
+            bar.set_length(f.ranges_total.max(0) as u64);
+            bar.set_position(f.ranges_done.max(0) as u64);
+            bar.set_message(format!("{} rows{}", f.rows_ingested, if f.paused { " (paused)" } else { "" }));
         }
         bars.retain(|id, bar| {
-            let keep = live.contains(id);
+            let keep = o.files_in_flight.iter().any(|f| f.file_id == *id);
             if !keep {
                 bar.finish_with_message("finished");
             }

@@ -1,22 +1,27 @@
 //! `memberlake`: the operator's command line.
 //!
-//! - `memberlake migrate`: applies the Postgres and CQL schema migrations (idempotent).
+//! - `memberlake migrate`: applies the Postgres and CQL schema migrations (idempotent); only
+//!   with the default feature `migrate`, the one part that needs the services' I/O stack.
 //! - `memberlake files | file | prioritize | pause | resume | cancel | retry | weight | actions
 //!   | watch`: the operator API (meta-service, `MEMBERLAKE_ADMIN_ADDR`, token in
-//!   `MEMBERLAKE_ADMIN_TOKEN`).
+//!   `MEMBERLAKE_ADMIN_TOKEN`), through `memberlake_admin::AdminClient`.
 
 mod admin;
+#[cfg(feature = "migrate")]
 mod migrate;
 
 use clap::{Parser, Subcommand};
-use memberlake::config::{self, LogArgs};
-use memberlake::telemetry;
 
 #[derive(Parser, Debug)]
 #[command(name = "memberlake", version, about = "memberlake operator command line")]
+#[cfg_attr(
+    not(feature = "migrate"),
+    command(about = "memberlake operator command line (operator API only: built without `migrate`)")
+)]
 struct Cli {
+    #[cfg(feature = "migrate")]
     #[command(flatten)]
-    log: LogArgs,
+    log: memberlake::config::LogArgs,
     #[command(flatten)]
     admin: admin::AdminArgs,
     #[command(subcommand)]
@@ -26,6 +31,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Apply the Postgres and CQL schema migrations (safe to run again).
+    #[cfg(feature = "migrate")]
     Migrate(migrate::MigrateArgs),
     #[command(flatten)]
     Admin(admin::AdminCommand),
@@ -33,10 +39,41 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (cli, _) = config::parse::<Cli>();
-    telemetry::init(&cli.log);
+    let cli = Cli::parse();
+    // The operator commands log nothing; migrations log through the services' telemetry.
+    #[cfg(feature = "migrate")]
+    memberlake::telemetry::init(&cli.log);
     match cli.command {
+        #[cfg(feature = "migrate")]
         Command::Migrate(args) => migrate::run(args).await,
         Command::Admin(command) => admin::run(cli.admin, command).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn ids_and_states_are_parsed_at_the_edge() {
+        let cli = Cli::try_parse_from(["memberlake", "files", "--state", "failed", "--advertiser", "acme"]).unwrap();
+        let Command::Admin(admin::AdminCommand::Files { state, advertiser, limit }) = cli.command else { panic!() };
+        assert_eq!((state.map(|s| s.as_str()), advertiser.unwrap().as_str(), limit), (Some("failed"), "acme", 50));
+        for bad in [&["file", "0"][..], &["files", "--state", "done"], &["weight", "a b", "1"], &["pause", "x"]] {
+            let args = std::iter::once("memberlake").chain(bad.iter().copied());
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
+        }
+        let cli = Cli::try_parse_from(["memberlake", "prioritize", "7", "-5"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Admin(admin::AdminCommand::Prioritize { id: memberlake_admin::FileId(7), priority: -5 })
+        ));
     }
 }

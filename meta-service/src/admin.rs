@@ -1,5 +1,7 @@
-//! The operator API (`/admin/v1`), behind its own bearer tokens (`MEMBERLAKE_ADMIN_TOKENS`,
-//! `name:secret` items name the actor in the audit log):
+//! The operator API (`/admin/v1`): the contract of `memberlake-admin` served over
+//! `catalog::operator`. Routes, request types and views come from that crate; this module
+//! decodes requests with them, calls the catalog and answers with views (mapped in
+//! [`crate::views`]).
 //!
 //! | route | what |
 //! |---|---|
@@ -10,72 +12,65 @@
 //! | `PUT  /admin/v1/advertisers/{id}/weight` `{"weight": w}` | advertiser weight |
 //! | `GET  /admin/v1/actions?limit=` | the audit log |
 //! | `GET  /admin/v1/overview` | queue per lane, files in flight, throughput, failures |
-
-use std::collections::HashMap;
+//! | `GET  /admin/v1/openapi.json` | this API's OpenAPI document (no token needed) |
+//!
+//! An unknown query parameter or body field, or a value out of range, is a 400 saying which.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, Request, State};
-use axum::http::header;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::handler::Handler;
+use axum::http::request::Parts;
+use axum::routing::{on, MethodFilter};
 use axum::{Extension, Json, Router};
-use memberlake::catalog::{Catalog, CatalogError, FileFilter};
-use memberlake::catalog::{FileState, PriorityKnobs};
-use memberlake::config::LaneArgs;
-use memberlake::http::{ApiError, Tokens};
+use memberlake::catalog::{CatalogError, FileFilter, FileRecord};
+use memberlake::http::ApiError;
 use memberlake::ids::{AdvertiserId, FileId};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use memberlake_admin::routes::{self, Method, Route};
+use memberlake_admin::{
+    parse_file_id, ActionsResponse, ErrorBody, FileDetailView, FileResponse, FilesResponse, InvalidRequest, LimitQuery,
+    ListFilesQuery, Listing, OverviewView, RetryResponse, SetPriority, SetWeight, Validate, WeightResponse,
+};
+use serde::de::DeserializeOwned;
 
-#[derive(Clone)]
-pub struct AdminState {
-    pub catalog: Catalog,
-    pub tokens: Tokens,
-    pub knobs: PriorityKnobs,
-    pub lanes: LaneArgs,
+use crate::state::{Actor, AdminState};
+use crate::views::IntoView;
+
+/// The API's routes, each mounted at its [`Route`] (method and path spelled once, in
+/// `memberlake-admin`). The token check and limits are added by [`crate::surface`].
+pub fn api() -> Router<AdminState> {
+    Router::new()
+        .mount(routes::FILES, list_files)
+        .mount(routes::FILE, file_detail)
+        .mount(routes::SET_PRIORITY, set_priority)
+        .mount(routes::PAUSE, pause)
+        .mount(routes::RESUME, resume)
+        .mount(routes::CANCEL, cancel)
+        .mount(routes::RETRY, retry)
+        .mount(routes::SET_WEIGHT, set_weight)
+        .mount(routes::ACTIONS, actions)
+        .mount(routes::OVERVIEW, overview)
 }
 
-/// Who is calling, as the token check established it.
-#[derive(Clone, Debug)]
-pub struct Actor(pub String);
+/// The OpenAPI document's route, served without the operator token: it describes the API
+/// and holds no data.
+pub fn document() -> Router<AdminState> {
+    Router::new().mount(routes::OPENAPI, openapi)
+}
 
-pub fn router(state: AdminState, limit: Option<memberlake::http::RateLimit>) -> Router {
-    let mut api = Router::new()
-        .route("/admin/v1/files", get(list_files))
-        .route("/admin/v1/files/{id}", get(file_detail))
-        .route("/admin/v1/files/{id}/priority", post(set_priority))
-        .route("/admin/v1/files/{id}/pause", post(pause))
-        .route("/admin/v1/files/{id}/resume", post(resume))
-        .route("/admin/v1/files/{id}/cancel", post(cancel))
-        .route("/admin/v1/files/{id}/retry", post(retry))
-        .route("/admin/v1/advertisers/{id}/weight", put(set_weight))
-        .route("/admin/v1/actions", get(actions))
-        .route("/admin/v1/overview", get(overview))
-        .route("/", get(crate::status_page::page))
-        .route("/status", get(crate::status_page::page))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_operator));
-    if let Some(limit) = limit {
-        api = api.route_layer(axum::middleware::from_fn_with_state(limit, memberlake::http::rate_limit));
+trait Mount {
+    /// Routes `route`'s method on its path to `handler`.
+    fn mount<H: Handler<T, AdminState>, T: 'static>(self, route: Route, handler: H) -> Self;
+}
+
+impl Mount for Router<AdminState> {
+    fn mount<H: Handler<T, AdminState>, T: 'static>(self, route: Route, handler: H) -> Self {
+        let filter = match route.method {
+            Method::Get => MethodFilter::GET,
+            Method::Post => MethodFilter::POST,
+            Method::Put => MethodFilter::PUT,
+        };
+        self.route(route.template, on(filter, handler))
     }
-    api.with_state(state).layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
-}
-
-/// Checks the operator token (header, or `?token=` for the status page in a browser).
-async fn require_operator(State(state): State<AdminState>, mut request: Request, next: Next) -> Response {
-    let header_value = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let from_query = request.uri().query().and_then(|q| url_param(q, "token")).map(|t| format!("Bearer {t}"));
-    match state.tokens.authorize(header_value.or(from_query).as_deref()) {
-        Ok(actor) => {
-            request.extensions_mut().insert(Actor(actor));
-            next.run(request).await
-        }
-        Err(e) => e.into_response(),
-    }
-}
-
-fn url_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v.to_owned())
 }
 
 fn map_err(e: CatalogError) -> ApiError {
@@ -91,150 +86,292 @@ fn map_err(e: CatalogError) -> ApiError {
     }
 }
 
-fn file_id(raw: &str) -> Result<FileId, ApiError> {
-    raw.parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .map(FileId)
-        .ok_or_else(|| ApiError::bad_request(format!("file id must be a positive integer, got {raw:?}")))
+fn invalid(e: InvalidRequest) -> ApiError {
+    ApiError::bad_request(e.to_string())
 }
 
-/// `limit=` of a listing: 1..=1000, default 100.
-fn parse_limit(params: &HashMap<String, String>) -> Result<i64, ApiError> {
-    match params.get("limit") {
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| ApiError::bad_request("limit must be 1..=1000")),
-        None => Ok(100),
+/// A query string as `T`: unknown parameters and malformed values are 400s that name them.
+fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    query.map(|Query(q)| q).map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
+/// A JSON body as `T`, checked by its [`Validate`] rules: unknown fields, wrong types and
+/// out-of-range values are 400s saying which (a body over the limit stays a 413).
+fn body<T: DeserializeOwned + Validate>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::from_rejection(e.status(), e.body_text()))?;
+    body.validate().map_err(invalid)?;
+    Ok(body)
+}
+
+/// A call on one file's route: the state, the caller (as the token check established it) and
+/// the file id from the path, parsed (an invalid one is a 400).
+struct FileCall {
+    state: AdminState,
+    actor: Actor,
+    id: FileId,
+}
+
+impl FromRequestParts<AdminState> for FileCall {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AdminState) -> Result<Self, ApiError> {
+        let Path(raw) =
+            Path::<String>::from_request_parts(parts, state).await.map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let actor = parts.extensions.get::<Actor>().cloned().ok_or_else(|| {
+            tracing::error!("admin route without the token check");
+            ApiError::internal("internal error; see the meta-service log")
+        })?;
+        Ok(Self { state: state.clone(), actor, id: parse_file_id(&raw).map_err(invalid)? })
     }
 }
 
+impl FileCall {
+    /// Logs an operator's pause, resume or cancel and answers with the file.
+    fn changed(&self, action: &'static str, file: FileRecord) -> Json<FileResponse> {
+        tracing::info!(actor = %self.actor.0, file_id = self.id.0, action, "operator changed a file");
+        Json(FileResponse { file: file.into_view() })
+    }
+}
+
+/// The `{id}` of a file's routes, for the document (added by [`OperatorAuth`]); handlers
+/// parse it with [`parse_file_id`].
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct FileIdParam {
+    /// File id: a positive integer.
+    id: i64,
+}
+
+/// Files, newest first.
+#[utoipa::path(
+    get,
+    path = routes::FILES.template,
+    params(ListFilesQuery),
+    responses(
+        (status = 200, description = "Files, newest first", body = FilesResponse),
+        (status = 400, description = "Unknown parameter, unknown state, invalid advertiser id or limit", body = ErrorBody),
+    )
+)]
 async fn list_files(
     State(state): State<AdminState>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let Query(params) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    if let Some(k) = params.keys().find(|k| !["state", "advertiser_id", "limit"].contains(&k.as_str())) {
-        return Err(ApiError::bad_request(format!("unknown query parameter {k:?}")));
-    }
-    let state_filter = params
-        .get("state")
-        .map(|s| s.parse::<FileState>().map_err(|e| ApiError::bad_request(e.to_string())))
-        .transpose()?;
-    let advertiser_id = params
-        .get("advertiser_id")
-        .map(|a| AdvertiserId::parse(a).map_err(|e| ApiError::bad_request(e.to_string())))
-        .transpose()?;
-    let limit = parse_limit(&params)?;
-    let files =
-        state.catalog.list_files(&FileFilter { state: state_filter, advertiser_id, limit }).await.map_err(map_err)?;
-    Ok(Json(json!({ "files": files })))
+    q: Result<Query<ListFilesQuery>, QueryRejection>,
+) -> Result<Json<FilesResponse>, ApiError> {
+    let q = query(q)?;
+    let filter =
+        FileFilter { limit: q.limit().map_err(invalid)?.into(), state: q.state, advertiser_id: q.advertiser_id };
+    let files = state.catalog.list_files(&filter).await.map_err(map_err)?;
+    Ok(Json(FilesResponse { files: files.into_view() }))
 }
 
-async fn file_detail(State(state): State<AdminState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let id = file_id(&id)?;
+/// One file with its progress, throughput, ETA, last errors and rejection samples.
+#[utoipa::path(
+    get,
+    path = routes::FILE.template,
+    responses(
+        (status = 200, description = "The file", body = FileDetailView),
+    )
+)]
+async fn file_detail(call: FileCall) -> Result<Json<FileDetailView>, ApiError> {
+    let FileCall { state, id, .. } = call;
     let detail = state.catalog.file_detail(id, &state.knobs).await.map_err(map_err)?;
     let detail = detail.ok_or_else(|| ApiError::not_found(format!("file {id} not found")))?;
-    Ok(Json(serde_json::to_value(detail).map_err(|e| ApiError::internal(e.to_string()))?))
+    Ok(Json(detail.into_view()))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PriorityBody {
-    priority: i32,
-}
-
+/// Sets a file's operator priority (higher runs first).
+#[utoipa::path(
+    post,
+    path = routes::SET_PRIORITY.template,
+    request_body = SetPriority,
+    responses(
+        (status = 200, description = "The file with its new priority", body = FileResponse),
+        (status = 400, description = "Invalid file id or body", body = ErrorBody),
+    )
+)]
 async fn set_priority(
-    State(state): State<AdminState>,
-    Extension(actor): Extension<Actor>,
-    Path(id): Path<String>,
-    body: Result<Json<PriorityBody>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let id = file_id(&id)?;
-    let Json(body) = body.map_err(|e| ApiError::from_rejection(e.status(), e.body_text()))?;
-    if !(-1_000_000..=1_000_000).contains(&body.priority) {
-        return Err(ApiError::bad_request("priority must be between -1000000 and 1000000"));
-    }
-    let file = state.catalog.set_priority(&actor.0, id, body.priority).await.map_err(map_err)?;
-    tracing::info!(actor = %actor.0, file_id = id.0, priority = body.priority, "operator set priority");
-    Ok(Json(json!({ "file": file })))
+    call: FileCall,
+    b: Result<Json<SetPriority>, JsonRejection>,
+) -> Result<Json<FileResponse>, ApiError> {
+    let SetPriority { priority } = body(b)?;
+    let file = call.state.catalog.set_priority(&call.actor.0, call.id, priority).await.map_err(map_err)?;
+    tracing::info!(actor = %call.actor.0, file_id = call.id.0, priority, "operator set priority");
+    Ok(Json(FileResponse { file: file.into_view() }))
 }
 
-async fn pause(
-    State(s): State<AdminState>,
-    Extension(a): Extension<Actor>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let file = s.catalog.set_paused(&a.0, file_id(&id)?, true).await.map_err(map_err)?;
-    tracing::info!(actor = %a.0, file_id = file.file_id.0, "operator paused file");
-    Ok(Json(json!({ "file": file })))
+/// Stops leasing the file's ranges (leases in flight finish).
+#[utoipa::path(
+    post,
+    path = routes::PAUSE.template,
+    responses(
+        (status = 200, description = "The paused file", body = FileResponse),
+        (status = 409, description = "The file is not registered or ingesting", body = ErrorBody),
+    )
+)]
+async fn pause(call: FileCall) -> Result<Json<FileResponse>, ApiError> {
+    let file = call.state.catalog.set_paused(&call.actor.0, call.id, true).await.map_err(map_err)?;
+    Ok(call.changed("pause", file))
 }
 
-async fn resume(
-    State(s): State<AdminState>,
-    Extension(a): Extension<Actor>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let file = s.catalog.set_paused(&a.0, file_id(&id)?, false).await.map_err(map_err)?;
-    tracing::info!(actor = %a.0, file_id = file.file_id.0, "operator resumed file");
-    Ok(Json(json!({ "file": file })))
+/// Resumes a paused file.
+#[utoipa::path(
+    post,
+    path = routes::RESUME.template,
+    responses(
+        (status = 200, description = "The resumed file", body = FileResponse),
+        (status = 409, description = "The file is not registered or ingesting", body = ErrorBody),
+    )
+)]
+async fn resume(call: FileCall) -> Result<Json<FileResponse>, ApiError> {
+    let file = call.state.catalog.set_paused(&call.actor.0, call.id, false).await.map_err(map_err)?;
+    Ok(call.changed("resume", file))
 }
 
-async fn cancel(
-    State(s): State<AdminState>,
-    Extension(a): Extension<Actor>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let file = s.catalog.cancel_file(&a.0, file_id(&id)?).await.map_err(map_err)?;
-    tracing::info!(actor = %a.0, file_id = file.file_id.0, "operator cancelled file");
-    Ok(Json(json!({ "file": file })))
+/// Cancels a file: it never activates; its leases are revoked and its rows retired.
+#[utoipa::path(
+    post,
+    path = routes::CANCEL.template,
+    responses(
+        (status = 200, description = "The cancelled file", body = FileResponse),
+        (status = 409, description = "The file is not registered or ingesting", body = ErrorBody),
+    )
+)]
+async fn cancel(call: FileCall) -> Result<Json<FileResponse>, ApiError> {
+    let file = call.state.catalog.cancel_file(&call.actor.0, call.id).await.map_err(map_err)?;
+    Ok(call.changed("cancel", file))
 }
 
-async fn retry(
-    State(s): State<AdminState>,
-    Extension(a): Extension<Actor>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let (file, ranges) = s.catalog.retry_file(&a.0, file_id(&id)?).await.map_err(map_err)?;
-    tracing::info!(actor = %a.0, file_id = file.file_id.0, ranges, "operator retried failed ranges");
-    Ok(Json(json!({ "file": file, "ranges_requeued": ranges })))
+/// Requeues a failed file's failed ranges (attempts reset).
+#[utoipa::path(
+    post,
+    path = routes::RETRY.template,
+    responses(
+        (status = 200, description = "The file and the ranges requeued", body = RetryResponse),
+        (status = 409, description = "The file has no failed ranges to retry", body = ErrorBody),
+    )
+)]
+async fn retry(call: FileCall) -> Result<Json<RetryResponse>, ApiError> {
+    let (file, ranges) = call.state.catalog.retry_file(&call.actor.0, call.id).await.map_err(map_err)?;
+    tracing::info!(actor = %call.actor.0, file_id = call.id.0, ranges, "operator retried failed ranges");
+    Ok(Json(RetryResponse { file: file.into_view(), ranges_requeued: ranges }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WeightBody {
-    weight: f64,
-}
-
+/// Sets an advertiser's weight in the effective priority (1 = neutral).
+#[utoipa::path(
+    put,
+    path = routes::SET_WEIGHT.template,
+    params(("id" = String, Path, description = "Advertiser id, [A-Za-z0-9_-]{1,64}")),
+    request_body = SetWeight,
+    responses(
+        (status = 200, description = "The weight now in force", body = WeightResponse),
+        (status = 400, description = "Invalid advertiser id or body", body = ErrorBody),
+    )
+)]
 async fn set_weight(
     State(s): State<AdminState>,
     Extension(a): Extension<Actor>,
     Path(advertiser): Path<String>,
-    body: Result<Json<WeightBody>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+    b: Result<Json<SetWeight>, JsonRejection>,
+) -> Result<Json<WeightResponse>, ApiError> {
     let advertiser = AdvertiserId::parse(&advertiser).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let Json(body) = body.map_err(|e| ApiError::from_rejection(e.status(), e.body_text()))?;
-    if !(body.weight.is_finite() && body.weight > 0.0 && body.weight <= 1e6) {
-        return Err(ApiError::bad_request("weight must be a number in (0, 1000000]"));
-    }
-    s.catalog.set_weight(&a.0, &advertiser, body.weight).await.map_err(map_err)?;
-    tracing::info!(actor = %a.0, %advertiser, weight = body.weight, "operator set advertiser weight");
-    Ok(Json(json!({ "advertiser_id": advertiser, "weight": body.weight })))
+    let SetWeight { weight } = body(b)?;
+    s.catalog.set_weight(&a.0, &advertiser, weight).await.map_err(map_err)?;
+    tracing::info!(actor = %a.0, %advertiser, weight, "operator set advertiser weight");
+    Ok(Json(WeightResponse { advertiser_id: advertiser, weight }))
 }
 
+/// The audit log, newest first.
+#[utoipa::path(
+    get,
+    path = routes::ACTIONS.template,
+    params(LimitQuery),
+    responses(
+        (status = 200, description = "Operator actions, newest first", body = ActionsResponse),
+        (status = 400, description = "Unknown parameter or invalid limit", body = ErrorBody),
+    )
+)]
 async fn actions(
     State(s): State<AdminState>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
-    let Query(params) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let limit = parse_limit(&params)?;
-    let actions = s.catalog.operator_actions(limit).await.map_err(map_err)?;
-    Ok(Json(json!({ "actions": actions })))
+    q: Result<Query<LimitQuery>, QueryRejection>,
+) -> Result<Json<ActionsResponse>, ApiError> {
+    let limit = query(q)?.limit().map_err(invalid)?;
+    let actions = s.catalog.operator_actions(limit.into()).await.map_err(map_err)?;
+    Ok(Json(ActionsResponse { actions: actions.into_view() }))
 }
 
-async fn overview(State(s): State<AdminState>) -> Result<Json<Value>, ApiError> {
-    let o = s.catalog.overview(s.lanes.express_max_file_size, s.lanes.urgent_priority, 15).await.map_err(map_err)?;
-    Ok(Json(serde_json::to_value(o).map_err(|e| ApiError::internal(e.to_string()))?))
+/// Queued ranges per lane, files in flight, rows per minute (15 minutes), recent failures.
+#[utoipa::path(
+    get,
+    path = routes::OVERVIEW.template,
+    responses((status = 200, description = "What the status page shows", body = OverviewView))
+)]
+async fn overview(State(s): State<AdminState>) -> Result<Json<OverviewView>, ApiError> {
+    Ok(Json(s.overview().await.map_err(map_err)?.into_view()))
+}
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = routes::OPENAPI.template,
+    responses((status = 200, description = "The OpenAPI document of the admin API", content_type = "application/json"))
+)]
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(<ApiDoc as utoipa::OpenApi>::openapi())
+}
+
+/// The admin API's OpenAPI document, generated from the handlers above and the types of
+/// `memberlake-admin`.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "memberlake admin API", description = "Operate ingestion: files, priorities, lifecycle, advertiser weights, the audit log."),
+    paths(list_files, file_detail, set_priority, pause, resume, cancel, retry, set_weight, actions, overview, openapi),
+    components(schemas(ErrorBody)),
+    modifiers(&OperatorAuth)
+)]
+pub struct ApiDoc;
+
+/// What routes share, added once: the bearer scheme; on every route but the document itself
+/// the token requirement with its 401 and the 503 of an unavailable catalog; on a file's
+/// routes the `{id}` parameter, the 400 of an invalid id and the 404 of a missing file. Every route may answer 429
+/// over `MEMBERLAKE_ADMIN_RATE_LIMIT`.
+struct OperatorAuth;
+
+impl utoipa::Modify for OperatorAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        use utoipa::IntoParams;
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+                )
+                .build()
+        };
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let open = path == routes::OPENAPI.template;
+            for op in [&mut item.get, &mut item.post, &mut item.put].into_iter().flatten() {
+                let responses = &mut op.responses.responses;
+                responses.insert("429".into(), error("Over MEMBERLAKE_ADMIN_RATE_LIMIT; retry (Retry-After)").into());
+                if path.starts_with(routes::FILE.template) {
+                    let id = FileIdParam::into_params(|| Some(utoipa::openapi::path::ParameterIn::Path));
+                    op.parameters.get_or_insert_with(Vec::new).splice(0..0, id);
+                    responses.entry("400".into()).or_insert_with(|| error("Invalid file id").into());
+                    responses.insert("404".into(), error("No such file").into());
+                }
+                if !open {
+                    op.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+                    responses.insert("401".into(), error("Missing or invalid operator token").into());
+                    responses.insert("503".into(), error("Catalog unavailable; retry (Retry-After)").into());
+                }
+            }
+        }
+    }
 }

@@ -3,11 +3,17 @@
 //!
 //! - [`Config`], [`Deps`], [`run`]: the service as a library; `main.rs` only wires them;
 //! - `discovery`: the lake poll that registers new objects;
-//! - `admin`: the operator API (`/admin/v1`); `status_page`: the HTML status page.
+//! - the operator surface: `surface` assembles it (token check, limits) from `admin`, the
+//!   operator API (`/admin/v1`, the contract of `memberlake-admin`, with `views` mapping the
+//!   catalog's types into that contract's views), and `status_page`, the HTML status page;
+//!   both work on `state::AdminState`, which depends on neither.
 
 mod admin;
 mod discovery;
+mod state;
 mod status_page;
+mod surface;
+mod views;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -87,8 +93,8 @@ impl Deps {
 pub async fn run(deps: Deps, config: &Config, shutdown: Shutdown) -> Result<(), ServiceError> {
     let Deps { catalog, lake, tokens } = deps;
     let checks = vec![bootstrap::postgres_ready(&catalog), bootstrap::lake_ready(&lake)];
-    let admin = admin::router(
-        admin::AdminState { catalog: catalog.clone(), tokens, knobs: config.priority.knobs(), lanes: config.lanes },
+    let admin = surface::router(
+        state::AdminState { catalog: catalog.clone(), tokens, knobs: config.priority.knobs(), lanes: config.lanes },
         memberlake::http::RateLimit::per_second(config.admin_rate_limit),
     );
     let app = admin.merge(ops_router(checks)).layer(axum::middleware::from_fn(memberlake::http::record_metrics));

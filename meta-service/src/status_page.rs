@@ -9,10 +9,10 @@ use axum::response::{Html, IntoResponse, Response};
 use memberlake::catalog::{FileRecord, MinuteRows, Overview};
 use memberlake::http::ApiError;
 
-use crate::admin::AdminState;
+use crate::state::AdminState;
 
 pub async fn page(State(state): State<AdminState>) -> Response {
-    match state.catalog.overview(state.lanes.express_max_file_size, state.lanes.urgent_priority, 15).await {
+    match state.overview().await {
         Ok(overview) => Html(render(&overview)).into_response(),
         Err(e) => ApiError::unavailable(format!("catalog unavailable: {e}")).into_response(),
     }
@@ -115,7 +115,8 @@ pub fn render(o: &Overview) -> String {
         }
         html.push_str("</table>");
     }
-    html.push_str("<p style=\"color:#888\">Refreshes every 5 s. JSON: /admin/v1/overview</p></body></html>");
+    let json = memberlake_admin::routes::OVERVIEW.template;
+    let _ = write!(html, "<p style=\"color:#888\">Refreshes every 5 s. JSON: {json}</p></body></html>");
     html
 }
 

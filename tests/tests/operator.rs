@@ -4,6 +4,7 @@ use memberlake::catalog::FileState;
 use memberlake::ids::FileId;
 use std::time::{Duration, Instant};
 
+use memberlake_admin::{routes, AdminClient, FilesResponse, LimitQuery};
 use memberlake_tests::*;
 use serde_json::{json, Value};
 
@@ -13,11 +14,12 @@ fn list_of(from: usize, n: usize) -> Vec<u8> {
     emails(from, n).iter().flat_map(|e| format!("{e}\n").into_bytes()).collect()
 }
 
+/// A meta-service and the typed client of its admin API.
 struct Admin {
     _meta: Service,
     url: String,
     token: Option<String>,
-    client: reqwest::Client,
+    client: AdminClient,
 }
 
 impl Admin {
@@ -34,11 +36,14 @@ impl Admin {
         })
         .await;
         let token = tokens.map(|t| t.split(',').next().unwrap().split_once(':').map_or(t, |(_, s)| s).to_owned());
-        Self { _meta: meta, url: format!("http://{addr}"), token, client: reqwest::Client::new() }
+        let client = AdminClient::new(&addr, token.clone());
+        Self { _meta: meta, url: format!("http://{addr}"), token, client }
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut r = self.client.request(method, format!("{}{path}", self.url));
+    /// A request the typed client cannot send (malformed on purpose), with the operator token:
+    /// status and body.
+    async fn raw(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut r = reqwest::Client::new().request(method, format!("{}{path}", self.url));
         if let Some(t) = &self.token {
             r = r.bearer_auth(t);
         }
@@ -48,12 +53,6 @@ impl Admin {
         let r = r.send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn post(&self, path: &str, body: Option<Value>) -> Value {
-        let (s, v) = self.call(reqwest::Method::POST, path, body).await;
-        assert_eq!(s, 200, "{path}: {v}");
-        v
     }
 }
 
@@ -107,8 +106,8 @@ async fn raising_a_files_priority_makes_its_ranges_the_next_taken() {
     let b = world.upload("bravo", "b.csv", list_of(100_000, 8_000)).await;
     let a_id = file_id_of(&world, &a, FileState::Ingesting).await;
     let b_id = file_id_of(&world, &b, FileState::Ingesting).await;
-    let v = admin.post(&format!("/admin/v1/files/{b_id}/priority"), Some(json!({"priority": 5}))).await;
-    assert_eq!(v["file"]["priority"], 5);
+    let v = admin.client.set_priority(b_id, 5).await.unwrap();
+    assert_eq!(v.file.priority, 5);
 
     let _worker = world.spawn("compute-worker", "worker-0", &[("MEMBERLAKE_WORKER_LANES", "bulk")]);
     world.wait_finished(&a, FINISH).await;
@@ -128,10 +127,10 @@ async fn pause_resume_and_cancel() {
     let cancelled = world.upload("globex", "c.csv", list_of(50_000, 3_000)).await;
     let p_id = file_id_of(&world, &paused, FileState::Ingesting).await;
     let c_id = file_id_of(&world, &cancelled, FileState::Ingesting).await;
-    let v = admin.post(&format!("/admin/v1/files/{p_id}/pause"), None).await;
-    assert_eq!(v["file"]["paused"], true);
-    let v = admin.post(&format!("/admin/v1/files/{c_id}/cancel"), None).await;
-    assert_eq!(v["file"]["state"], "cancelled");
+    let v = admin.client.pause(p_id).await.unwrap();
+    assert!(v.file.paused);
+    let v = admin.client.cancel(c_id).await.unwrap();
+    assert_eq!(v.file.state, FileState::Cancelled);
 
     let _worker = world.spawn("compute-worker", "worker-0", &[]);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -142,17 +141,17 @@ async fn pause_resume_and_cancel() {
     .await;
     assert_eq!(taken, 0, "paused and cancelled files take no leases");
 
-    admin.post(&format!("/admin/v1/files/{p_id}/resume"), None).await;
+    admin.client.resume(p_id).await.unwrap();
     let f = world.wait_finished(&paused, FINISH).await;
     assert_eq!((f.state.as_str(), f.rows_ingested, f.active), ("ingested", 3_000, true));
     let c = world.file(c_id).await;
     assert_eq!(c.state, FileState::Cancelled);
     assert!(!c.active);
-    let (s, v) = admin.call(reqwest::Method::POST, &format!("/admin/v1/files/{c_id}/resume"), None).await;
-    assert_eq!(s, 409, "{v}");
-    let (s, _) = admin.call(reqwest::Method::POST, "/admin/v1/files/999999/pause", None).await;
-    assert_eq!(s, 404);
-    let (s, v) = admin.call(reqwest::Method::POST, "/admin/v1/files/abc/pause", None).await;
+    let err = admin.client.resume(c_id).await.unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err}");
+    let err = admin.client.pause(FileId(999_999)).await.unwrap_err();
+    assert_eq!(err.status(), Some(404), "{err}");
+    let (s, v) = admin.raw(reqwest::Method::POST, "/admin/v1/files/abc/pause", None).await;
     assert_eq!(s, 400, "{v}");
 }
 
@@ -163,7 +162,7 @@ async fn aging_lets_a_low_priority_file_run_while_others_keep_arriving() {
     let _splitter = world.spawn("splitter", "splitter-a", &[("MEMBERLAKE_RANGE_SIZE", "16KiB")]);
     let low = world.upload("lowco", "low.csv", list_of(0, 1_000)).await;
     let low_id = file_id_of(&world, &low, FileState::Ingesting).await;
-    admin.post(&format!("/admin/v1/files/{low_id}/priority"), Some(json!({"priority": -2}))).await;
+    admin.client.set_priority(low_id, -2).await.unwrap();
     // A backlog of normal-priority files arrives first, and keeps arriving.
     let mut uploaded = 0;
     let world = &world;
@@ -257,24 +256,30 @@ async fn operator_actions_need_the_operator_token_and_are_audited() {
         "refused actions changed nothing"
     );
 
-    // Bad requests say why.
-    let (s, v) = admin
-        .call(reqwest::Method::POST, &format!("/admin/v1/files/{id}/priority"), Some(json!({"priority": "high"})))
-        .await;
-    assert_eq!(s, 400, "{v}");
-    let (s, v) =
-        admin.call(reqwest::Method::PUT, "/admin/v1/advertisers/acme/weight", Some(json!({"weight": -1}))).await;
-    assert_eq!(s, 400, "{v}");
-    let (s, _) = admin.call(reqwest::Method::GET, "/admin/v1/files?state=bogus", None).await;
-    assert_eq!(s, 400);
+    // Bad requests say why (sent raw: the typed client cannot send them).
+    let priority = format!("/admin/v1/files/{id}/priority");
+    for (method, path, body, says) in [
+        (reqwest::Method::POST, priority.as_str(), Some(json!({"priority": "high"})), "priority"),
+        (reqwest::Method::POST, &priority, Some(json!({"priority": 1, "urgent": true})), "unknown field `urgent`"),
+        (reqwest::Method::POST, &priority, Some(json!({"priority": 2_000_000})), "priority must be between"),
+        (reqwest::Method::PUT, "/admin/v1/advertisers/acme/weight", Some(json!({"weight": -1})), "weight must be"),
+        (reqwest::Method::GET, "/admin/v1/files?state=bogus", None, "unknown variant `bogus`"),
+        (reqwest::Method::GET, "/admin/v1/files?stat=failed", None, "unknown field `stat`"),
+        (reqwest::Method::GET, "/admin/v1/actions?limit=0", None, "limit must be 1..=1000"),
+    ] {
+        let (s, v) = admin.raw(method.clone(), path, body).await;
+        assert_eq!(s, 400, "{method} {path}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{method} {path}: {message:?} should say {says:?}");
+    }
 
-    admin.post(&format!("/admin/v1/files/{id}/priority"), Some(json!({"priority": 3}))).await;
-    admin.post(&format!("/admin/v1/files/{id}/pause"), None).await;
-    admin.post(&format!("/admin/v1/files/{id}/resume"), None).await;
-    let (s, _) =
-        admin.call(reqwest::Method::PUT, "/admin/v1/advertisers/acme/weight", Some(json!({"weight": 2.5}))).await;
-    assert_eq!(s, 200);
-    admin.post(&format!("/admin/v1/files/{id}/cancel"), None).await;
+    admin.client.set_priority(id, 3).await.unwrap();
+    admin.client.pause(id).await.unwrap();
+    admin.client.resume(id).await.unwrap();
+    let acme = memberlake::ids::AdvertiserId::parse("acme").unwrap();
+    let w = admin.client.set_weight(&acme, 2.5).await.unwrap();
+    assert_eq!((w.advertiser_id, w.weight), (acme, 2.5));
+    admin.client.cancel(id).await.unwrap();
 
     // The CLI speaks the same API with the other operator's token.
     let cli = |args: &[&str]| {
@@ -292,8 +297,8 @@ async fn operator_actions_need_the_operator_token_and_are_audited() {
     };
     let (ok, out, err) = cli(&["files", "--json"]);
     assert!(ok, "{err}");
-    let listed: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(listed["files"][0]["file_id"], id.0);
+    let listed: FilesResponse = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.files[0].file_id, id);
     let (ok, out, err) = cli(&["file", &id.to_string()]);
     assert!(ok && out.contains("cancelled"), "{out}{err}");
     let (ok, _, err) = cli(&["weight", "globex", "3"]);
@@ -301,21 +306,9 @@ async fn operator_actions_need_the_operator_token_and_are_audited() {
     let (ok, _, err) = cli(&["retry", &id.to_string()]);
     assert!(!ok && err.contains("409"), "retrying a cancelled file is refused: {err}");
 
-    let (s, v) = admin.call(reqwest::Method::GET, "/admin/v1/actions", None).await;
-    assert_eq!(s, 200);
-    let actions: Vec<(String, String, String)> = v["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .rev()
-        .map(|a| {
-            (
-                a["actor"].as_str().unwrap().to_owned(),
-                a["action"].as_str().unwrap().to_owned(),
-                a["target"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
+    let log = admin.client.actions(&LimitQuery::default()).await.unwrap().actions;
+    let actions: Vec<(String, String, String)> =
+        log.iter().rev().map(|a| (a.actor.clone(), a.action.clone(), a.target.clone())).collect();
     let target = format!("file:{id}");
     let expected: Vec<(String, String, String)> = [
         ("ops", "prioritize", target.as_str()),
@@ -329,7 +322,7 @@ async fn operator_actions_need_the_operator_token_and_are_audited() {
     .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
     .collect();
     assert_eq!(actions, expected);
-    assert!(v["actions"][0]["at"].as_str().is_some());
+    assert_eq!(log[0].details["weight"].as_f64(), Some(3.0), "{}", log[0].details);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,7 +333,7 @@ async fn status_page_shows_a_file_in_flight_in_a_real_browser() {
     let key = world.upload("acme", "inflight.csv", list_of(0, 3_000)).await;
     let id = file_id_of(&world, &key, FileState::Ingesting).await;
     // Paused, it stays in flight while the page is looked at.
-    admin.post(&format!("/admin/v1/files/{id}/pause"), None).await;
+    admin.client.pause(id).await.unwrap();
     let failed = world.upload("broken", "gone.csv", list_of(9_000, 100)).await;
     let _ = file_id_of(&world, &failed, FileState::Ingesting).await;
     world.lake.delete(&failed).await.unwrap();
@@ -395,7 +388,28 @@ async fn status_page_shows_a_file_in_flight_in_a_real_browser() {
     let png = std::fs::read(&shot).unwrap();
     assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "a real screenshot at {}", shot.display());
     println!("status page screenshot: {}", shot.display());
-    let (s, v) = admin.call(reqwest::Method::GET, "/admin/v1/overview", None).await;
-    assert_eq!(s, 200);
-    assert!(v["queued_bulk"].as_i64().unwrap() + v["queued_express"].as_i64().unwrap() > 0);
+    let o = admin.client.overview().await.unwrap();
+    assert!(o.queued_bulk + o.queued_express > 0);
+    assert!(o.files_in_flight.iter().any(|f| f.file_id == id && f.paused));
+    assert!(o.recent_failures.iter().any(|f| f.object_key.ends_with(&failed)), "{:?}", o.recent_failures);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_lists_every_admin_route_without_a_token() {
+    let world = TestWorld::new().await;
+    let admin = Admin::start(&world, Some("ops:doc-secret")).await;
+    let r = reqwest::get(format!("{}{}", admin.url, routes::OPENAPI.template)).await.unwrap();
+    assert_eq!(r.status(), 200, "the document needs no token");
+    let doc: Value = r.json().await.unwrap();
+    assert_eq!(doc["info"]["title"], "memberlake admin API");
+    for route in routes::ALL {
+        let op = &doc["paths"][route.template][route.method.as_str().to_ascii_lowercase()];
+        assert!(op.is_object(), "{route} is missing from the document");
+    }
+    // The typed client reads the same document.
+    let typed = serde_json::to_value(admin.client.openapi().await.unwrap()).unwrap();
+    assert_eq!(typed, doc);
+    // The routes it describes are guarded.
+    let r = reqwest::get(format!("{}{}", admin.url, routes::FILES.template)).await.unwrap();
+    assert_eq!(r.status(), 401);
 }

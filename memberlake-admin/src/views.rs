@@ -1,0 +1,289 @@
+//! What the admin API answers. Each view is the wire form of one response; meta-service maps
+//! its catalog types into them and clients decode them. Views accept fields they do not know,
+//! so that a server may add one without breaking older clients.
+
+use chrono::{DateTime, Utc};
+use memberlake_records::ids::{AdvertiserId, FileId};
+use memberlake_records::records::RejectReason;
+use memberlake_records::states::FileState;
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+
+/// A registered lake object and its progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FileView {
+    #[schema(value_type = i64, example = 42)]
+    pub file_id: FileId,
+    #[schema(value_type = String, example = "acme")]
+    pub advertiser_id: AdvertiserId,
+    #[schema(example = "advertisers/acme/members.csv")]
+    pub object_key: String,
+    pub etag: String,
+    pub size_bytes: i64,
+    /// `none`, `gzip` or `zstd` (a compressed file is one range).
+    #[schema(example = "none")]
+    pub compression: String,
+    #[schema(schema_with = file_state_schema)]
+    pub state: FileState,
+    /// Operator priority (higher runs first).
+    pub priority: i32,
+    /// Paused files take no new leases.
+    pub paused: bool,
+    pub ranges_total: i32,
+    pub ranges_done: i32,
+    pub rows_ingested: i64,
+    pub rows_rejected: i64,
+    /// Why the file failed or was cancelled.
+    pub failure_reason: Option<String>,
+    pub registered_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// When its rows were deleted from the store (superseded, failed or cancelled).
+    pub retired_at: Option<DateTime<Utc>>,
+    /// Whether this file is its advertiser's active list.
+    pub active: bool,
+}
+
+/// `FileState`'s wire names, from the type itself.
+fn file_state_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(FileState::ALL.map(FileState::as_str)))
+        .description(Some("The file's lifecycle state"))
+}
+
+/// One file with its progress ([`FILE`](crate::routes::FILE)).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FileDetailView {
+    #[serde(flatten)]
+    pub file: FileView,
+    /// The score workers claim by (operator priority, advertiser weight, age, size).
+    pub effective_priority: f64,
+    pub ranges: RangeCountsView,
+    /// Rows per second since the file was split.
+    pub rows_per_second: f64,
+    /// Estimated seconds to completion at the current pace (null before any range is done).
+    pub eta_seconds: Option<f64>,
+    pub last_errors: Vec<RangeErrorView>,
+    /// Byte offsets and reasons of rejected rows, never their contents.
+    pub rejection_samples: Vec<RejectionSampleView>,
+}
+
+/// How many of a file's ranges are in each state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RangeCountsView {
+    pub queued: i64,
+    pub leased: i64,
+    pub done: i64,
+    pub failed: i64,
+}
+
+/// The latest error of one range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RangeErrorView {
+    pub range_index: i32,
+    pub attempts: i32,
+    pub error: String,
+}
+
+/// A rejected row: where it was and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RejectionSampleView {
+    /// Byte offset in the (decompressed) object.
+    pub offset: u64,
+    #[schema(value_type = String, example = "missing_at")]
+    pub reason: RejectReason,
+}
+
+/// [`FILES`](crate::routes::FILES): newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FilesResponse {
+    pub files: Vec<FileView>,
+}
+
+/// The file an action changed (priority, pause, resume, cancel).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FileResponse {
+    pub file: FileView,
+}
+
+/// [`RETRY`](crate::routes::RETRY): the file and how many failed ranges were queued again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RetryResponse {
+    pub file: FileView,
+    pub ranges_requeued: u64,
+}
+
+/// [`SET_WEIGHT`](crate::routes::SET_WEIGHT): the weight now in force.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WeightResponse {
+    #[schema(value_type = String, example = "acme")]
+    pub advertiser_id: AdvertiserId,
+    pub weight: f64,
+}
+
+/// [`ACTIONS`](crate::routes::ACTIONS): the audit log, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ActionsResponse {
+    pub actions: Vec<OperatorActionView>,
+}
+
+/// One audited operator action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OperatorActionView {
+    pub action_id: i64,
+    pub at: DateTime<Utc>,
+    /// The token's name (`name:secret` in `MEMBERLAKE_ADMIN_TOKENS`).
+    #[schema(example = "ops")]
+    pub actor: String,
+    /// `prioritize`, `pause`, `resume`, `cancel`, `retry` or `weight`.
+    #[schema(example = "prioritize")]
+    pub action: String,
+    /// `file:<id>` or `advertiser:<id>`.
+    #[schema(example = "file:42")]
+    pub target: String,
+    /// The action's parameters, e.g. `{"priority": 5}`.
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+}
+
+/// [`OVERVIEW`](crate::routes::OVERVIEW): what the status page shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OverviewView {
+    /// Queued ranges an express lane may take (small or urgent files).
+    pub queued_express: i64,
+    /// The other queued ranges.
+    pub queued_bulk: i64,
+    pub leased: i64,
+    pub files_in_flight: Vec<FileView>,
+    /// Rows ingested per minute over the last 15 minutes, oldest first.
+    pub rows_per_minute: Vec<MinuteRowsView>,
+    /// Files failed in the last 24 hours.
+    pub recent_failures: Vec<FileView>,
+}
+
+/// Rows ingested in one minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct MinuteRowsView {
+    pub minute: DateTime<Utc>,
+    pub rows: i64,
+}
+
+/// Every error: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// `bad_request`, `unauthorized`, `not_found`, `conflict`, `payload_too_large`,
+    /// `rate_limited`, `unavailable` or `internal`.
+    #[schema(example = "conflict")]
+    pub code: String,
+    /// Safe to show the caller.
+    #[schema(example = "file 42 is cancelled: only registered or ingesting files can be paused or resumed")]
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn file_json() -> serde_json::Value {
+        json!({
+            "file_id": 42,
+            "advertiser_id": "acme",
+            "object_key": "advertisers/acme/members.csv",
+            "etag": "\"abc\"",
+            "size_bytes": 1024,
+            "compression": "none",
+            "state": "ingesting",
+            "priority": 5,
+            "paused": false,
+            "ranges_total": 4,
+            "ranges_done": 1,
+            "rows_ingested": 100,
+            "rows_rejected": 2,
+            "failure_reason": null,
+            "registered_at": "2026-01-02T03:04:05Z",
+            "finished_at": null,
+            "retired_at": null,
+            "active": false
+        })
+    }
+
+    /// Decodes `wire` as `T` and encodes it again: the same JSON, field for field.
+    fn round_trip<T: Serialize + serde::de::DeserializeOwned>(wire: serde_json::Value) -> T {
+        let view: T = serde_json::from_value(wire.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&view).unwrap(), wire);
+        view
+    }
+
+    #[test]
+    fn a_file_keeps_the_servers_field_names() {
+        let f: FileView = round_trip(file_json());
+        assert_eq!((f.file_id, f.state, f.advertiser_id.as_str()), (FileId(42), FileState::Ingesting, "acme"));
+        let fields: Vec<String> = file_json().as_object().unwrap().keys().cloned().collect();
+        assert_eq!(fields.len(), 18);
+    }
+
+    #[test]
+    fn a_file_detail_is_the_file_flattened_with_its_progress() {
+        let mut wire = file_json();
+        let extra = json!({
+            "effective_priority": 5012.5,
+            "ranges": {"queued": 2, "leased": 1, "done": 1, "failed": 0},
+            "rows_per_second": 33.3,
+            "eta_seconds": 9.0,
+            "last_errors": [{"range_index": 3, "attempts": 2, "error": "lake unavailable"}],
+            "rejection_samples": [{"offset": 17, "reason": "missing_at"}, {"offset": 90, "reason": "line_too_long"}]
+        });
+        wire.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let d: FileDetailView = round_trip(wire);
+        assert_eq!(d.file.file_id, FileId(42));
+        assert_eq!(d.rejection_samples[0].reason, RejectReason::MissingAt);
+        assert_eq!(d.ranges, RangeCountsView { queued: 2, leased: 1, done: 1, failed: 0 });
+    }
+
+    #[test]
+    fn action_responses_round_trip() {
+        let _: FilesResponse = round_trip(json!({"files": [file_json()]}));
+        let _: FileResponse = round_trip(json!({"file": file_json()}));
+        let r: RetryResponse = round_trip(json!({"file": file_json(), "ranges_requeued": 3}));
+        assert_eq!(r.ranges_requeued, 3);
+        let w: WeightResponse = round_trip(json!({"advertiser_id": "acme", "weight": 2.5}));
+        assert_eq!(w.weight, 2.5);
+        let a: ActionsResponse = round_trip(json!({"actions": [{
+            "action_id": 7, "at": "2026-01-02T03:04:05.123456Z", "actor": "ops", "action": "prioritize",
+            "target": "file:42", "details": {"priority": 5}
+        }]}));
+        assert_eq!(a.actions[0].details["priority"], 5);
+        let o: OverviewView = round_trip(json!({
+            "queued_express": 1, "queued_bulk": 2, "leased": 3,
+            "files_in_flight": [file_json()],
+            "rows_per_minute": [{"minute": "2026-01-02T03:04:00Z", "rows": 600}],
+            "recent_failures": []
+        }));
+        assert_eq!(o.rows_per_minute[0].rows, 600);
+        let e: ErrorBody = round_trip(json!({"error": {"code": "bad_request", "message": "limit must be 1..=1000"}}));
+        assert_eq!(e.error.code, "bad_request");
+    }
+
+    #[test]
+    fn views_tolerate_fields_added_later() {
+        let mut wire = file_json();
+        wire["added_in_v2"] = json!(true);
+        let f: FileView = serde_json::from_value(wire).unwrap();
+        assert_eq!(f.file_id, FileId(42));
+    }
+
+    #[test]
+    fn views_reject_values_outside_the_contract() {
+        let mut wire = file_json();
+        wire["state"] = json!("done");
+        assert!(serde_json::from_value::<FileView>(wire).is_err());
+        let bad_reason = json!({"offset": 1, "reason": "too_short"});
+        assert!(serde_json::from_value::<RejectionSampleView>(bad_reason).is_err());
+    }
+}

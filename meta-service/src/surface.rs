@@ -1,0 +1,203 @@
+//! The operator surface on `MEMBERLAKE_ADMIN_ADDR`, assembled in one place: the admin API and
+//! the status page behind the operator token, the API's OpenAPI document open, all under the
+//! rate limit and a 16 KiB body limit.
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::{from_fn_with_state, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use memberlake::http::RateLimit;
+
+use crate::state::{Actor, AdminState};
+use crate::{admin, status_page};
+
+/// Largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+pub fn router(state: AdminState, limit: Option<RateLimit>) -> Router {
+    let mut surface = admin::api()
+        .route("/", get(status_page::page))
+        .route("/status", get(status_page::page))
+        .route_layer(from_fn_with_state(state.clone(), require_operator))
+        .merge(admin::document());
+    if let Some(limit) = limit {
+        surface = surface.route_layer(from_fn_with_state(limit, memberlake::http::rate_limit));
+    }
+    surface.with_state(state).layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+/// Checks the operator token (header, or `?token=` for the status page in a browser).
+async fn require_operator(State(state): State<AdminState>, mut request: Request, next: Next) -> Response {
+    let header_value = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let from_query = request.uri().query().and_then(|q| url_param(q, "token")).map(|t| format!("Bearer {t}"));
+    match state.tokens.authorize(header_value.or(from_query).as_deref()) {
+        Ok(actor) => {
+            request.extensions_mut().insert(Actor(actor));
+            next.run(request).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+fn url_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The surface without a database: requests that are refused before the catalog is asked,
+    //! the token check, and the OpenAPI document. The catalog here is a pool that cannot
+    //! connect, so a request that reaches it is a 503.
+
+    use std::time::Duration;
+
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use memberlake::catalog::{Catalog, PriorityKnobs};
+    use memberlake::config::LaneArgs;
+    use memberlake::http::Tokens;
+    use memberlake_admin::routes::{self, Method};
+    use memberlake_admin::ErrorBody;
+    use serde_json::json;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn state(tokens: &[&str]) -> AdminState {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(Duration::from_millis(300))
+            .connect_lazy("postgres://nobody@127.0.0.1:1/nothing")
+            .unwrap();
+        AdminState {
+            catalog: Catalog::from_pool(pool),
+            tokens: Tokens::parse(&tokens.iter().map(|t| t.to_string()).collect::<Vec<_>>()),
+            knobs: PriorityKnobs {
+                per_level: 1000.0,
+                per_log_weight: 100.0,
+                aging_per_second: 0.2,
+                per_size_doubling: 50.0,
+            },
+            lanes: LaneArgs { express_max_file_size: 256 << 20, urgent_priority: 100 },
+        }
+    }
+
+    async fn send(
+        app: &Router,
+        method: Method,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> (StatusCode, Vec<u8>) {
+        let mut request = Request::builder().method(method.as_str()).uri(uri);
+        if let Some(t) = token {
+            request = request.header("authorization", format!("Bearer {t}"));
+        }
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        let request = request.body(Body::from(body.unwrap_or("").to_owned())).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        (status, axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap().to_vec())
+    }
+
+    /// `(status, error message)` of a request expected to fail with meta-service's error body.
+    async fn refused(app: &Router, method: Method, uri: &str, body: Option<&str>) -> (u16, String) {
+        let (status, bytes) = send(app, method, uri, None, body).await;
+        let ErrorBody { error } = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{uri}: {e}: {bytes:?}"));
+        (status.as_u16(), error.message)
+    }
+
+    #[tokio::test]
+    async fn bad_requests_are_400s_that_say_why() {
+        let app = router(state(&[]), None);
+        let cases: [(Method, &str, Option<&str>, &str); 10] = [
+            (Method::Get, "/admin/v1/files?stat=failed", None, "unknown field `stat`"),
+            (Method::Get, "/admin/v1/files?state=done", None, "unknown variant `done`"),
+            (Method::Get, "/admin/v1/files?advertiser_id=a%20b", None, "advertiser_id must match"),
+            (Method::Get, "/admin/v1/files?limit=0", None, "limit must be 1..=1000"),
+            (Method::Get, "/admin/v1/actions?limit=5&token=x", None, "unknown field `token`"),
+            (Method::Post, "/admin/v1/files/abc/pause", None, "file id must be a positive integer, got \"abc\""),
+            (
+                Method::Post,
+                "/admin/v1/files/1/priority",
+                Some(r#"{"priority": 1, "urgent": true}"#),
+                "unknown field `urgent`",
+            ),
+            (Method::Post, "/admin/v1/files/1/priority", Some(r#"{"priority": 2000000}"#), "priority must be between"),
+            (Method::Put, "/admin/v1/advertisers/acme/weight", Some(r#"{"weight": 0}"#), "weight must be a number in"),
+            (Method::Put, "/admin/v1/advertisers/a.b/weight", Some(r#"{"weight": 1}"#), "advertiser_id must match"),
+        ];
+        for (method, uri, body, says) in cases {
+            let (status, message) = refused(&app, method, uri, body).await;
+            assert_eq!(status, 400, "{method} {uri}: {message}");
+            assert!(message.contains(says), "{method} {uri}: {message:?} should say {says:?}");
+        }
+        let big = format!(r#"{{"priority": 1, "pad": "{}"}}"#, "x".repeat(MAX_BODY_BYTES));
+        assert_eq!(refused(&app, Method::Post, "/admin/v1/files/1/priority", Some(&big)).await.0, 413);
+        // A valid request reaches the catalog, which is unreachable here.
+        let (status, message) = refused(&app, Method::Get, "/admin/v1/files?state=failed&limit=3", None).await;
+        assert_eq!(status, 503, "{message}");
+    }
+
+    #[tokio::test]
+    async fn the_token_guards_every_route_but_the_document() {
+        let app = router(state(&["ops:s3cret"]), None);
+        for route in routes::ALL.into_iter().filter(|r| *r != routes::OPENAPI) {
+            let (status, _) = send(&app, route.method, &route.path(1), None, None).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{route}");
+            let (status, _) = send(&app, route.method, &route.path(1), Some("wrong"), None).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{route}");
+        }
+        assert_eq!(send(&app, Method::Get, "/status", None, None).await.0, StatusCode::UNAUTHORIZED);
+        // With the token, the request gets past the check (and fails on its body).
+        let (status, _) = send(&app, Method::Post, &routes::SET_PRIORITY.path(1), Some("s3cret"), Some("{}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, body) = send(&app, Method::Get, routes::OPENAPI.template, None, None).await;
+        assert_eq!(status, StatusCode::OK);
+        let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(doc["info"]["title"], "memberlake admin API");
+    }
+
+    #[tokio::test]
+    async fn the_rate_limit_covers_the_document_too() {
+        let app = router(state(&[]), RateLimit::per_second(1));
+        assert_eq!(send(&app, Method::Get, routes::OPENAPI.template, None, None).await.0, StatusCode::OK);
+        assert_eq!(
+            send(&app, Method::Get, routes::OPENAPI.template, None, None).await.0,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+    }
+
+    #[test]
+    fn the_document_describes_every_route() {
+        let doc = serde_json::to_value(<admin::ApiDoc as utoipa::OpenApi>::openapi()).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        for route in routes::ALL {
+            let op = &paths[route.template][route.method.as_str().to_ascii_lowercase()];
+            assert!(op.is_object(), "{route} is not in the document");
+            assert!(op["responses"]["200"].is_object() && op["responses"]["429"].is_object(), "{route}");
+            let guarded = route != routes::OPENAPI;
+            assert_eq!(op["security"][0]["bearer"].is_array(), guarded, "{route}");
+            assert_eq!(op["responses"]["401"].is_object(), guarded, "{route}");
+        }
+        for route in [routes::FILE, routes::SET_PRIORITY, routes::PAUSE, routes::RESUME, routes::CANCEL, routes::RETRY]
+        {
+            let op = &paths[route.template][route.method.as_str().to_ascii_lowercase()];
+            assert_eq!((&op["parameters"][0]["name"], &op["parameters"][0]["in"]), (&json!("id"), &json!("path")));
+            assert!(op["responses"]["400"].is_object() && op["responses"]["404"].is_object(), "{route}");
+        }
+        let body_400 = &paths[routes::SET_PRIORITY.template]["post"]["responses"]["400"]["description"];
+        assert_eq!(body_400, "Invalid file id or body");
+        let methods: usize = paths.values().map(|item| item.as_object().unwrap().len()).sum();
+        assert_eq!(methods, routes::ALL.len(), "the document lists exactly the routes");
+        for schema in ["FileView", "FileDetailView", "OverviewView", "SetPriority", "SetWeight", "ErrorBody"] {
+            assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+        }
+        let state = &doc["components"]["schemas"]["FileView"]["properties"]["state"];
+        assert_eq!(state["enum"], json!(["registered", "ingesting", "ingested", "failed", "cancelled"]));
+        assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    }
+}

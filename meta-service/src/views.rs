@@ -1,0 +1,228 @@
+//! The catalog's types (the domain) as the admin API's views (the contract), in one place.
+//!
+//! A local trait rather than `From`: both sides are foreign to this crate, so the orphan rule
+//! allows no `From` impl here. Each conversion destructures its source completely, so a field
+//! added to a catalog type does not compile until someone decides whether operators see it.
+
+use memberlake::catalog::{
+    FileDetail, FileRecord, MinuteRows, OperatorAction, Overview, RangeCounts, RangeError, RejectionSample,
+};
+use memberlake_admin::views::{
+    FileDetailView, FileView, MinuteRowsView, OperatorActionView, OverviewView, RangeCountsView, RangeErrorView,
+    RejectionSampleView,
+};
+
+/// A catalog value as its admin API view.
+pub trait IntoView {
+    type View;
+    fn into_view(self) -> Self::View;
+}
+
+impl<T: IntoView> IntoView for Vec<T> {
+    type View = Vec<T::View>;
+    fn into_view(self) -> Self::View {
+        self.into_iter().map(IntoView::into_view).collect()
+    }
+}
+
+impl IntoView for FileRecord {
+    type View = FileView;
+    fn into_view(self) -> FileView {
+        let FileRecord {
+            file_id,
+            advertiser_id,
+            object_key,
+            etag,
+            size_bytes,
+            compression,
+            state,
+            priority,
+            paused,
+            ranges_total,
+            ranges_done,
+            rows_ingested,
+            rows_rejected,
+            failure_reason,
+            registered_at,
+            finished_at,
+            retired_at,
+            active,
+        } = self;
+        FileView {
+            file_id,
+            advertiser_id,
+            object_key,
+            etag,
+            size_bytes,
+            compression: compression.as_str().to_owned(),
+            state,
+            priority,
+            paused,
+            ranges_total,
+            ranges_done,
+            rows_ingested,
+            rows_rejected,
+            failure_reason,
+            registered_at,
+            finished_at,
+            retired_at,
+            active,
+        }
+    }
+}
+
+impl IntoView for FileDetail {
+    type View = FileDetailView;
+    fn into_view(self) -> FileDetailView {
+        let FileDetail {
+            file,
+            effective_priority,
+            ranges,
+            rows_per_second,
+            eta_seconds,
+            last_errors,
+            rejection_samples,
+        } = self;
+        FileDetailView {
+            file: file.into_view(),
+            effective_priority,
+            ranges: ranges.into_view(),
+            rows_per_second,
+            eta_seconds,
+            last_errors: last_errors.into_view(),
+            rejection_samples: rejection_samples.into_view(),
+        }
+    }
+}
+
+impl IntoView for RangeCounts {
+    type View = RangeCountsView;
+    fn into_view(self) -> RangeCountsView {
+        let RangeCounts { queued, leased, done, failed } = self;
+        RangeCountsView { queued, leased, done, failed }
+    }
+}
+
+impl IntoView for RangeError {
+    type View = RangeErrorView;
+    fn into_view(self) -> RangeErrorView {
+        let RangeError { range_index, attempts, error } = self;
+        RangeErrorView { range_index, attempts, error }
+    }
+}
+
+impl IntoView for RejectionSample {
+    type View = RejectionSampleView;
+    fn into_view(self) -> RejectionSampleView {
+        let RejectionSample { offset, reason } = self;
+        RejectionSampleView { offset, reason }
+    }
+}
+
+impl IntoView for OperatorAction {
+    type View = OperatorActionView;
+    fn into_view(self) -> OperatorActionView {
+        let OperatorAction { action_id, at, actor, action, target, details } = self;
+        OperatorActionView { action_id, at, actor, action, target, details }
+    }
+}
+
+impl IntoView for MinuteRows {
+    type View = MinuteRowsView;
+    fn into_view(self) -> MinuteRowsView {
+        let MinuteRows { minute, rows } = self;
+        MinuteRowsView { minute, rows }
+    }
+}
+
+impl IntoView for Overview {
+    type View = OverviewView;
+    fn into_view(self) -> OverviewView {
+        let Overview { queued_express, queued_bulk, leased, files_in_flight, rows_per_minute, recent_failures } = self;
+        OverviewView {
+            queued_express,
+            queued_bulk,
+            leased,
+            files_in_flight: files_in_flight.into_view(),
+            rows_per_minute: rows_per_minute.into_view(),
+            recent_failures: recent_failures.into_view(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The views keep the wire format the catalog types had when the server serialized them
+    //! directly: each view serializes to the same JSON as its source.
+
+    use chrono::{TimeZone, Utc};
+    use memberlake::catalog::FileState;
+    use memberlake::ids::{AdvertiserId, FileId};
+    use memberlake::lake::Compression;
+    use memberlake::records::RejectReason;
+    use serde::Serialize;
+
+    use super::*;
+
+    fn record(id: i64, state: FileState) -> FileRecord {
+        FileRecord {
+            file_id: FileId(id),
+            advertiser_id: AdvertiserId::parse("acme").unwrap(),
+            object_key: format!("advertisers/acme/{id}.csv.gz"),
+            etag: "\"e\"".into(),
+            size_bytes: 123_456,
+            compression: Compression::Gzip,
+            state,
+            priority: -3,
+            paused: true,
+            ranges_total: 1,
+            ranges_done: 0,
+            rows_ingested: 10,
+            rows_rejected: 1,
+            failure_reason: Some("lake object not found".into()),
+            registered_at: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+            finished_at: Some(Utc.with_ymd_and_hms(2026, 1, 2, 3, 5, 0).unwrap()),
+            retired_at: None,
+            active: false,
+        }
+    }
+
+    fn same_json<T: Serialize + IntoView>(domain: T)
+    where
+        T::View: Serialize,
+    {
+        let before = serde_json::to_value(&domain).unwrap();
+        let after = serde_json::to_value(domain.into_view()).unwrap();
+        assert_eq!(after, before);
+    }
+
+    #[test]
+    fn views_serialize_like_the_catalog_types() {
+        same_json(record(7, FileState::Failed));
+        same_json(FileDetail {
+            file: record(8, FileState::Ingesting),
+            effective_priority: 12.5,
+            ranges: RangeCounts { queued: 1, leased: 2, done: 3, failed: 4 },
+            rows_per_second: 99.5,
+            eta_seconds: None,
+            last_errors: vec![RangeError { range_index: 2, attempts: 3, error: "timed out".into() }],
+            rejection_samples: vec![RejectionSample { offset: 40, reason: RejectReason::MultipleAt }],
+        });
+        same_json(OperatorAction {
+            action_id: 1,
+            at: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+            actor: "ops".into(),
+            action: "weight".into(),
+            target: "advertiser:acme".into(),
+            details: serde_json::json!({"weight": 2.5}),
+        });
+        same_json(Overview {
+            queued_express: 1,
+            queued_bulk: 2,
+            leased: 3,
+            files_in_flight: vec![record(9, FileState::Ingesting)],
+            rows_per_minute: vec![MinuteRows { minute: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 0).unwrap(), rows: 5 }],
+            recent_failures: vec![record(10, FileState::Failed)],
+        });
+    }
+}
