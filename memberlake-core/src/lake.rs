@@ -26,7 +26,7 @@ pub const ADVERTISERS_DIR: &str = "advertisers";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LakeError {
-    #[error("invalid lake URL {url:?}: {reason}")]
+    #[error("invalid object-store URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
     /// The object is gone: permanent for the file.
     #[error("object {key:?} not found in the lake")]
@@ -75,7 +75,7 @@ impl LakeError {
         Classify::is_permanent(self)
     }
 
-    fn from_store(key: &str, e: object_store::Error) -> Self {
+    pub(crate) fn from_store(key: &str, e: object_store::Error) -> Self {
         match e {
             object_store::Error::NotFound { .. } => LakeError::NotFound { key: key.to_owned() },
             object_store::Error::Precondition { .. } | object_store::Error::NotModified { .. } => {
@@ -162,18 +162,13 @@ impl Compression {
 /// A handle on the lake root.
 #[derive(Clone)]
 pub struct Lake {
-    store: Arc<dyn ObjectStore>,
-    /// Identifies the lake in the catalog's (bucket, key, etag) uniqueness: the bucket name for
-    /// S3, `file://<root>` for a local directory.
-    bucket: String,
-    /// Key prefix of the lake root inside the store (empty for `file://`).
-    prefix: String,
-    url: String,
+    /// Its `bucket` identifies the lake in the catalog's (bucket, key, etag) uniqueness.
+    root: ObjectRoot,
 }
 
 impl std::fmt::Debug for Lake {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lake").field("url", &self.url).finish()
+        f.debug_struct("Lake").field("url", &self.root.url).finish()
     }
 }
 
@@ -183,9 +178,20 @@ impl std::fmt::Debug for Lake {
 /// forcing re-reads and sometimes giving the whole range back.
 const S3_REQUEST_TIMEOUT: &str = "15m";
 
-impl Lake {
-    /// Opens `s3://bucket/prefix` or `file:///abs/path`.
-    pub fn open(url: &str) -> Result<Self, LakeError> {
+/// An object store and the root inside it that a URL names: `s3://bucket/prefix` or
+/// `file:///abs/path`. The lake and the work location are both opened this way.
+#[derive(Clone)]
+pub(crate) struct ObjectRoot {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    /// The bucket name for S3, `file://<root>` for a local directory.
+    pub(crate) bucket: String,
+    /// Key prefix of the root inside the store (empty for `file://`).
+    pub(crate) prefix: String,
+    pub(crate) url: String,
+}
+
+impl ObjectRoot {
+    pub(crate) fn open(url: &str) -> Result<Self, LakeError> {
         let invalid = |reason: &str| LakeError::InvalidUrl { url: url.to_owned(), reason: reason.to_owned() };
         let parsed = url::Url::parse(url).map_err(|e| invalid(&e.to_string()))?;
         match parsed.scheme() {
@@ -216,30 +222,66 @@ impl Lake {
         }
     }
 
+    /// The store key of `relative` (a path below the root).
+    pub(crate) fn key(&self, relative: &str) -> String {
+        if self.prefix.is_empty() {
+            relative.to_owned()
+        } else {
+            format!("{}/{relative}", self.prefix)
+        }
+    }
+
+    /// Where the root is, as one comparable string: `s3://bucket/prefix` or `file:///path`.
+    fn location(&self) -> String {
+        let base =
+            if self.bucket.starts_with("file://") { self.bucket.clone() } else { format!("s3://{}", self.bucket) };
+        let joined = if self.prefix.is_empty() { base } else { format!("{base}/{}", self.prefix) };
+        joined.trim_end_matches('/').to_owned()
+    }
+
+    /// Whether `other` is this root or lies inside it.
+    pub(crate) fn contains(&self, other: &ObjectRoot) -> bool {
+        let (outer, inner) = (self.location(), other.location());
+        inner == outer || inner.starts_with(&format!("{outer}/"))
+    }
+}
+
+impl Lake {
+    /// Opens `s3://bucket/prefix` or `file:///abs/path`.
+    pub fn open(url: &str) -> Result<Self, LakeError> {
+        Ok(Self { root: ObjectRoot::open(url)? })
+    }
+
+    /// The lake's root, for comparing with other locations.
+    pub(crate) fn root(&self) -> &ObjectRoot {
+        &self.root
+    }
+
     pub fn bucket(&self) -> &str {
-        &self.bucket
+        &self.root.bucket
     }
 
     pub fn url(&self) -> &str {
-        &self.url
+        &self.root.url
     }
 
     fn advertisers_root(&self) -> String {
-        if self.prefix.is_empty() {
+        if self.root.prefix.is_empty() {
             ADVERTISERS_DIR.to_owned()
         } else {
-            format!("{}/{ADVERTISERS_DIR}", self.prefix)
+            format!("{}/{ADVERTISERS_DIR}", self.root.prefix)
         }
     }
 
     /// Lists every object under the lake root (ListObjectsV2 for S3): member lists and the
     /// objects the layout ignores, so those can be counted.
     pub fn list(&self) -> BoxStream<'_, Result<LakeEntry, LakeError>> {
-        let root = (!self.prefix.is_empty()).then(|| Path::from(self.prefix.as_str()));
-        self.store
+        let root = (!self.root.prefix.is_empty()).then(|| Path::from(self.root.prefix.as_str()));
+        self.root
+            .store
             .list(root.as_ref())
             .map(move |item| {
-                let meta = item.map_err(|e| LakeError::from_store(&self.prefix, e))?;
+                let meta = item.map_err(|e| LakeError::from_store(&self.root.prefix, e))?;
                 Ok(self.classify(meta))
             })
             .boxed()
@@ -283,28 +325,24 @@ impl Lake {
         if window.is_some_and(|w| w.is_empty()) {
             return Ok(futures::stream::empty().boxed());
         }
-        let result = self.store.get_opts(&path, options).await.map_err(|e| LakeError::from_store(key, e))?;
+        let result = self.root.store.get_opts(&path, options).await.map_err(|e| LakeError::from_store(key, e))?;
         let key = key.to_owned();
         Ok(result.into_stream().map_err(move |e| LakeError::from_store(&key, e)).boxed())
     }
 
     /// Writes an object (used by the demo and the tests; the product only reads).
     pub async fn put(&self, key: &str, data: Bytes) -> Result<(), LakeError> {
-        self.store.put(&Path::from(key), data.into()).await.map(|_| ()).map_err(|e| LakeError::from_store(key, e))
+        self.root.store.put(&Path::from(key), data.into()).await.map(|_| ()).map_err(|e| LakeError::from_store(key, e))
     }
 
     /// Deletes an object (tests).
     pub async fn delete(&self, key: &str) -> Result<(), LakeError> {
-        self.store.delete(&Path::from(key)).await.map_err(|e| LakeError::from_store(key, e))
+        self.root.store.delete(&Path::from(key)).await.map_err(|e| LakeError::from_store(key, e))
     }
 
     /// The store key of `relative` (a path below the lake root).
     pub fn key(&self, relative: &str) -> String {
-        if self.prefix.is_empty() {
-            relative.to_owned()
-        } else {
-            format!("{}/{relative}", self.prefix)
-        }
+        self.root().key(relative)
     }
 
     /// The store key of `advertisers/<advertiser>/<name>` in this lake.
@@ -315,7 +353,7 @@ impl Lake {
     /// Cheap reachability check for /readyz.
     pub async fn ping(&self) -> Result<(), LakeError> {
         let root = Path::from(self.advertisers_root());
-        let mut listing = self.store.list_with_delimiter(Some(&root)).await;
+        let mut listing = self.root.store.list_with_delimiter(Some(&root)).await;
         if let Err(object_store::Error::NotFound { .. }) = listing {
             listing = Ok(object_store::ListResult { common_prefixes: vec![], objects: vec![] });
         }

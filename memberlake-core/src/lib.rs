@@ -19,6 +19,7 @@
 //! - [`lake`]: object access (`s3://` and `file://`), listing and ranged reads.
 //! - [`catalog`]: the Postgres control plane (files, ranges, leases, versions).
 //! - [`store`]: the CQL data plane (memberships).
+//! - [`work`]: the work location, memberlake's own derived data (runs, manifests, diffs).
 //! - [`schema`]: versioned Postgres and CQL migrations and the start-up schema check.
 //! - [`error`]: one classification of failures (transient or permanent) for the lake, the
 //!   catalog and the store.
@@ -38,5 +39,6 @@ pub mod service;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod work;
 
 pub use memberlake_records::{ids, ranges, records, states};
