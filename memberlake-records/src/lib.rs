@@ -3,12 +3,15 @@
 //! - [`ids`]: identifiers parsed once at the edge (`AdvertiserId`, `EmailHash`, ...);
 //! - [`records`]: the hashing contract, one line at a time;
 //! - [`ranges`]: byte ranges and the range-boundary rule, streaming;
+//! - [`manifest`]: the run format of version manifests (sorted hash sets, bucketed by prefix),
+//!   and merging and diffing them, so a new list version costs what changed;
 //! - [`requests`]: the matcher API's request grammar;
 //! - [`states`]: the lifecycle states of files and ranges (the catalog's Postgres enums).
 //!
 //! `memberlake-core` re-exports them as `memberlake::{ids, records, ranges, states}`.
 
 pub mod ids;
+pub mod manifest;
 pub mod md5x4;
 pub mod ranges;
 pub mod records;
