@@ -41,4 +41,4 @@ pub mod store;
 pub mod telemetry;
 pub mod work;
 
-pub use memberlake_records::{ids, ranges, records, states};
+pub use memberlake_records::{ids, manifest, ranges, records, states};

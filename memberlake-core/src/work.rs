@@ -15,8 +15,21 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore};
 
+use crate::error::{Classify, ErrorClass};
 use crate::ids::{AdvertiserId, ListVersion};
 use crate::lake::{Lake, LakeError, ObjectRoot};
+use crate::manifest::ManifestError;
+
+/// A run that does not decode is corrupt: reading it again gives the same bytes. Only a failed
+/// write to the sink could go better next time.
+impl Classify for ManifestError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            ManifestError::Write(_) => ErrorClass::Transient,
+            _ => ErrorClass::Permanent,
+        }
+    }
+}
 
 /// Why a work location cannot be used.
 #[derive(Debug, thiserror::Error)]

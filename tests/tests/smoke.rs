@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use memberlake::ids::{AdvertiserId, ListVersion};
+use memberlake::ids::{AdvertiserId, EmailHash, ListVersion};
 use memberlake::lake::{Lake, LakeEntry};
 use memberlake::ranges::ByteRange;
 use memberlake::schema;
@@ -196,4 +196,53 @@ fn help_lists_every_variable_with_its_default() {
         assert!(help.contains("[default: "), "{bin} --help shows no defaults");
         assert!(!help.contains("s3cret"), "{bin} --help shows a secret");
     }
+}
+
+/// A run written to the work location is read back one bucket at a time: one suffix GET for the
+/// index, one ranged GET per bucket — on a real S3 server and on a local directory.
+async fn work_location_serves_one_bucket_per_ranged_read(work: &memberlake::work::WorkLocation) {
+    use memberlake::manifest::{encode_run, Buckets, RunIndex};
+    let buckets = Buckets::new(4).unwrap();
+    let mut hashes: Vec<EmailHash> = emails(0, 3_000).iter().map(|e| md5_email(e)).collect();
+    let expected: std::collections::BTreeSet<EmailHash> = hashes.iter().copied().collect();
+    let run = encode_run(&mut hashes, buckets);
+    let dir = memberlake::work::VersionDir::new(&AdvertiserId::parse("acme").unwrap(), ListVersion(7));
+    work.put(&dir.run(0), run.clone().into()).await.unwrap();
+
+    let tail = work.get_suffix(&dir.run(0), RunIndex::tail_len(buckets)).await.unwrap();
+    let index = RunIndex::from_tail(&tail).unwrap();
+    assert_eq!(index.object_len(), run.len() as u64);
+    let mut seen = std::collections::BTreeSet::new();
+    for b in 0..buckets.count() {
+        let range = index.bucket_byte_range(b);
+        let bytes = work.get_range(&dir.run(0), range.start..range.end).await.unwrap();
+        for h in index.bucket_entries(b, &bytes).unwrap() {
+            assert_eq!(buckets.bucket_of(&h.0), b);
+            seen.insert(h);
+        }
+    }
+    assert_eq!(seen, expected);
+    assert_eq!(work.get(&dir.run(0)).await.unwrap().len(), run.len());
+    assert_eq!(work.list(dir.prefix()).await.unwrap(), [dir.run(0)]);
+    assert_eq!(work.delete_prefix(dir.prefix()).await.unwrap(), 1);
+    assert!(work.list(dir.prefix()).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn work_location_on_s3() {
+    let stack = Stack::from_env();
+    let lake = Lake::open(&format!("{}/{}", stack.s3_lake_url(), unique("lake"))).unwrap();
+    let work_url = format!("{}/{}", stack.s3_lake_url(), unique("work"));
+    let work = memberlake::work::WorkLocation::open(Some(&work_url), &lake).unwrap();
+    work_location_serves_one_bucket_per_ranged_read(&work).await;
+}
+
+#[tokio::test]
+async fn work_location_beside_a_file_lake() {
+    let stack = Stack::from_env();
+    let dir = stack.scratch.join(unique("beside"));
+    let lake = Lake::open(&format!("file://{}/lake", dir.display())).unwrap();
+    let work = memberlake::work::WorkLocation::open(None, &lake).unwrap();
+    assert_eq!(work.url(), format!("file://{}/work", dir.display()));
+    work_location_serves_one_bucket_per_ranged_read(&work).await;
 }
