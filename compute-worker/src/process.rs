@@ -67,6 +67,8 @@ pub struct ProcessConfig {
     pub write_window: WriteWindow,
     /// How long a failing store write is retried (with backoff) before the range is given up.
     pub store_retry_budget: std::time::Duration,
+    /// Rows per store request (1: single-row inserts; more: UNLOGGED batches of one replica set).
+    pub write_batch_rows: usize,
 }
 
 /// Where the time of a range went, for metrics and logs.
@@ -141,6 +143,7 @@ pub async fn process_range(
         version: lease.list_version(),
         window: cfg.write_window.clone(),
         retry_budget: cfg.store_retry_budget,
+        batch_rows: cfg.write_batch_rows,
     };
     let mut writer = AbortOnDrop(tokio::spawn(write_stage(sink, hash_rx)));
 
@@ -247,65 +250,118 @@ async fn hash_stage(
     (report, hash_secs)
 }
 
-/// Where a range's rows go: one advertiser's version, through the worker's write window.
+/// Where a range's rows go: one advertiser's version, through the worker's write window, in
+/// batches of rows that share a replica set.
 struct RowSink {
     store: Arc<MembershipStore>,
     advertiser: memberlake::ids::AdvertiserId,
     version: memberlake::ids::ListVersion,
     window: WriteWindow,
     retry_budget: std::time::Duration,
+    /// Rows per request (1: single-row inserts).
+    batch_rows: usize,
 }
 
 impl RowSink {
-    /// Writes one row once a window slot is free; retried (idempotent) within the budget.
-    async fn write(&self, h: EmailHash) -> Result<(), StoreError> {
+    /// Writes one request (a row, or a batch of rows of one replica set) once a window slot is
+    /// free; retried (idempotent) within the budget.
+    async fn write(&self, rows: Vec<EmailHash>) -> Result<(), StoreError> {
         let _slot = self.window.acquire().await;
-        memberlake::retry::retry_transient("store write", self.retry_budget, Default::default(), || {
-            self.store.insert_member(&self.advertiser, self.version, &h)
+        memberlake::retry::retry_transient("store write", self.retry_budget, Default::default(), || async {
+            match rows.as_slice() {
+                [one] => self.store.insert_member(&self.advertiser, self.version, one).await,
+                many => self.store.insert_batch(&self.advertiser, self.version, many).await,
+            }
         })
         .await
     }
 }
 
-/// Stage 3: streams rows to the store through the worker's shared write window. The window
-/// stays full across block boundaries (no drain per batch); each row is retried on its own.
-/// Returns its busy seconds (rows queued or in flight), not its idle waits.
-async fn write_stage(sink: RowSink, mut batches: mpsc::Receiver<Vec<EmailHash>>) -> Result<f64, RangeError> {
+/// Rows per batch for `advertiser`, at most `configured`, kept below the node's batch-size
+/// warning threshold (Cassandra: 5 KiB of mutations): a row is the 16-byte hash, the advertiser
+/// id, the 8-byte version and about 20 bytes of cell overhead; 4 KiB leaves a margin.
+fn rows_per_batch(configured: usize, advertiser: &memberlake::ids::AdvertiserId) -> usize {
+    const BUDGET: usize = 4096;
+    let row = 16 + advertiser.as_str().len() + 8 + 20;
+    configured.clamp(1, (BUDGET / row).max(1))
+}
+
+/// Cuts a range's rows into requests: batches of up to `rows` rows whose partitions share a
+/// replica set (a group), so each batch goes to a node that owns every row of it. A group's
+/// partial batch waits for more rows until the input ends, so batches stay full across blocks.
+struct Batcher {
+    rows: usize,
+    groups: std::collections::HashMap<u64, Vec<EmailHash>>,
+}
+
+impl Batcher {
+    fn new(rows: usize) -> Self {
+        Self { rows: rows.max(1), groups: Default::default() }
+    }
+
+    /// Adds a row of replica group `group`; returns a full batch, if this row completed one.
+    fn push(&mut self, h: EmailHash, group: u64) -> Option<Vec<EmailHash>> {
+        let batch = self.groups.entry(group).or_insert_with(|| Vec::with_capacity(self.rows));
+        batch.push(h);
+        (batch.len() >= self.rows).then(|| std::mem::replace(batch, Vec::with_capacity(self.rows)))
+    }
+
+    /// The partial batches left when the input ends.
+    fn drain(&mut self) -> impl Iterator<Item = Vec<EmailHash>> + '_ {
+        self.groups.drain().map(|(_, batch)| batch).filter(|batch| !batch.is_empty())
+    }
+}
+
+/// Stage 3: streams rows to the store through the worker's shared write window, in requests
+/// cut by a [`Batcher`]. The window stays full across block boundaries (no drain per block);
+/// each request is retried on its own. Returns its busy seconds (requests queued or in flight),
+/// not its idle waits.
+async fn write_stage(sink: RowSink, mut blocks: mpsc::Receiver<Vec<EmailHash>>) -> Result<f64, RangeError> {
     let sink = &sink;
+    let replicas = sink.store.replica_groups();
+    let mut batcher = Batcher::new(rows_per_batch(sink.batch_rows, &sink.advertiser));
+    let mut ready: std::collections::VecDeque<Vec<EmailHash>> = Default::default();
     let mut in_flight = FuturesUnordered::new();
-    let mut pending = Vec::new().into_iter();
     let mut input_open = true;
     let mut busy_secs = 0.0;
     let mut busy_since: Option<Instant> = None;
+    let mut take = |block: Option<Vec<EmailHash>>, ready: &mut std::collections::VecDeque<_>| match block {
+        Some(block) => {
+            ready.extend(block.into_iter().filter_map(|h| batcher.push(h, replicas.group_of(&h))));
+            true
+        }
+        None => {
+            ready.extend(batcher.drain());
+            false
+        }
+    };
     loop {
         // A range alone may fill the whole window; queued futures wait for a slot.
         while in_flight.len() < sink.window.capacity() {
-            match pending.next() {
-                Some(h) => in_flight.push(sink.write(h)),
+            match ready.pop_front() {
+                Some(rows) => in_flight.push(sink.write(rows)),
                 None => break,
             }
         }
         if in_flight.is_empty() {
+            if !input_open {
+                break;
+            }
             if let Some(since) = busy_since.take() {
                 busy_secs += since.elapsed().as_secs_f64();
             }
-            match batches.recv().await {
-                Some(batch) => {
-                    pending = batch.into_iter();
-                    busy_since = Some(Instant::now());
-                    continue;
-                }
-                None => break,
-            }
+            input_open = take(blocks.recv().await, &mut ready);
+            busy_since = Some(Instant::now());
+            continue;
         }
         tokio::select! {
             biased;
             Some(done) = in_flight.next() => done?,
-            batch = batches.recv(), if input_open && pending.len() == 0 => match batch {
-                Some(batch) => pending = batch.into_iter(),
-                None => input_open = false,
-            },
+            block = blocks.recv(), if input_open && ready.is_empty() => input_open = take(block, &mut ready),
         }
+    }
+    if let Some(since) = busy_since {
+        busy_secs += since.elapsed().as_secs_f64();
     }
     Ok(busy_secs)
 }
@@ -353,4 +409,55 @@ fn decompress(
             Err(e) => LakeError::Corrupt(e.to_string()),
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use memberlake::ids::AdvertiserId;
+
+    fn h(i: u32) -> EmailHash {
+        let mut b = [0u8; 16];
+        b[..4].copy_from_slice(&i.to_be_bytes());
+        EmailHash(b)
+    }
+
+    #[test]
+    fn batches_hold_one_replica_group_and_every_row_once() {
+        let mut batcher = Batcher::new(4);
+        let mut out = Vec::new();
+        for i in 0..23u32 {
+            out.extend(batcher.push(h(i), u64::from(i % 3)));
+        }
+        assert!(out.iter().all(|b| b.len() == 4), "full batches only while rows come in");
+        out.extend(batcher.drain());
+        let mut seen: Vec<u32> = Vec::new();
+        for batch in &out {
+            let groups: std::collections::HashSet<u32> =
+                batch.iter().map(|x| u32::from_be_bytes(x.0[..4].try_into().unwrap()) % 3).collect();
+            assert_eq!(groups.len(), 1, "a batch holds one replica group: {batch:?}");
+            seen.extend(batch.iter().map(|x| u32::from_be_bytes(x.0[..4].try_into().unwrap())));
+        }
+        seen.sort();
+        assert_eq!(seen, (0..23).collect::<Vec<_>>());
+        assert_eq!(batcher.drain().count(), 0);
+    }
+
+    #[test]
+    fn one_row_per_batch_is_single_row_writes() {
+        let mut batcher = Batcher::new(1);
+        assert_eq!(batcher.push(h(1), 7), Some(vec![h(1)]));
+        assert_eq!(batcher.drain().count(), 0);
+    }
+
+    #[test]
+    fn batches_stay_below_the_batch_size_warning() {
+        let short = AdvertiserId::parse("acme").unwrap();
+        let longest = AdvertiserId::parse(&"a".repeat(AdvertiserId::MAX_LEN)).unwrap();
+        assert_eq!(rows_per_batch(32, &short), 32);
+        assert_eq!(rows_per_batch(0, &short), 1);
+        assert!(rows_per_batch(256, &short) * (16 + 4 + 8 + 20) <= 4096);
+        assert!(rows_per_batch(256, &longest) * (16 + 64 + 8 + 20) <= 4096);
+        assert!(rows_per_batch(256, &longest) >= 32);
+    }
 }

@@ -21,6 +21,7 @@ use scylla::errors::{
     NewSessionError, NextPageError, NextRowError, PagerExecutionError, PrepareError, RequestAttemptError, RequestError,
     UseKeyspaceError,
 };
+use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::Consistency;
 
@@ -375,11 +376,40 @@ pub struct MembershipRow {
 #[derive(Clone)]
 pub struct MembershipStore {
     session: Arc<Session>,
+    keyspace: String,
     insert: PreparedStatement,
     select_partition: PreparedStatement,
     delete_row: PreparedStatement,
     scan_segment: PreparedStatement,
     timeout: Duration,
+}
+
+/// Which rows may share a batch: rows whose partitions have the same replicas (dsbulk's
+/// `batch.mode REPLICA_SET`). With one partition per email hash, grouping by partition key gains
+/// nothing; grouping by replica set lets one request carry many rows to a node that owns them
+/// all. A snapshot of the driver's cluster metadata: take a fresh one per unit of work.
+#[derive(Clone)]
+pub struct ReplicaGroups {
+    cluster: Arc<scylla::cluster::ClusterState>,
+    keyspace: String,
+}
+
+impl ReplicaGroups {
+    /// A key equal for hashes whose partitions have the same replica set (primary replica and
+    /// shard first, so a ScyllaDB shard-aware route stays on one shard). `0` when the driver
+    /// cannot tell (no table metadata yet): one group, as on a single node.
+    pub fn group_of(&self, h: &EmailHash) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let Ok(replicas) = self.cluster.get_endpoints(&self.keyspace, "memberships", &(&h.0[..],)) else {
+            return 0;
+        };
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for (node, shard) in &replicas {
+            node.host_id.hash(&mut hasher);
+            shard.hash(&mut hasher);
+        }
+        hasher.finish()
+    }
 }
 
 /// Opens a CQL session to `nodes` (host:port), without a keyspace.
@@ -435,7 +465,7 @@ impl MembershipStore {
         .await?;
         scan_segment.set_is_idempotent(true);
         scan_segment.set_page_size(5000);
-        Ok(Self { session, insert, select_partition, delete_row, scan_segment, timeout })
+        Ok(Self { session, keyspace: keyspace.to_owned(), insert, select_partition, delete_row, scan_segment, timeout })
     }
 
     pub fn session(&self) -> &Arc<Session> {
@@ -458,6 +488,42 @@ impl MembershipStore {
         metrics::histogram!("memberlake_store_write_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("memberlake_store_rows_written_total").increment(1);
         Ok(())
+    }
+
+    /// Writes `(h, advertiser, version)` for every hash of `hashes` in one UNLOGGED batch: one
+    /// request, so the node pays its per-request cost once (most of its CPU per row). Callers
+    /// group the hashes by [`ReplicaGroups`] so that the batch, routed by its first row's token,
+    /// reaches a node that owns every row, and keep batches below the node's batch-size warning
+    /// threshold (Cassandra's default: 5 KiB). Idempotent, like single inserts.
+    pub async fn insert_batch(
+        &self,
+        advertiser: &AdvertiserId,
+        version: ListVersion,
+        hashes: &[EmailHash],
+    ) -> Result<(), StoreError> {
+        if hashes.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut batch = Batch::new(BatchType::Unlogged);
+        for _ in hashes {
+            batch.append_statement(self.insert.clone());
+        }
+        batch.set_consistency(Consistency::LocalQuorum);
+        batch.set_is_idempotent(true);
+        batch.set_request_timeout(Some(self.timeout));
+        let values: Vec<(&[u8], &str, i64)> =
+            hashes.iter().map(|h| (&h.0[..], advertiser.as_str(), version.0)).collect();
+        self.session.batch(&batch, values).await.map_err(StoreError::execute("batch insert"))?;
+        metrics::histogram!("memberlake_store_write_seconds").record(started.elapsed().as_secs_f64());
+        metrics::counter!("memberlake_store_rows_written_total").increment(hashes.len() as u64);
+        metrics::counter!("memberlake_store_batches_written_total").increment(1);
+        Ok(())
+    }
+
+    /// The replica grouping of the memberships table as the driver sees the cluster now.
+    pub fn replica_groups(&self) -> ReplicaGroups {
+        ReplicaGroups { cluster: self.session.get_cluster_state(), keyspace: self.keyspace.clone() }
     }
 
     /// Writes `(h, advertiser, version)` for every hash, at most `concurrency` requests in

@@ -37,6 +37,22 @@ fn messy_list(members: &[String], invalid: usize) -> Vec<u8> {
     out
 }
 
+/// The CQL node's own log (Cassandra's `system.log` under the stack directory) holds no
+/// batch-size warning. A ScyllaDB node logs to the journal: not checked there.
+fn assert_no_batch_size_warning(world: &TestWorld) {
+    let stack_dir = std::path::PathBuf::from(env("MEMBERLAKE_STACK_DIR"));
+    let log = stack_dir.join("cassandra/logs/system.log");
+    if stack_dir.join("scylla").exists() && !log.exists() {
+        return;
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_else(|e| panic!("reading {}: {e}", log.display()));
+    assert!(text.len() > 1000, "the node's log is empty");
+    let keyspace = &world.keyspace;
+    let warnings: Vec<&str> =
+        text.lines().filter(|l| l.contains("Batch for") || l.contains("exceeding specified threshold")).collect();
+    assert!(warnings.is_empty(), "batch-size warnings in {} (keyspace {keyspace}): {warnings:#?}", log.display());
+}
+
 fn hex_of(h: &EmailHash) -> String {
     h.to_hex().to_uppercase()
 }
@@ -76,6 +92,21 @@ async fn end_to_end_100k_members_two_workers_on_s3() {
     }
     // No service logged any member in plaintext.
     assert_logs_free_of(&pipeline.logs(), &members);
+    // The workers wrote in batches (well under one request per row), none of them over the
+    // node's batch-size warning threshold.
+    let mut worker_rows = 0.0;
+    let mut worker_batches = 0.0;
+    for w in &pipeline.workers {
+        let (_, m) = w.get("/metrics").await.unwrap();
+        worker_rows += metric_value(&m, "memberlake_store_rows_written_total");
+        worker_batches += metric_value(&m, "memberlake_store_batches_written_total");
+    }
+    assert!(worker_rows >= 100_000.0, "{worker_rows}");
+    assert!(
+        worker_batches > 0.0 && worker_batches < worker_rows / 4.0,
+        "{worker_batches} batches for {worker_rows} rows"
+    );
+    assert_no_batch_size_warning(&world);
     let samples = world.catalog.rejection_samples(file.file_id).await.unwrap();
     assert!(!samples.is_empty());
     assert!(samples.iter().all(|s| matches!(
