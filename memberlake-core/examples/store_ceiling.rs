@@ -29,8 +29,9 @@ async fn insert_batched(
         by_group.entry(groups.group_of(h)).or_default().push(*h);
     }
     let batches: Vec<&[EmailHash]> = by_group.values().flat_map(|rows| rows.chunks(batch_rows)).collect();
-    let mut in_flight =
-        futures::stream::iter(batches).map(|b| store.insert_batch(advertiser, version, b)).buffer_unordered(concurrency);
+    let mut in_flight = futures::stream::iter(batches)
+        .map(|b| store.insert_batch(advertiser, version, b))
+        .buffer_unordered(concurrency);
     while let Some(done) = in_flight.next().await {
         done?;
     }
@@ -62,8 +63,10 @@ async fn main() -> anyhow::Result<()> {
     if batch_rows <= 1 {
         tokio::spawn(async move { store.insert_members(&advertiser, version, &hashes, concurrency).await }).await??;
     } else {
-        tokio::spawn(async move { insert_batched(&store, &advertiser, version, &hashes, concurrency, batch_rows).await })
-            .await??;
+        tokio::spawn(
+            async move { insert_batched(&store, &advertiser, version, &hashes, concurrency, batch_rows).await },
+        )
+        .await??;
     }
     let secs = started.elapsed().as_secs_f64();
     println!(
