@@ -4,11 +4,12 @@
 #   bench/ingest.sh                      5M rows (~150 MB) in the S3 server, default 64 MiB ranges
 #   MEMBERLAKE_BENCH_INGEST_ROWS=73000000 bench/ingest.sh     the ≥ 2 GB list of issue #6 (2.3 GB)
 #   MEMBERLAKE_BENCH_INGEST_ROWS=68000000 bench/ingest.sh     its first 68M rows (2.02 GiB): the 2026-11-25 run
-#   MEMBERLAKE_BENCH_INGEST_RUNS="2 raw"   only some of the runs (default: "1 2 raw copy")
+#   MEMBERLAKE_BENCH_INGEST_RUNS="2 raw"   only some of the runs (default: "raw batch 1 2 copy")
 #   MEMBERLAKE_BENCH_COPY_ROWS=10000000    COPY FROM only the first N rows (it is the slowest run)
 #
-# In one run, against the same local CQL node: (a) the store's ceiling: a raw driver insert loop
-# of the precomputed rows; the pipeline with 1 and with 2 workers (rows/s, worker peak RSS,
+# In one run, against the same local CQL node: (a) the store's ceiling: the best raw driver loop
+# of the precomputed rows — single-row inserts (`raw`) and replica-grouped UNLOGGED batches
+# (`batch`, the workers' default batch size and requests in flight); the pipeline with 1 and with 2 workers (rows/s, worker peak RSS,
 # where the time went from the workers' metrics); and (b) `cqlsh COPY FROM` of the same rows as
 # a peer. The store is truncated before each run, and the run waits for the CQL node to go idle
 # first (the flushes and compactions of the run before are not billed to it). Each run reports
@@ -16,7 +17,9 @@
 # machine where they share the cores, that says where the time went.
 source "$(dirname "$0")/lib.sh"
 ROWS=${MEMBERLAKE_BENCH_INGEST_ROWS:-5000000}
-CONCURRENCY=${MEMBERLAKE_BENCH_STORE_CONCURRENCY:-96} # the worker default (per worker, shared by its lanes)
+SINGLE_CONCURRENCY=${MEMBERLAKE_BENCH_SINGLE_CONCURRENCY:-96} # best single-row loop measured (BENCHMARKS.md)
+BATCH_ROWS=${MEMBERLAKE_BENCH_BATCH_ROWS:-64}                 # the worker defaults
+BATCH_CONCURRENCY=${MEMBERLAKE_BENCH_BATCH_CONCURRENCY:-16}
 bench_setup ingest
 trap stop_all EXIT
 : "${MEMBERLAKE_TEST_S3_LAKE_URL:?the S3 server must be up (deploy/local/stack.sh up)}"
@@ -71,7 +74,8 @@ pipeline_run() { # workers
   start_service meta meta-service MEMBERLAKE_ADMIN_ADDR=127.0.0.1:18181 MEMBERLAKE_POLL_INTERVAL=500ms
   start_service splitter splitter MEMBERLAKE_METRICS_ADDR=127.0.0.1:18202 MEMBERLAKE_SPLITTER_INTERVAL=200ms
   for i in $(seq 1 "$workers"); do
-    start_service "worker-$i" compute-worker MEMBERLAKE_METRICS_ADDR=127.0.0.1:1821$i MEMBERLAKE_WRITE_CONCURRENCY="$CONCURRENCY"
+    start_service "worker-$i" compute-worker MEMBERLAKE_METRICS_ADDR=127.0.0.1:1821$i \
+      MEMBERLAKE_WRITE_CONCURRENCY="$BATCH_CONCURRENCY" MEMBERLAKE_WRITE_BATCH_ROWS="$BATCH_ROWS"
   done
   "$PY" - "$data/list.csv" "${MEMBERLAKE_LAKE_URL#s3://}" "$key" <<'PY'
 import sys, os, boto3
@@ -103,26 +107,29 @@ PY
   stop_all
 }
 
-RUNS=" ${MEMBERLAKE_BENCH_INGEST_RUNS:-1 2 raw copy} "
+RUNS=" ${MEMBERLAKE_BENCH_INGEST_RUNS:-raw batch 1 2 copy} "
 echo "| run | state | rows | seconds | rows/s | notes |"
 echo "|---|---|---|---|---|---|"
 
-if [[ $RUNS == *" raw "* ]]; then
-empty_store
-servers_before=$(server_cpu)
-"$CARGO_TARGET_DIR/release/examples/store_ceiling" "$data/list.hashes" bench 1 "$CONCURRENCY" >"$RUN_DIR/raw.out" &
-raw_pid=$! raw_cpu=0
-while kill -0 "$raw_pid" 2>/dev/null; do # its CPU (gone with it once it exits): sampled every 2 s
-  c=$(cpu_secs "$raw_pid"); [[ $c != 0 ]] && raw_cpu=$c
-  sleep 2
-done
-wait "$raw_pid"
-out=$(<"$RUN_DIR/raw.out")
-echo "$out" >&2
-read -r rows_per_s secs < <(sed -E 's/.*seconds=([0-9.]+) rows_per_s=([0-9]+).*/\2 \1/' <<<"$out")
-printf '| (a) raw driver insert loop, concurrency %s | - | %s | %s | %s | the store ceiling; client CPU %ss = %s rows per client CPU-second (loading the file included); %s |\n' \
-  "$CONCURRENCY" "$ROWS" "$secs" "$rows_per_s" "$raw_cpu" "$(per_cpu_s "$ROWS" "$raw_cpu")" "$(server_cpu_note "$ROWS")"
-fi
+raw_run() { # label concurrency rows-per-batch
+  empty_store
+  servers_before=$(server_cpu)
+  "$CARGO_TARGET_DIR/release/examples/store_ceiling" "$data/list.hashes" bench 1 "$2" "$3" >"$RUN_DIR/raw.out" &
+  local raw_pid=$! raw_cpu=0 c out rows_per_s secs
+  while kill -0 "$raw_pid" 2>/dev/null; do # its CPU (gone with it once it exits): sampled every 2 s
+    c=$(cpu_secs "$raw_pid"); [[ $c != 0 ]] && raw_cpu=$c
+    sleep 2
+  done
+  wait "$raw_pid"
+  out=$(<"$RUN_DIR/raw.out")
+  echo "$out" >&2
+  read -r rows_per_s secs < <(sed -E 's/.*seconds=([0-9.]+) rows_per_s=([0-9]+).*/\2 \1/' <<<"$out")
+  printf '| (a) raw driver loop, %s, %s in flight | - | %s | %s | %s | client CPU %ss = %s rows per client CPU-second (loading the file included); %s |\n' \
+    "$1" "$2" "$ROWS" "$secs" "$rows_per_s" "$raw_cpu" "$(per_cpu_s "$ROWS" "$raw_cpu")" "$(server_cpu_note "$ROWS")"
+}
+
+[[ $RUNS == *" raw "* ]] && raw_run "single rows" "$SINGLE_CONCURRENCY" 1
+[[ $RUNS == *" batch "* ]] && raw_run "UNLOGGED batches of $BATCH_ROWS" "$BATCH_CONCURRENCY" "$BATCH_ROWS"
 
 [[ $RUNS == *" 1 "* ]] && pipeline_run 1
 [[ $RUNS == *" 2 "* ]] && pipeline_run 2

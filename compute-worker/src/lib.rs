@@ -65,13 +65,14 @@ pub struct Config {
     /// Bytes of complete lines hashed as one unit on the rayon pool.
     #[arg(long, env = "MEMBERLAKE_BLOCK_SIZE", value_parser = parse_bytes, default_value = "4MiB")]
     pub block_size: u64,
-    /// Store requests (batches) in flight per worker, shared by all its lanes (BENCHMARKS.md);
-    /// raise it for a cluster whose write latency is higher.
+    /// Store requests (batches) in flight per worker, shared by all its lanes. 16 batches of 64
+    /// measured best against a single local node sharing two cores (BENCHMARKS.md); raise it
+    /// for a cluster whose write latency is higher.
     #[arg(long, env = "MEMBERLAKE_WRITE_CONCURRENCY", default_value_t = 16)]
     pub write_concurrency: usize,
     /// Rows per store request: UNLOGGED batches of rows that share a replica set, capped below
     /// the node's batch-size warning (5 KiB); 1 writes single rows (BENCHMARKS.md).
-    #[arg(long, env = "MEMBERLAKE_WRITE_BATCH_ROWS", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, env = "MEMBERLAKE_WRITE_BATCH_ROWS", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub write_batch_rows: u16,
     /// How long failing store writes are retried before the range is given back.
     #[arg(long, env = "MEMBERLAKE_STORE_RETRY_BUDGET", value_parser = parse_duration, default_value = "60s")]

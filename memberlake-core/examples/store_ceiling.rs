@@ -28,12 +28,21 @@ async fn insert_batched(
     for h in hashes {
         by_group.entry(groups.group_of(h)).or_default().push(*h);
     }
-    let batches: Vec<&[EmailHash]> = by_group.values().flat_map(|rows| rows.chunks(batch_rows)).collect();
-    let mut in_flight = futures::stream::iter(batches)
-        .map(|b| store.insert_batch(advertiser, version, b))
-        .buffer_unordered(concurrency);
-    while let Some(done) = in_flight.next().await {
-        done?;
+    // A plain loop rather than `buffer_unordered` over a closure, so the future stays `Send`
+    // for any lifetime and can be spawned (as a worker's write stage is).
+    let mut batches = by_group.values().flat_map(|rows| rows.chunks(batch_rows));
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    loop {
+        while in_flight.len() < concurrency.max(1) {
+            match batches.next() {
+                Some(b) => in_flight.push(store.insert_batch(advertiser, version, b)),
+                None => break,
+            }
+        }
+        match in_flight.next().await {
+            Some(done) => done?,
+            None => break,
+        }
     }
     Ok(())
 }
