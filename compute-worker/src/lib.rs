@@ -72,7 +72,7 @@ pub struct Config {
     pub write_concurrency: usize,
     /// Rows per store request: UNLOGGED batches of rows that share a replica set, capped below
     /// the node's batch-size warning (5 KiB); 1 writes single rows (BENCHMARKS.md).
-    #[arg(long, env = "MEMBERLAKE_WRITE_BATCH_ROWS", default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, env = "MEMBERLAKE_WRITE_BATCH_ROWS", default_value_t = memberlake::store::DEFAULT_BATCH_ROWS as u16, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub write_batch_rows: u16,
     /// How long failing store writes are retried before the range is given back.
     #[arg(long, env = "MEMBERLAKE_STORE_RETRY_BUDGET", value_parser = parse_duration, default_value = "60s")]

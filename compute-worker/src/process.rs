@@ -277,13 +277,9 @@ impl RowSink {
     }
 }
 
-/// Rows per batch for `advertiser`, at most `configured`, kept below the node's batch-size
-/// warning threshold (Cassandra: 5 KiB of mutations): a row is the 16-byte hash, the advertiser
-/// id, the 8-byte version and about 20 bytes of cell overhead; 4 KiB leaves a margin.
+/// Rows per batch for `advertiser` (see [`memberlake::store::batch_rows_for`]).
 fn rows_per_batch(configured: usize, advertiser: &memberlake::ids::AdvertiserId) -> usize {
-    const BUDGET: usize = 4096;
-    let row = 16 + advertiser.as_str().len() + 8 + 20;
-    configured.clamp(1, (BUDGET / row).max(1))
+    memberlake::store::batch_rows_for(configured, advertiser.as_str().len())
 }
 
 /// Cuts a range's rows into requests: batches of up to `rows` rows whose partitions share a
