@@ -1,7 +1,7 @@
 //! The ingestion pipeline end to end, with real processes: lake → catalog → workers → store →
 //! matcher, including killed workers and leaders, list replacement and bad input.
 
-use memberlake::catalog::FileState;
+use memberlake::catalog::{FileRecord, FileState};
 use std::time::Duration;
 
 use memberlake::ids::EmailHash;
@@ -388,22 +388,28 @@ async fn a_deleted_object_fails_its_file_with_the_reason() {
     assert_eq!(pending, 0, "a failed file's ranges are not leased again");
 }
 
+/// Starts a meta-service and a splitter (16 KiB ranges) but no worker, uploads `n` members for
+/// `acme` and waits until the list is cut into ranges; returns the services, the key and the file.
+async fn split_list_without_workers(world: &TestWorld, n: usize) -> (Vec<Service>, String, FileRecord) {
+    let meta =
+        world.spawn("meta-service", "meta-a", &[("MEMBERLAKE_ADMIN_ADDR", &format!("127.0.0.1:{}", free_port()))]);
+    let splitter = world.spawn("splitter", "splitter-a", &[("MEMBERLAKE_RANGE_SIZE", "16KiB")]);
+    let data: Vec<u8> = emails(0, n).iter().flat_map(|e| format!("{e}\n").into_bytes()).collect();
+    let key = world.upload("acme", "members.csv", data).await;
+    let split = wait_for(Duration::from_secs(20), "file split", || async {
+        world.files().await.into_iter().find(|f| f.state == FileState::Ingesting)
+    })
+    .await;
+    (vec![meta, splitter], key, split)
+}
+
 /// A configuration fault of one replica never changes a file's state: a worker started with a
 /// wrong `MEMBERLAKE_LAKE_URL` claims nothing (it only ever claims files registered from its
 /// own lake), so the list waits for, and is ingested by, the healthy workers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_with_a_wrong_lake_never_fails_a_file() {
     let world = TestWorld::new().await;
-    let _meta =
-        world.spawn("meta-service", "meta-a", &[("MEMBERLAKE_ADMIN_ADDR", &format!("127.0.0.1:{}", free_port()))]);
-    let _splitter = world.spawn("splitter", "splitter-a", &[("MEMBERLAKE_RANGE_SIZE", "16KiB")]);
-    let members = emails(0, 20_000);
-    let data: Vec<u8> = members.iter().flat_map(|e| format!("{e}\n").into_bytes()).collect();
-    let key = world.upload("acme", "members.csv", data).await;
-    let split = wait_for(Duration::from_secs(20), "file split", || async {
-        world.files().await.into_iter().find(|f| f.state == FileState::Ingesting)
-    })
-    .await;
+    let (_services, key, split) = split_list_without_workers(&world, 20_000).await;
     assert!(split.ranges_total > 10, "{split:?}");
 
     // The misconfigured worker alone, polling fast, for long enough to have claimed every range.
@@ -455,16 +461,7 @@ async fn a_worker_with_a_wrong_lake_never_fails_a_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_with_refused_credentials_spends_no_attempts() {
     let world = TestWorld::new_s3().await;
-    let _meta =
-        world.spawn("meta-service", "meta-a", &[("MEMBERLAKE_ADMIN_ADDR", &format!("127.0.0.1:{}", free_port()))]);
-    let _splitter = world.spawn("splitter", "splitter-a", &[("MEMBERLAKE_RANGE_SIZE", "16KiB")]);
-    let members = emails(0, 5_000);
-    let data: Vec<u8> = members.iter().flat_map(|e| format!("{e}\n").into_bytes()).collect();
-    let key = world.upload("acme", "members.csv", data).await;
-    let split = wait_for(Duration::from_secs(20), "file split", || async {
-        world.files().await.into_iter().find(|f| f.state == FileState::Ingesting)
-    })
-    .await;
+    let (_services, key, split) = split_list_without_workers(&world, 5_000).await;
 
     let secret = "0".repeat(64);
     let mut refused = world.spawn(
