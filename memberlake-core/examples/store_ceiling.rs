@@ -10,42 +10,8 @@
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use memberlake::ids::{AdvertiserId, EmailHash, ListVersion};
 use memberlake::store::MembershipStore;
-
-/// Groups the rows by replica set, cuts batches of `batch_rows`, keeps `concurrency` in flight.
-async fn insert_batched(
-    store: &MembershipStore,
-    advertiser: &AdvertiserId,
-    version: ListVersion,
-    hashes: &[EmailHash],
-    concurrency: usize,
-    batch_rows: usize,
-) -> Result<(), memberlake::store::StoreError> {
-    let groups = store.replica_groups();
-    let mut by_group: std::collections::HashMap<u64, Vec<EmailHash>> = Default::default();
-    for h in hashes {
-        by_group.entry(groups.group_of(h)).or_default().push(*h);
-    }
-    // A plain loop rather than `buffer_unordered` over a closure, so the future stays `Send`
-    // for any lifetime and can be spawned (as a worker's write stage is).
-    let mut batches = by_group.values().flat_map(|rows| rows.chunks(batch_rows));
-    let mut in_flight = futures::stream::FuturesUnordered::new();
-    loop {
-        while in_flight.len() < concurrency.max(1) {
-            match batches.next() {
-                Some(b) => in_flight.push(store.insert_batch(advertiser, version, b)),
-                None => break,
-            }
-        }
-        match in_flight.next().await {
-            Some(done) => done?,
-            None => break,
-        }
-    }
-    Ok(())
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -69,14 +35,8 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     // One window kept full over all rows, as a worker's write window is, in a task of its own
     // on the runtime's threads, as a worker's write stage runs.
-    if batch_rows <= 1 {
-        tokio::spawn(async move { store.insert_members(&advertiser, version, &hashes, concurrency).await }).await??;
-    } else {
-        tokio::spawn(
-            async move { insert_batched(&store, &advertiser, version, &hashes, concurrency, batch_rows).await },
-        )
+    tokio::spawn(async move { store.insert_members(&advertiser, version, &hashes, concurrency, batch_rows).await })
         .await??;
-    }
     let secs = started.elapsed().as_secs_f64();
     println!(
         "store_ceiling rows={rows} concurrency={concurrency} batch_rows={batch_rows} seconds={secs:.2} rows_per_s={:.0}",

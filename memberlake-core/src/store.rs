@@ -556,23 +556,35 @@ impl MembershipStore {
     }
 
     /// Writes `(h, advertiser, version)` for every hash, at most `concurrency` requests in
-    /// flight. Idempotent: re-running a range rewrites the same rows. (The worker streams rows
-    /// through a [`WriteWindow`] instead; this is for tools and tests.)
+    /// flight, each of up to `batch_rows` rows that share a replica set (1: single-row inserts).
+    /// Idempotent: re-running a range rewrites the same rows. (The worker streams rows through a
+    /// [`WriteWindow`] instead; this is for tools, benchmarks and tests.)
     pub async fn insert_members(
         &self,
         advertiser: &AdvertiserId,
         version: ListVersion,
         hashes: &[EmailHash],
         concurrency: usize,
+        batch_rows: usize,
     ) -> Result<(), StoreError> {
+        let mut by_group: std::collections::HashMap<u64, Vec<EmailHash>> = Default::default();
+        let groups = (batch_rows > 1).then(|| self.replica_groups());
+        for h in hashes {
+            by_group.entry(groups.as_ref().map_or(0, |g| g.group_of(h))).or_default().push(*h);
+        }
         // A plain loop rather than `buffer_unordered` over a closure: the future stays `Send`
         // for any lifetime, so callers may spawn it.
-        let mut rows = hashes.iter();
+        let mut requests = by_group.values().flat_map(|rows| rows.chunks(batch_rows.max(1)));
         let mut in_flight = futures::stream::FuturesUnordered::new();
         loop {
             while in_flight.len() < concurrency.max(1) {
-                match rows.next() {
-                    Some(h) => in_flight.push(self.insert_member(advertiser, version, h)),
+                match requests.next() {
+                    Some(rows) => in_flight.push(async move {
+                        match rows {
+                            [one] => self.insert_member(advertiser, version, one).await,
+                            many => self.insert_batch(advertiser, version, many).await,
+                        }
+                    }),
                     None => break,
                 }
             }

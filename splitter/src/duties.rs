@@ -59,9 +59,10 @@ pub struct RetireConfig {
     pub concurrency: usize,
 }
 
-/// Deletes the rows of every retirable version from the store, then records them retired.
-/// Safe to run by a leader that is about to lose its term: retirable versions are retirable
-/// whoever deletes them; only the bookkeeping is fenced.
+/// Takes the retirable versions (fenced by the term), deletes their rows from the store, then
+/// records them retired (fenced again). Deleting is safe even if the term is lost meanwhile:
+/// retirable versions are retirable whoever deletes them, and retries of them are refused until
+/// some pass records them.
 pub async fn retire_once(
     leader: &Leadership,
     store: &Arc<MembershipStore>,

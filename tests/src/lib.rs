@@ -408,7 +408,7 @@ impl TestWorld {
         .await
         .unwrap();
         let adv = memberlake::ids::AdvertiserId::parse(advertiser).unwrap();
-        self.store.insert_members(&adv, memberlake::ids::ListVersion(version), hashes, 64).await.unwrap();
+        self.store.insert_members(&adv, memberlake::ids::ListVersion(version), hashes, 64, 1).await.unwrap();
         sqlx::query("UPDATE advertisers SET active_file_id = $2, activated_at = now() WHERE advertiser_id = $1")
             .bind(advertiser)
             .bind(version)

@@ -78,7 +78,7 @@ async fn cql_write_read_round_trip() {
     let world = TestWorld::new().await;
     let adv = AdvertiserId::parse("acme").unwrap();
     let hashes: Vec<_> = emails(0, 500).iter().map(|e| md5_email(e)).collect();
-    world.store.insert_members(&adv, ListVersion(7), &hashes, 32).await.unwrap();
+    world.store.insert_members(&adv, ListVersion(7), &hashes, 32, 1).await.unwrap();
     for h in &hashes[..20] {
         let rows = world.store.read_partition(h).await.unwrap();
         assert_eq!(rows.len(), 1);
