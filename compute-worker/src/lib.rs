@@ -1,5 +1,7 @@
-//! compute-worker: stateless; pulls range leases by priority, reads each range with a ranged
-//! GET, parses, normalizes and MD5-hashes emails on rayon, writes memberships to the store.
+//! compute-worker: stateless; pulls work-unit leases by priority: reads each byte range with a
+//! ranged GET, parses, normalizes and MD5-hashes emails on rayon and writes them as sorted runs;
+//! merges a version's runs bucket by bucket, diffs them against the active version and writes
+//! the difference to the store; undoes and retires versions' rows (`docs/versions.md`).
 //!
 //! - [`Config`]: everything a worker is told (`MEMBERLAKE_*`, flags override);
 //! - [`run`]: the worker, given its dependencies, until shutdown;
@@ -26,6 +28,7 @@ use memberlake::lake::Lake;
 use memberlake::service::{Server, ServiceError};
 use memberlake::shutdown::Shutdown;
 use memberlake::store::{MembershipStore, WriteWindow};
+use memberlake::work::WorkLocation;
 
 pub use process::RangeError;
 
@@ -77,6 +80,10 @@ pub struct Config {
     /// How long failing store writes are retried before the range is given back.
     #[arg(long, env = "MEMBERLAKE_STORE_RETRY_BUDGET", value_parser = parse_duration, default_value = "60s")]
     pub store_retry_budget: Duration,
+    /// Hashes an ingest range holds before it writes them as a sorted run (16 bytes each): the
+    /// bound on a range's memory whatever its size.
+    #[arg(long, env = "MEMBERLAKE_RUN_SPILL_HASHES", default_value_t = 1 << 20)]
+    pub run_spill_hashes: usize,
     /// Hashing threads (0: one per core).
     #[arg(long, env = "MEMBERLAKE_HASH_THREADS", default_value_t = 0)]
     pub hash_threads: usize,
@@ -103,15 +110,19 @@ pub struct Deps {
     pub catalog: Catalog,
     pub store: Arc<MembershipStore>,
     pub lake: Lake,
+    pub work: WorkLocation,
 }
 
 impl Deps {
     /// Connects the catalog and the store (checking their schema versions) and opens the lake.
     pub async fn open(config: &Config) -> Result<Self, ServiceError> {
+        let lake = Lake::open(&config.lake.lake_url)?;
+        let work = WorkLocation::open(config.lake.work_url.as_deref(), &lake)?;
         Ok(Self {
             catalog: bootstrap::open_catalog(&config.database).await?,
             store: Arc::new(bootstrap::open_store(&config.store).await?),
-            lake: Lake::open(&config.lake.lake_url)?,
+            lake,
+            work,
         })
     }
 }
@@ -159,10 +170,12 @@ pub async fn run(deps: Deps, config: &Config, shutdown: Shutdown) -> Result<(), 
                 write_window: WriteWindow::new(config.write_concurrency),
                 store_retry_budget: config.store_retry_budget,
                 write_batch_rows: usize::from(config.write_batch_rows),
+                run_spill_hashes: config.run_spill_hashes,
             },
         },
         catalog: deps.catalog,
         lake: deps.lake,
+        work: deps.work,
         store: deps.store,
     });
     worker.run(shutdown).await;

@@ -8,15 +8,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use memberlake::catalog::{Catalog, ClaimPolicy, GiveBack, LeaseGuard, RangeReport};
+use memberlake::catalog::{Catalog, ClaimPolicy, GiveBack, LeaseGuard, UnitReport};
 use memberlake::lake::Lake;
 use memberlake::retry::Backoff;
 use memberlake::shutdown::Shutdown;
 use memberlake::store::MembershipStore;
+use memberlake::work::WorkLocation;
 use rand::Rng;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::process::{process_range, ProcessConfig, RangeError, Timings};
+use crate::process::{process_unit, ProcessConfig, RangeError, Timings, UnitContext};
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -34,6 +35,7 @@ pub struct WorkerConfig {
 pub struct Worker {
     pub catalog: Catalog,
     pub lake: Lake,
+    pub work: WorkLocation,
     pub store: Arc<MembershipStore>,
     pub cfg: WorkerConfig,
 }
@@ -41,8 +43,9 @@ pub struct Worker {
 /// How working on one range ended.
 #[derive(Debug)]
 enum RangeResult {
-    /// Every row of the range is in the store.
-    Done { report: RangeReport, timings: Timings },
+    /// The unit's work is durable (an ingest range's runs, a bucket's diff and rows, a cleanup's
+    /// deletes).
+    Done { report: UnitReport, timings: Timings },
     /// Retrying cannot help: the object is gone, changed, or corrupt.
     Permanent(RangeError),
     /// Another attempt may succeed (lake, store or network trouble).
@@ -56,8 +59,8 @@ enum RangeResult {
     Shutdown,
 }
 
-impl From<Result<(RangeReport, Timings), RangeError>> for RangeResult {
-    fn from(r: Result<(RangeReport, Timings), RangeError>) -> Self {
+impl From<Result<(UnitReport, Timings), RangeError>> for RangeResult {
+    fn from(r: Result<(UnitReport, Timings), RangeError>) -> Self {
         match r {
             Ok((report, timings)) => RangeResult::Done { report, timings },
             Err(RangeError::LeaseLost) => RangeResult::LeaseLost,
@@ -110,8 +113,9 @@ impl Worker {
                     idle = self.cfg.idle_poll;
                     let lease = guard.lease();
                     let span = info_span!(
-                        "range",
+                        "unit",
                         file_id = lease.file_id.0,
+                        stage = %lease.stage,
                         range = lease.range_index,
                         advertiser_id = %lease.advertiser_id,
                         attempt = lease.attempt,
@@ -151,7 +155,14 @@ impl Worker {
         let started = Instant::now();
         let lease = guard.lease();
         debug!(start = lease.range.start, end = lease.range.end, "leased range");
-        let work = process_range(&self.lake, &self.store, lease, &self.cfg.process, guard.lost());
+        let ctx = UnitContext {
+            lake: &self.lake,
+            work: &self.work,
+            store: &self.store,
+            catalog: &self.catalog,
+            cfg: &self.cfg.process,
+        };
+        let work = process_unit(&ctx, lease, guard.lost());
         // On shutdown the range in hand gets `shutdown_grace` to finish, then is given back.
         let deadline = async {
             shutdown.wait().await;
@@ -166,13 +177,14 @@ impl Worker {
 
     /// The one place where a range's result becomes a lease transition.
     async fn end_lease(&self, guard: LeaseGuard, result: RangeResult, started: Instant) -> Next {
+        let guard_stage = guard.lease().stage;
         let failed = |kind: &'static str| {
             metrics::counter!("memberlake_worker_ranges_failed_total", "kind" => kind).increment(1);
         };
         match result {
             RangeResult::Done { report, timings } => match guard.complete(&report).await {
                 Ok(true) => {
-                    record_done(&report, &timings, started);
+                    record_done(guard_stage, &report, &timings, started);
                     Next::Continue
                 }
                 Ok(false) => {
@@ -229,24 +241,48 @@ async fn give_back(guard: LeaseGuard, why: GiveBack) {
     }
 }
 
-fn record_done(report: &RangeReport, timings: &Timings, started: Instant) {
+fn record_done(stage: memberlake::catalog::WorkStage, report: &UnitReport, timings: &Timings, started: Instant) {
     let secs = started.elapsed().as_secs_f64();
-    info!(
-        rows = report.rows,
-        rejected = report.rejected,
-        seconds = secs,
-        read_s = timings.read_secs,
-        hash_s = timings.hash_secs,
-        write_s = timings.write_secs,
-        "range done"
-    );
-    metrics::counter!("memberlake_worker_ranges_done_total").increment(1);
-    metrics::histogram!("memberlake_worker_range_seconds").record(secs);
-    // Where the time went, per stage (the stages overlap: they are pipelined).
-    metrics::histogram!("memberlake_worker_read_seconds").record(timings.read_secs);
-    metrics::histogram!("memberlake_worker_hash_seconds").record(timings.hash_secs);
-    metrics::histogram!("memberlake_worker_write_seconds").record(timings.write_secs);
-    metrics::counter!("memberlake_worker_rows_written_total").increment(report.rows);
+    let stage = stage.as_str();
+    metrics::counter!("memberlake_worker_units_done_total", "stage" => stage).increment(1);
+    metrics::histogram!("memberlake_worker_unit_seconds", "stage" => stage).record(secs);
+    match report {
+        UnitReport::Ingest(report) => {
+            info!(
+                rows = report.rows,
+                rejected = report.rejected,
+                runs = report.run_parts,
+                seconds = secs,
+                read_s = timings.read_secs,
+                hash_s = timings.hash_secs,
+                spill_s = timings.write_secs,
+                "range done"
+            );
+            metrics::counter!("memberlake_worker_ranges_done_total").increment(1);
+            metrics::histogram!("memberlake_worker_range_seconds").record(secs);
+            // Where the time went, per stage (the stages overlap: they are pipelined).
+            metrics::histogram!("memberlake_worker_read_seconds").record(timings.read_secs);
+            metrics::histogram!("memberlake_worker_hash_seconds").record(timings.hash_secs);
+            metrics::counter!("memberlake_worker_rows_hashed_into_runs_total").increment(report.rows);
+        }
+        UnitReport::Merge(report) => {
+            info!(
+                members = report.members,
+                added = report.added,
+                removed = report.removed,
+                seconds = secs,
+                merge_s = timings.read_secs,
+                write_s = timings.write_secs,
+                "bucket merged"
+            );
+            metrics::histogram!("memberlake_worker_write_seconds").record(timings.write_secs);
+            metrics::counter!("memberlake_worker_rows_written_total").increment(report.rows_written);
+        }
+        UnitReport::Cleanup { rows_deleted } => {
+            info!(rows_deleted, seconds = secs, "cleanup unit done");
+            metrics::counter!("memberlake_worker_rows_deleted_total").increment(*rows_deleted);
+        }
+    }
 }
 
 /// Jitter keeps many idle workers from polling in lockstep.

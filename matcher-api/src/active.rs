@@ -17,6 +17,8 @@ use tracing::{debug, info, warn};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ActiveVersion {
     pub version: ListVersion,
+    /// A version ingested before change-proportional versions: its rows are in `memberships`.
+    pub legacy: bool,
     /// When this process first saw this version active.
     pub observed_at: Instant,
 }
@@ -37,19 +39,19 @@ impl ActiveVersions {
     }
 
     /// Replaces the snapshot with `rows`, keeping `observed_at` of unchanged versions.
-    pub fn apply(&self, rows: Vec<(String, ListVersion)>) -> usize {
+    pub fn apply(&self, rows: Vec<(String, ListVersion, bool)>) -> usize {
         let now = Instant::now();
         let mut guard = self.inner.write().expect("poisoned");
         let previous = guard.clone().unwrap_or_default();
         let mut changed = 0;
         let next: HashMap<String, ActiveVersion> = rows
             .into_iter()
-            .map(|(adv, version)| {
+            .map(|(adv, version, legacy)| {
                 let entry = match previous.get(&adv) {
                     Some(prev) if prev.version == version => *prev,
                     _ => {
                         changed += 1;
-                        ActiveVersion { version, observed_at: now }
+                        ActiveVersion { version, legacy, observed_at: now }
                     }
                 };
                 (adv, entry)
@@ -63,7 +65,7 @@ impl ActiveVersions {
     /// Loads from the catalog once.
     pub async fn refresh(&self, catalog: &Catalog) -> Result<usize, memberlake::catalog::CatalogError> {
         let rows = catalog.active_versions().await?;
-        let rows = rows.into_iter().map(|r| (r.advertiser_id.as_str().to_owned(), r.version)).collect();
+        let rows = rows.into_iter().map(|r| (r.advertiser_id.as_str().to_owned(), r.version, r.legacy)).collect();
         Ok(self.apply(rows))
     }
 
@@ -112,10 +114,10 @@ mod tests {
     fn unchanged_versions_keep_their_observation_time() {
         let av = ActiveVersions::default();
         assert!(av.snapshot().is_none());
-        assert_eq!(av.apply(vec![("a".into(), ListVersion(1)), ("b".into(), ListVersion(2))]), 2);
+        assert_eq!(av.apply(vec![("a".into(), ListVersion(1), false), ("b".into(), ListVersion(2), true)]), 2);
         let first = av.snapshot().unwrap();
         std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(av.apply(vec![("a".into(), ListVersion(1)), ("b".into(), ListVersion(3))]), 1);
+        assert_eq!(av.apply(vec![("a".into(), ListVersion(1), false), ("b".into(), ListVersion(3), false)]), 1);
         let second = av.snapshot().unwrap();
         assert_eq!(first["a"], second["a"]);
         assert!(second["b"].observed_at > first["b"].observed_at);

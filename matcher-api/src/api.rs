@@ -163,10 +163,10 @@ async fn match_one(State(state): State<AppState>, RawQuery(query): RawQuery) -> 
         Some(av) => {
             let partition = state
                 .memberships
-                .partition(hash, av.observed_at)
+                .partition(hash, av.observed_at, av.legacy)
                 .await
                 .map_err(|e| ApiError::unavailable(format!("membership store unavailable: {e}")))?;
-            partition.contains(advertiser.as_str(), av.version)
+            partition.contains(advertiser.as_str(), av).ok_or_else(stale_partition)?
         }
     };
     Ok(Json(MatchResponse { advertiser_id: advertiser.to_string(), email_hash: hash, member }))
@@ -206,19 +206,28 @@ async fn suppress(
     let members = match candidates.iter().map(|(_, av)| av.observed_at).max() {
         None => Vec::new(),
         Some(needed_since) => {
+            let with_legacy = candidates.iter().any(|(_, av)| av.legacy);
             let partition = state
                 .memberships
-                .partition(hash, needed_since)
+                .partition(hash, needed_since, with_legacy)
                 .await
                 .map_err(|e| ApiError::unavailable(format!("membership store unavailable: {e}")))?;
-            candidates
-                .iter()
-                .filter(|(a, av)| partition.contains(a.as_str(), av.version))
-                .map(|(a, _)| a.to_string())
-                .collect()
+            let mut members = Vec::new();
+            for (a, av) in &candidates {
+                if partition.contains(a.as_str(), av).ok_or_else(stale_partition)? {
+                    members.push(a.to_string());
+                }
+            }
+            members
         }
     };
     Ok(Json(SuppressResponse { email_hash: hash, members }))
+}
+
+/// A partition read without the legacy rows it was asked for: never expected (the cache
+/// re-reads such an entry), answered as unavailable rather than guessed.
+fn stale_partition() -> ApiError {
+    ApiError::unavailable("membership partition read without its legacy rows; retry")
 }
 
 /// Rejects requests without a configured bearer token (when tokens are configured).

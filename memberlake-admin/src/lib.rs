@@ -30,6 +30,6 @@ pub use requests::{
 pub use routes::Route;
 pub use views::{
     ActionsResponse, ErrorBody, ErrorDetail, FileDetailView, FileResponse, FileView, FilesResponse, MinuteRowsView,
-    OperatorActionView, OverviewView, RangeCountsView, RangeErrorView, RejectionSampleView, RetryResponse,
+    OperatorActionView, OverviewView, RangeCountsView, RangeErrorView, RejectionSampleView, RetryResponse, VersionView,
     WeightResponse,
 };

@@ -41,6 +41,37 @@ pub struct FileView {
     pub retired_at: Option<DateTime<Utc>>,
     /// Whether this file is its advertiser's active list.
     pub active: bool,
+    /// The file as a list version: what it changed, what it wrote.
+    pub version: VersionView,
+}
+
+/// A file as a list version (`docs/versions.md`): its member count, its difference from the
+/// version it was diffed against, and the store rows it wrote and deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct VersionView {
+    /// `changes` (writes only what changed) or `rows` (a legacy version, ingested before).
+    pub store_format: String,
+    /// The version it was diffed against (`null`: written in full).
+    #[schema(value_type = Option<i64>)]
+    pub base_version: Option<FileId>,
+    /// The version that replaced it as active.
+    #[schema(value_type = Option<i64>)]
+    pub superseded_by: Option<FileId>,
+    /// Its manifest has `2^bucket_bits` hash buckets.
+    pub bucket_bits: Option<i16>,
+    /// Buckets merged.
+    pub buckets_done: i32,
+    /// Distinct members, once every bucket merged.
+    pub members: Option<i64>,
+    /// Members added and removed against the base version (unchanged: members - added).
+    pub added: i64,
+    pub removed: i64,
+    /// Store rows written by merging, and deleted by undoing or retiring it.
+    pub rows_written: i64,
+    pub rows_deleted: i64,
+    /// Why it is held for an operator (the shrink guard), or `approved`.
+    pub held_reason: Option<String>,
+    pub activated_at: Option<DateTime<Utc>>,
 }
 
 /// `FileState`'s wire names, from the type itself.
@@ -51,7 +82,6 @@ fn file_state_schema() -> ObjectBuilder {
         .description(Some("The file's lifecycle state"))
 }
 
-/// One file with its progress ([`FILE`](crate::routes::FILE)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FileDetailView {
     #[serde(flatten)]
@@ -80,6 +110,8 @@ pub struct RangeCountsView {
 /// The latest error of one range.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RangeErrorView {
+    /// `ingest` (a byte range), `merge`, `undo` or `retire` (a hash bucket).
+    pub stage: String,
     pub range_index: i32,
     pub attempts: i32,
     pub error: String,
@@ -209,7 +241,12 @@ mod tests {
             "registered_at": "2026-01-02T03:04:05Z",
             "finished_at": null,
             "retired_at": null,
-            "active": false
+            "active": false,
+            "version": {
+                "store_format": "changes", "base_version": 41, "superseded_by": null, "bucket_bits": 3,
+                "buckets_done": 8, "members": 1000, "added": 10, "removed": 12, "rows_written": 22,
+                "rows_deleted": 0, "held_reason": null, "activated_at": "2026-01-02T03:05:00Z"
+            }
         })
     }
 
@@ -225,7 +262,8 @@ mod tests {
         let f: FileView = round_trip(file_json());
         assert_eq!((f.file_id, f.state, f.advertiser_id.as_str()), (FileId(42), FileState::Ingesting, "acme"));
         let fields: Vec<String> = file_json().as_object().unwrap().keys().cloned().collect();
-        assert_eq!(fields.len(), 18);
+        assert_eq!(fields.len(), 19);
+        assert_eq!((f.version.members, f.version.added, f.version.removed), (Some(1000), 10, 12));
     }
 
     #[test]
@@ -236,7 +274,7 @@ mod tests {
             "ranges": {"queued": 2, "leased": 1, "done": 1, "failed": 0},
             "rows_per_second": 33.3,
             "eta_seconds": 9.0,
-            "last_errors": [{"range_index": 3, "attempts": 2, "error": "lake unavailable"}],
+            "last_errors": [{"stage": "ingest", "range_index": 3, "attempts": 2, "error": "lake unavailable"}],
             "rejection_samples": [{"offset": 17, "reason": "missing_at"}, {"offset": 90, "reason": "line_too_long"}]
         });
         wire.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());

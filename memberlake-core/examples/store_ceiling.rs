@@ -1,5 +1,6 @@
 //! The store's ceiling for BENCHMARKS.md: a raw insert loop of precomputed membership rows
-//! through the same prepared statement and driver, at a given concurrency, with nothing else in
+//! (`membership_changes`, present from the version on, as a first version writes them) through
+//! the same prepared statement and driver, at a given concurrency, with nothing else in
 //! the way (no lake read, no parsing, no hashing, no catalog).
 //!
 //! `store_ceiling <hashes file: 32 hex digits per line> <advertiser> <version> <concurrency>
@@ -11,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use memberlake::ids::{AdvertiserId, EmailHash, ListVersion};
-use memberlake::store::MembershipStore;
+use memberlake::store::{ChangeOp, MembershipStore};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -35,8 +36,12 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     // One window kept full over all rows, as a worker's write window is, in a task of its own
     // on the runtime's threads, as a worker's write stage runs.
-    tokio::spawn(async move { store.insert_members(&advertiser, version, &hashes, concurrency, batch_rows).await })
-        .await??;
+    tokio::spawn(async move {
+        store
+            .apply_changes(ChangeOp::Set { present: true }, &advertiser, version, &hashes, concurrency, batch_rows)
+            .await
+    })
+    .await??;
     let secs = started.elapsed().as_secs_f64();
     println!(
         "store_ceiling rows={rows} concurrency={concurrency} batch_rows={batch_rows} seconds={secs:.2} rows_per_s={:.0}",

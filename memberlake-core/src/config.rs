@@ -48,6 +48,11 @@ pub struct LakeArgs {
     /// AWS_ENDPOINT_URL and AWS_ALLOW_HTTP) or `file:///absolute/path`.
     #[arg(long, env = "MEMBERLAKE_LAKE_URL", default_value = "file:///var/lib/memberlake/lake")]
     pub lake_url: String,
+    /// memberlake's own work location (sorted runs, version manifests and diffs):
+    /// `s3://bucket/prefix` or `file:///absolute/path`, never inside the lake. Default: `work`
+    /// beside a `file://` lake; an S3 lake must set it.
+    #[arg(long, env = "MEMBERLAKE_WORK_URL")]
+    pub work_url: Option<String>,
 }
 
 /// Range leases, which the compute-worker holds and the splitter reaps: both must read the

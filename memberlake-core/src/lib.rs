@@ -18,7 +18,8 @@
 //!   `memberlake-records` crate (identifiers, the hashing contract, the range-boundary rule).
 //! - [`lake`]: object access (`s3://` and `file://`), listing and ranged reads.
 //! - [`catalog`]: the Postgres control plane (files, ranges, leases, versions).
-//! - [`store`]: the CQL data plane (memberships).
+//! - [`store`]: the CQL data plane (membership changes; legacy memberships).
+//! - [`versions`]: the data work of list versions (runs, manifests, diffs) at the work location.
 //! - [`work`]: the work location, memberlake's own derived data (runs, manifests, diffs).
 //! - [`schema`]: versioned Postgres and CQL migrations and the start-up schema check.
 //! - [`error`]: one classification of failures (transient or permanent) for the lake, the
@@ -39,6 +40,7 @@ pub mod service;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
+pub mod versions;
 pub mod work;
 
 pub use memberlake_records::{ids, manifest, ranges, records, states};

@@ -19,11 +19,18 @@ pub struct CqlMigration {
 }
 
 /// The CQL migrations, in order.
-pub const CQL_MIGRATIONS: &[CqlMigration] = &[CqlMigration {
-    version: 1,
-    description: "memberships",
-    cql: include_str!("../../migrations/cql/0001_memberships.cql"),
-}];
+pub const CQL_MIGRATIONS: &[CqlMigration] = &[
+    CqlMigration {
+        version: 1,
+        description: "memberships",
+        cql: include_str!("../../migrations/cql/0001_memberships.cql"),
+    },
+    CqlMigration {
+        version: 2,
+        description: "membership_changes",
+        cql: include_str!("../../migrations/cql/0002_membership_changes.cql"),
+    },
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {

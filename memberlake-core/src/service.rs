@@ -20,6 +20,8 @@ pub enum ServiceError {
     Bootstrap(#[from] BootstrapError),
     #[error(transparent)]
     Lake(#[from] LakeError),
+    #[error(transparent)]
+    Work(#[from] crate::work::WorkError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,

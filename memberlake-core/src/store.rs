@@ -1,14 +1,20 @@
 //! The CQL data plane (ScyllaDB, or Cassandra for local work: same protocol).
 //!
-//! One partition per email hash (`memberships`, see `migrations/cql/`), so that "which of these
-//! advertisers have this person?" is a single partition read. A row `(h, a, v)` says: version `v`
-//! of advertiser `a`'s list contains `h`. A lookup is a member iff the advertiser's *active*
-//! version is among the partition's rows; rows of other versions are ignored, which is what makes
-//! a list replacement atomic (the version flips in Postgres) and ingestion retries idempotent.
+//! One partition per email hash, so that "which of these advertisers have this person?" is a
+//! single partition read. Two tables (see `migrations/cql/`):
 //!
-//! Writes are single-row prepared inserts sent concurrently: prepared statements are routed by
-//! token to a replica (shard-aware on ScyllaDB), whereas a batch spanning partitions is routed by
-//! its first statement only and fans out on the coordinator.
+//! - `membership_changes` (every version ingested since change-proportional versions,
+//!   `docs/versions.md`): a row `(h, a, v, present)` says "from version `v` of `a`'s list on, `h`
+//!   is (or is not) a member". A lookup at `a`'s active version `V` takes the newest of `a`'s
+//!   rows at or below `V` ([`member_at`]). A version writes only what changed against the
+//!   version it replaces; rows of versions newer than the active one are ignored, which keeps
+//!   activation one flip in Postgres and redone work idempotent.
+//! - `memberships` (versions ingested before): a row `(h, a, v)` says "version `v` of `a`'s list
+//!   contains `h`"; a lookup matches the active version exactly. Read while an advertiser's
+//!   active version is such a *legacy* version, retired by a token-ring scan.
+//!
+//! Writes go in UNLOGGED batches of rows that share a replica set ([`ReplicaGroups`]): one
+//! request carries many rows to a node that owns them all.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -372,11 +378,56 @@ pub struct MembershipRow {
     pub list_version: ListVersion,
 }
 
-/// A connected session with the prepared statements of the memberships table.
+/// One row of a `membership_changes` partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ChangeRow {
+    pub advertiser_id: String,
+    pub since: ListVersion,
+    pub present: bool,
+}
+
+/// Whether `rows` (of one email hash's partition) make the hash a member of `advertiser`'s list
+/// at version `active`: the newest of the advertiser's rows at or below `active` answers; no
+/// such row means not a member. Rows above `active` belong to versions not (yet) active.
+pub fn member_at<'a>(rows: impl IntoIterator<Item = (&'a str, i64, bool)>, advertiser: &str, active: i64) -> bool {
+    rows.into_iter()
+        .filter(|(a, since, _)| *a == advertiser && *since <= active)
+        .max_by_key(|(_, since, _)| *since)
+        .is_some_and(|(_, _, present)| present)
+}
+
+/// What a write to `membership_changes` does to the rows of one advertiser and version `v`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeOp {
+    /// Writes `(h, a, v, present)`: from `v` on, `h` is (or is not) a member.
+    Set { present: bool },
+    /// Deletes exactly `(h, a, v)`: undoes what version `v` wrote.
+    Undo,
+    /// Deletes every row `(h, a, since <= v)` (one range tombstone): retires what answered for
+    /// versions up to `v` once a newer version answers.
+    RetireThrough,
+}
+
+impl ChangeOp {
+    fn operation(self) -> &'static str {
+        match self {
+            ChangeOp::Set { .. } => "write",
+            ChangeOp::Undo => "undo",
+            ChangeOp::RetireThrough => "retire",
+        }
+    }
+}
+
+/// A connected session with the prepared statements of the membership tables.
 #[derive(Clone)]
 pub struct MembershipStore {
     session: Arc<Session>,
     keyspace: String,
+    change_set: PreparedStatement,
+    change_undo: PreparedStatement,
+    change_retire: PreparedStatement,
+    select_changes: PreparedStatement,
+    scan_changes: PreparedStatement,
     insert: PreparedStatement,
     select_partition: PreparedStatement,
     delete_row: PreparedStatement,
@@ -385,16 +436,17 @@ pub struct MembershipStore {
 }
 
 /// Rows per batch the workers default to (BENCHMARKS.md: 64-row batches, 16 in flight, wrote
-/// 2.2–2.4× the rows/s of single-row inserts on the local node).
+/// 2.2–2.4× the rows/s of single-row inserts on the local node), before [`batch_rows_for`] caps
+/// it below the batch-size warning.
 pub const DEFAULT_BATCH_ROWS: usize = 64;
 
 /// Rows per batch for rows of an advertiser id of `advertiser_len` bytes: at most `configured`,
-/// kept below the node's batch-size warning threshold (Cassandra: 5 KiB of mutations). A row is
-/// the 16-byte hash, the advertiser id, the 8-byte version and about 20 bytes of cell overhead;
-/// 4 KiB leaves a margin.
+/// kept below the node's batch-size warning threshold (Cassandra: 5 KiB of mutations). Measured
+/// on Cassandra 5: a `membership_changes` row costs 77 bytes plus the advertiser id (64 rows of
+/// advertiser `acme` made a 5.19 KiB batch); 4.75 KiB leaves a margin.
 pub fn batch_rows_for(configured: usize, advertiser_len: usize) -> usize {
-    const BUDGET: usize = 4096;
-    let row = 16 + advertiser_len + 8 + 20;
+    const BUDGET: usize = 4864;
+    let row = 16 + advertiser_len + 8 + 1 + 56;
     configured.clamp(1, (BUDGET / row).max(1))
 }
 
@@ -479,38 +531,63 @@ impl MembershipStore {
         .await?;
         scan_segment.set_is_idempotent(true);
         scan_segment.set_page_size(5000);
-        Ok(Self { session, keyspace: keyspace.to_owned(), insert, select_partition, delete_row, scan_segment, timeout })
+        let mut change_set = prepare(format!(
+            "INSERT INTO {ks}.membership_changes (email_hash, advertiser_id, since_version, present) VALUES (?, ?, ?, ?)"
+        ))
+        .await?;
+        change_set.set_is_idempotent(true);
+        let mut change_undo = prepare(format!(
+            "DELETE FROM {ks}.membership_changes WHERE email_hash = ? AND advertiser_id = ? AND since_version = ?"
+        ))
+        .await?;
+        change_undo.set_is_idempotent(true);
+        let mut change_retire = prepare(format!(
+            "DELETE FROM {ks}.membership_changes WHERE email_hash = ? AND advertiser_id = ? AND since_version <= ?"
+        ))
+        .await?;
+        change_retire.set_is_idempotent(true);
+        let mut select_changes = prepare(format!(
+            "SELECT advertiser_id, since_version, present FROM {ks}.membership_changes WHERE email_hash = ?"
+        ))
+        .await?;
+        select_changes.set_is_idempotent(true);
+        let mut scan_changes = prepare(format!(
+            "SELECT advertiser_id, since_version, present FROM {ks}.membership_changes \
+             WHERE token(email_hash) >= ? AND token(email_hash) <= ?"
+        ))
+        .await?;
+        scan_changes.set_is_idempotent(true);
+        scan_changes.set_page_size(5000);
+        Ok(Self {
+            session,
+            keyspace: keyspace.to_owned(),
+            change_set,
+            change_undo,
+            change_retire,
+            select_changes,
+            scan_changes,
+            insert,
+            select_partition,
+            delete_row,
+            scan_segment,
+            timeout,
+        })
     }
 
     pub fn session(&self) -> &Arc<Session> {
         &self.session
     }
 
-    /// Writes the row `(h, advertiser, version)`. Idempotent: the driver and the caller may
-    /// retry it freely.
-    pub async fn insert_member(
+    /// Applies `op` to the rows `(h, advertiser, version)` of every hash of `hashes` in one
+    /// request: a single statement for one hash, an UNLOGGED batch for more, so the node pays
+    /// its per-request cost once (most of its CPU per row). Callers group the hashes by
+    /// [`ReplicaGroups`] so that the batch, routed by its first row's token, reaches a node
+    /// that owns every row, and keep batches below the node's batch-size warning threshold
+    /// (Cassandra's default: 5 KiB; see [`batch_rows_for`]). Idempotent: the driver and the
+    /// caller may retry it freely.
+    pub async fn write_changes(
         &self,
-        advertiser: &AdvertiserId,
-        version: ListVersion,
-        h: &EmailHash,
-    ) -> Result<(), StoreError> {
-        let started = Instant::now();
-        self.session
-            .execute_unpaged(&self.insert, (&h.0[..], advertiser.as_str(), version.0))
-            .await
-            .map_err(StoreError::execute("insert"))?;
-        metrics::histogram!("memberlake_store_write_seconds").record(started.elapsed().as_secs_f64());
-        metrics::counter!("memberlake_store_rows_written_total").increment(1);
-        Ok(())
-    }
-
-    /// Writes `(h, advertiser, version)` for every hash of `hashes` in one UNLOGGED batch: one
-    /// request, so the node pays its per-request cost once (most of its CPU per row). Callers
-    /// group the hashes by [`ReplicaGroups`] so that the batch, routed by its first row's token,
-    /// reaches a node that owns every row, and keep batches below the node's batch-size warning
-    /// threshold (Cassandra's default: 5 KiB). Idempotent, like single inserts.
-    pub async fn insert_batch(
-        &self,
+        op: ChangeOp,
         advertiser: &AdvertiserId,
         version: ListVersion,
         hashes: &[EmailHash],
@@ -519,48 +596,54 @@ impl MembershipStore {
             return Ok(());
         }
         let started = Instant::now();
-        let mut batch = Batch::new(BatchType::Unlogged);
-        for _ in hashes {
-            batch.append_statement(self.insert.clone());
+        let operation = op.operation();
+        let (a, v) = (advertiser.as_str(), version.0);
+        match (op, hashes) {
+            (ChangeOp::Set { present }, [h]) => {
+                self.session.execute_unpaged(&self.change_set, (&h.0[..], a, v, present)).await.map(drop)
+            }
+            (ChangeOp::Undo, [h]) => self.session.execute_unpaged(&self.change_undo, (&h.0[..], a, v)).await.map(drop),
+            (ChangeOp::RetireThrough, [h]) => {
+                self.session.execute_unpaged(&self.change_retire, (&h.0[..], a, v)).await.map(drop)
+            }
+            (ChangeOp::Set { present }, many) => {
+                let values: Vec<_> = many.iter().map(|h| (&h.0[..], a, v, present)).collect();
+                self.session.batch(&self.batch_of(&self.change_set, many.len()), values).await.map(drop)
+            }
+            (ChangeOp::Undo | ChangeOp::RetireThrough, many) => {
+                let statement = if op == ChangeOp::Undo { &self.change_undo } else { &self.change_retire };
+                let values: Vec<_> = many.iter().map(|h| (&h.0[..], a, v)).collect();
+                self.session.batch(&self.batch_of(statement, many.len()), values).await.map(drop)
+            }
         }
-        batch.set_consistency(Consistency::LocalQuorum);
-        batch.set_is_idempotent(true);
-        batch.set_request_timeout(Some(self.timeout));
-        let values: Vec<(&[u8], &str, i64)> =
-            hashes.iter().map(|h| (&h.0[..], advertiser.as_str(), version.0)).collect();
-        self.session.batch(&batch, values).await.map_err(StoreError::execute("batch insert"))?;
+        .map_err(StoreError::execute(operation))?;
         metrics::histogram!("memberlake_store_write_seconds").record(started.elapsed().as_secs_f64());
-        metrics::counter!("memberlake_store_rows_written_total").increment(hashes.len() as u64);
-        metrics::counter!("memberlake_store_batches_written_total").increment(1);
+        metrics::counter!("memberlake_store_rows_written_total", "op" => operation).increment(hashes.len() as u64);
+        if hashes.len() > 1 {
+            metrics::counter!("memberlake_store_batches_written_total").increment(1);
+        }
         Ok(())
     }
 
-    /// Deletes rows `(email_hash, advertiser_id, list_version)` in one UNLOGGED batch (rows of
-    /// one replica set, see [`insert_batch`](Self::insert_batch)). Returns the rows deleted.
-    async fn delete_batch(&self, rows: &[(Vec<u8>, String, i64)]) -> Result<u64, StoreError> {
+    /// An UNLOGGED batch of `rows` executions of `statement`.
+    fn batch_of(&self, statement: &PreparedStatement, rows: usize) -> Batch {
         let mut batch = Batch::new(BatchType::Unlogged);
-        for _ in rows {
-            batch.append_statement(self.delete_row.clone());
+        for _ in 0..rows {
+            batch.append_statement(statement.clone());
         }
         batch.set_consistency(Consistency::LocalQuorum);
         batch.set_is_idempotent(true);
         batch.set_request_timeout(Some(self.timeout));
-        let values: Vec<(&[u8], &str, i64)> = rows.iter().map(|(h, adv, v)| (&h[..], adv.as_str(), *v)).collect();
-        self.session.batch(&batch, values).await.map_err(StoreError::execute("batch delete"))?;
-        Ok(rows.len() as u64)
+        batch
     }
 
-    /// The replica grouping of the memberships table as the driver sees the cluster now.
-    pub fn replica_groups(&self) -> ReplicaGroups {
-        ReplicaGroups { cluster: self.session.get_cluster_state(), keyspace: self.keyspace.clone() }
-    }
-
-    /// Writes `(h, advertiser, version)` for every hash, at most `concurrency` requests in
-    /// flight, each of up to `batch_rows` rows that share a replica set (1: single-row inserts).
-    /// Idempotent: re-running a range rewrites the same rows. (The worker streams rows through a
-    /// [`WriteWindow`] instead; this is for tools, benchmarks and tests.)
-    pub async fn insert_members(
+    /// Applies `op` to `(h, advertiser, version)` for every hash, at most `concurrency`
+    /// requests in flight, each of up to `batch_rows` rows that share a replica set (1:
+    /// single-row requests). Idempotent. (Workers stream rows through a [`WriteWindow`]
+    /// instead; this is for tools, benchmarks and tests.)
+    pub async fn apply_changes(
         &self,
+        op: ChangeOp,
         advertiser: &AdvertiserId,
         version: ListVersion,
         hashes: &[EmailHash],
@@ -579,12 +662,7 @@ impl MembershipStore {
         loop {
             while in_flight.len() < concurrency.max(1) {
                 match requests.next() {
-                    Some(rows) => in_flight.push(async move {
-                        match rows {
-                            [one] => self.insert_member(advertiser, version, one).await,
-                            many => self.insert_batch(advertiser, version, many).await,
-                        }
-                    }),
+                    Some(rows) => in_flight.push(self.write_changes(op, advertiser, version, rows)),
                     None => break,
                 }
             }
@@ -595,8 +673,95 @@ impl MembershipStore {
         }
     }
 
-    /// Every row of `h`'s partition: one read, whatever the number of advertisers asked about.
-    pub async fn read_partition(&self, h: &EmailHash) -> Result<Vec<MembershipRow>, StoreError> {
+    /// Writes legacy rows `(h, advertiser, version)` into `memberships`, as versions ingested
+    /// before change-proportional versions did (upgrade tests and tools).
+    pub async fn insert_legacy_members(
+        &self,
+        advertiser: &AdvertiserId,
+        version: ListVersion,
+        hashes: &[EmailHash],
+        concurrency: usize,
+    ) -> Result<(), StoreError> {
+        futures::stream::iter(hashes)
+            .map(|h| async move {
+                self.session
+                    .execute_unpaged(&self.insert, (&h.0[..], advertiser.as_str(), version.0))
+                    .await
+                    .map(drop)
+                    .map_err(StoreError::execute("legacy insert"))
+            })
+            .buffer_unordered(concurrency.max(1))
+            .try_collect::<()>()
+            .await
+    }
+
+    /// Deletes rows `(email_hash, advertiser_id, list_version)` in one UNLOGGED batch (rows of
+    /// one replica set, see [`write_changes`](Self::write_changes)). Returns the rows deleted.
+    async fn delete_batch(&self, rows: &[(Vec<u8>, String, i64)]) -> Result<u64, StoreError> {
+        let mut batch = Batch::new(BatchType::Unlogged);
+        for _ in rows {
+            batch.append_statement(self.delete_row.clone());
+        }
+        batch.set_consistency(Consistency::LocalQuorum);
+        batch.set_is_idempotent(true);
+        batch.set_request_timeout(Some(self.timeout));
+        let values: Vec<(&[u8], &str, i64)> = rows.iter().map(|(h, adv, v)| (&h[..], adv.as_str(), *v)).collect();
+        self.session.batch(&batch, values).await.map_err(StoreError::execute("batch delete"))?;
+        Ok(rows.len() as u64)
+    }
+
+    /// The replica grouping of the memberships table as the driver sees the cluster now.
+    pub fn replica_groups(&self) -> ReplicaGroups {
+        ReplicaGroups { cluster: self.session.get_cluster_state(), keyspace: self.keyspace.clone() }
+    }
+
+    /// Every row of `h`'s `membership_changes` partition: one read, whatever the number of
+    /// advertisers asked about.
+    pub async fn read_changes(&self, h: &EmailHash) -> Result<Vec<ChangeRow>, StoreError> {
+        let started = Instant::now();
+        let result =
+            tokio::time::timeout(self.timeout, self.session.execute_unpaged(&self.select_changes, (&h.0[..],)))
+                .await
+                .map_err(|_| StoreError::Timeout { operation: "read", timeout: self.timeout })?
+                .map_err(StoreError::execute("read"))?;
+        let rows = result.into_rows_result().map_err(StoreError::decode("read"))?;
+        let out = rows
+            .rows::<(String, i64, Option<bool>)>()
+            .map_err(StoreError::decode("read"))?
+            .map(|r| {
+                r.map(|(advertiser_id, since, present)| ChangeRow {
+                    advertiser_id,
+                    since: ListVersion(since),
+                    present: present.unwrap_or(false),
+                })
+                .map_err(StoreError::decode("read"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        metrics::histogram!("memberlake_store_read_seconds").record(started.elapsed().as_secs_f64());
+        Ok(out)
+    }
+
+    /// Counts the rows of `membership_changes` by `(advertiser, present)` with a token-ring
+    /// scan: for tests, tools and `store repair`, never for normal operation.
+    pub async fn count_changes(&self) -> Result<std::collections::HashMap<(String, bool), u64>, StoreError> {
+        let mut counts = std::collections::HashMap::new();
+        let mut rows = self
+            .session
+            .execute_iter(self.scan_changes.clone(), (i64::MIN, i64::MAX))
+            .await
+            .map_err(|source| StoreError::Pager { operation: "scan", source: Box::new(source) })?
+            .rows_stream::<(String, i64, Option<bool>)>()
+            .map_err(StoreError::decode("scan"))?;
+        while let Some(row) = rows.next().await {
+            let (adv, _, present) =
+                row.map_err(|source| StoreError::NextRow { operation: "scan", source: Box::new(source) })?;
+            *counts.entry((adv, present.unwrap_or(false))).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+
+    /// Every row of `h`'s legacy `memberships` partition.
+    pub async fn read_legacy_partition(&self, h: &EmailHash) -> Result<Vec<MembershipRow>, StoreError> {
         let started = Instant::now();
         let result =
             tokio::time::timeout(self.timeout, self.session.execute_unpaged(&self.select_partition, (&h.0[..],)))

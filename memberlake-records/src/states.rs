@@ -3,13 +3,17 @@
 //! names are the wire form in the admin API and the CLI (`snake_case`).
 //!
 //! ```text
-//! file:  registered ──split──▶ ingesting ──all ranges done──▶ ingested (active unless superseded)
-//!                                  │  └──failed range / too many rejects──▶ failed ──retry──▶ ingesting
-//!                                  └──operator──▶ cancelled
-//! range: queued ──claim──▶ leased ──complete──▶ done
+//! file:  registered ──split──▶ ingesting ──all ranges done──▶ merging ──all buckets done──▶ ingested (active)
+//!                                  │                               │      └──shrinks too much──▶ held ──approve──▶ ingested
+//!                                  │  failed range / too many rejects / operator / superseded by a newer upload
+//!                                  └────────────────────────────────┴──▶ failed, cancelled ──retry──▶ ingesting
+//! unit:  queued ──claim──▶ leased ──complete──▶ done
 //!          ▲                 │  └──out of attempts / file failed──▶ failed
 //!          └──give back / lease expired──┘
 //! ```
+//!
+//! A file's work units (rows of `ranges`) are of four [`WorkStage`]s: ingest (a byte range),
+//! merge (a hash bucket), and the cleanup stages undo and retire (a bucket of a diff).
 
 use std::fmt;
 use std::str::FromStr;
@@ -25,7 +29,13 @@ pub enum FileState {
     Registered,
     /// Ranges exist; workers lease them.
     Ingesting,
-    /// Every range done; activated unless a newer version already was.
+    /// Every range's run is written; workers merge them bucket by bucket, diff them against the
+    /// active version and write the difference to the store.
+    Merging,
+    /// Every bucket is done, but the version shrinks the active list by more than the guard
+    /// allows: an operator approves or rejects it.
+    Held,
+    /// Every unit done; activated unless a newer version already was.
     Ingested,
     /// A range failed for good, or too many rows were rejected; never activates.
     Failed,
@@ -34,13 +44,22 @@ pub enum FileState {
 }
 
 impl FileState {
-    pub const ALL: [FileState; 5] =
-        [FileState::Registered, FileState::Ingesting, FileState::Ingested, FileState::Failed, FileState::Cancelled];
+    pub const ALL: [FileState; 7] = [
+        FileState::Registered,
+        FileState::Ingesting,
+        FileState::Merging,
+        FileState::Held,
+        FileState::Ingested,
+        FileState::Failed,
+        FileState::Cancelled,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             FileState::Registered => "registered",
             FileState::Ingesting => "ingesting",
+            FileState::Merging => "merging",
+            FileState::Held => "held",
             FileState::Ingested => "ingested",
             FileState::Failed => "failed",
             FileState::Cancelled => "cancelled",
@@ -49,7 +68,7 @@ impl FileState {
 
     /// Still on its way to activation: an operator may pause, resume or cancel it.
     pub fn is_in_flight(self) -> bool {
-        matches!(self, FileState::Registered | FileState::Ingesting)
+        matches!(self, FileState::Registered | FileState::Ingesting | FileState::Merging | FileState::Held)
     }
 
     /// Finished for good: its rows may be retired once it is not the active version.
@@ -83,6 +102,40 @@ impl RangeState {
             RangeState::Done => "done",
             RangeState::Failed => "failed",
         }
+    }
+}
+
+/// What a work unit (a row of `ranges`) does; see `migrations/postgres/0006_change_versions.sql`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "sqlx", derive(sqlx::Type), sqlx(type_name = "work_stage", rename_all = "snake_case"))]
+pub enum WorkStage {
+    /// One byte range: hash its lines, write its sorted run(s) to the work location.
+    Ingest,
+    /// One hash bucket: merge the runs into the manifest, diff against the base, write the
+    /// difference to the store.
+    Merge,
+    /// One bucket of a version that wrote rows and will never be active: delete them.
+    Undo,
+    /// One bucket of the successor's diff: delete the rows of a superseded version that no
+    /// longer answer anything.
+    Retire,
+}
+
+impl WorkStage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkStage::Ingest => "ingest",
+            WorkStage::Merge => "merge",
+            WorkStage::Undo => "undo",
+            WorkStage::Retire => "retire",
+        }
+    }
+}
+
+impl fmt::Display for WorkStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -149,6 +202,6 @@ mod tests {
             assert_eq!(serde_json::from_str::<RangeState>(&format!("\"{s}\"")).unwrap(), s);
         }
         let err = "done".parse::<FileState>().unwrap_err().to_string();
-        assert!(err.contains("registered, ingesting, ingested, failed, cancelled"), "{err}");
+        assert!(err.contains("registered, ingesting, merging, held, ingested, failed, cancelled"), "{err}");
     }
 }

@@ -197,7 +197,10 @@ mod tests {
             assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
         }
         let state = &doc["components"]["schemas"]["FileView"]["properties"]["state"];
-        assert_eq!(state["enum"], json!(["registered", "ingesting", "ingested", "failed", "cancelled"]));
+        assert_eq!(
+            state["enum"],
+            json!(["registered", "ingesting", "merging", "held", "ingested", "failed", "cancelled"])
+        );
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     }
 }

@@ -6,10 +6,11 @@
 
 use memberlake::catalog::{
     FileDetail, FileRecord, MinuteRows, OperatorAction, Overview, RangeCounts, RangeError, RejectionSample,
+    VersionRecord,
 };
 use memberlake_admin::views::{
     FileDetailView, FileView, MinuteRowsView, OperatorActionView, OverviewView, RangeCountsView, RangeErrorView,
-    RejectionSampleView,
+    RejectionSampleView, VersionView,
 };
 
 /// A catalog value as its admin API view.
@@ -47,6 +48,7 @@ impl IntoView for FileRecord {
             finished_at,
             retired_at,
             active,
+            version,
         } = self;
         FileView {
             file_id,
@@ -67,6 +69,41 @@ impl IntoView for FileRecord {
             finished_at,
             retired_at,
             active,
+            version: version.into_view(),
+        }
+    }
+}
+
+impl IntoView for VersionRecord {
+    type View = VersionView;
+    fn into_view(self) -> VersionView {
+        let VersionRecord {
+            store_format,
+            base_version,
+            superseded_by,
+            bucket_bits,
+            buckets_done,
+            members,
+            added,
+            removed,
+            rows_written,
+            rows_deleted,
+            held_reason,
+            activated_at,
+        } = self;
+        VersionView {
+            store_format,
+            base_version,
+            superseded_by,
+            bucket_bits,
+            buckets_done,
+            members,
+            added,
+            removed,
+            rows_written,
+            rows_deleted,
+            held_reason,
+            activated_at,
         }
     }
 }
@@ -106,8 +143,8 @@ impl IntoView for RangeCounts {
 impl IntoView for RangeError {
     type View = RangeErrorView;
     fn into_view(self) -> RangeErrorView {
-        let RangeError { range_index, attempts, error } = self;
-        RangeErrorView { range_index, attempts, error }
+        let RangeError { stage, range_index, attempts, error } = self;
+        RangeErrorView { stage: stage.as_str().to_owned(), range_index, attempts, error }
     }
 }
 
@@ -184,6 +221,18 @@ mod tests {
             finished_at: Some(Utc.with_ymd_and_hms(2026, 1, 2, 3, 5, 0).unwrap()),
             retired_at: None,
             active: false,
+            version: VersionRecord {
+                store_format: "changes".into(),
+                base_version: Some(FileId(id - 1)),
+                bucket_bits: Some(3),
+                buckets_done: 2,
+                members: Some(100),
+                added: 4,
+                removed: 5,
+                rows_written: 9,
+                held_reason: Some("shrinks".into()),
+                ..Default::default()
+            },
         }
     }
 
@@ -205,7 +254,12 @@ mod tests {
             ranges: RangeCounts { queued: 1, leased: 2, done: 3, failed: 4 },
             rows_per_second: 99.5,
             eta_seconds: None,
-            last_errors: vec![RangeError { range_index: 2, attempts: 3, error: "timed out".into() }],
+            last_errors: vec![RangeError {
+                stage: memberlake::catalog::WorkStage::Merge,
+                range_index: 2,
+                attempts: 3,
+                error: "timed out".into(),
+            }],
             rejection_samples: vec![RejectionSample { offset: 40, reason: RejectReason::MultipleAt }],
         });
         same_json(OperatorAction {

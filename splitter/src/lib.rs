@@ -1,6 +1,8 @@
 //! splitter: leader-elected (hot standby). The leader cuts registered files into byte ranges,
-//! returns expired leases to the queue, completes files, activates list versions and retires
-//! superseded versions' rows from the store.
+//! returns expired leases to the queue, moves versions from ingesting to merging to active (or
+//! held), cancels superseded in-flight versions, and queues the undo and retirement of rows
+//! that no longer answer anything (`docs/versions.md`); legacy versions are retired with a
+//! token-ring scan.
 //!
 //! - [`Config`], [`Deps`], [`run`]: the service as a library; `main.rs` only wires them;
 //! - `leader`: the elector, which holds this process's [`Leadership`] term, if any;
@@ -53,11 +55,21 @@ pub struct Config {
     /// A file with a larger share of rejected rows fails instead of activating.
     #[arg(long, env = "MEMBERLAKE_MAX_REJECT_RATIO", default_value_t = 0.5)]
     pub max_reject_ratio: f64,
-    /// How often superseded versions are looked for and retired from the store.
+    /// A version whose member count is below `(1 - this)` of the active version's is held for
+    /// an operator to approve or reject instead of activating (1: never held).
+    #[arg(long, env = "MEMBERLAKE_MAX_SHRINK", default_value_t = 0.5)]
+    pub max_shrink: f64,
+    /// About how many hashes one bucket of a version holds: a version gets enough buckets for
+    /// its size (what a merge unit holds in memory per input, 16 bytes each).
+    #[arg(long, env = "MEMBERLAKE_BUCKET_TARGET", default_value_t = memberlake::catalog::DEFAULT_BUCKET_TARGET)]
+    pub bucket_target: u64,
+    /// How often legacy versions (ingested before change-proportional versions, rows in
+    /// `memberships`) are looked for and retired from the store with a token-ring scan.
     #[arg(long, env = "MEMBERLAKE_RETIRE_INTERVAL", value_parser = parse_duration, default_value = "5m")]
     pub retire_interval: Duration,
-    /// Wait after a version stops being needed before deleting its rows; must exceed
-    /// MEMBERLAKE_LEASE_TTL, so no worker with a revoked lease is still writing them.
+    /// Wait after a version stops being needed (replaced, failed, cancelled) before deleting
+    /// its rows (undo, retire); must exceed MEMBERLAKE_LEASE_TTL, so no worker with a revoked
+    /// lease is still writing them, and lets every matcher follow an activation first.
     #[arg(long, env = "MEMBERLAKE_RETIRE_GRACE", value_parser = parse_duration, default_value = "2m")]
     pub retire_grace: Duration,
     #[command(flatten)]
@@ -106,7 +118,12 @@ pub async fn run(deps: Deps, config: &Config, shutdown: Shutdown) -> Result<(), 
     let duties = duties::DutyConfig {
         range_size: config.range_size,
         max_attempts: config.leases.max_attempts,
-        max_reject_ratio: config.max_reject_ratio,
+        settle: memberlake::catalog::SettlePolicy {
+            max_reject_ratio: config.max_reject_ratio,
+            max_shrink: config.max_shrink,
+        },
+        bucket_target: config.bucket_target,
+        cleanup_grace: config.retire_grace,
         split_batch: 100,
     };
     let retire_cfg = duties::RetireConfig { grace: config.retire_grace, segments: 64, concurrency: 4 };

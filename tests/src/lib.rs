@@ -64,6 +64,9 @@ pub struct TestWorld {
     pub database_url: String,
     pub keyspace: String,
     pub lake_url: String,
+    /// This world's own work location (runs, manifests, diffs): beside its lake, so that
+    /// worlds never share one (their version numbers repeat).
+    pub work_url: String,
     pub catalog: Catalog,
     pub store: Arc<MembershipStore>,
     pub lake: Lake,
@@ -100,7 +103,8 @@ impl TestWorld {
             MembershipStore::with_session(Arc::new(session), &keyspace, Duration::from_secs(5)).await.unwrap(),
         );
         let lake = Lake::open(&lake_url).unwrap();
-        Self { stack, database_url, keyspace, lake_url, catalog, store, lake }
+        let work_url = format!("{}-work", lake_url.trim_end_matches('/'));
+        Self { stack, database_url, keyspace, lake_url, work_url, catalog, store, lake }
     }
 
     /// Environment for a service process pointed at this world.
@@ -110,6 +114,7 @@ impl TestWorld {
             ("MEMBERLAKE_SCYLLA_NODES", self.stack.scylla_nodes.as_str()),
             ("MEMBERLAKE_SCYLLA_KEYSPACE", self.keyspace.as_str()),
             ("MEMBERLAKE_LAKE_URL", self.lake_url.as_str()),
+            ("MEMBERLAKE_WORK_URL", self.work_url.as_str()),
             ("MEMBERLAKE_POLL_INTERVAL", "300ms"),
             ("MEMBERLAKE_SPLITTER_INTERVAL", "200ms"),
             ("MEMBERLAKE_WORKER_POLL_INTERVAL", "100ms"),
@@ -169,8 +174,18 @@ impl TestWorld {
         self.catalog.file(id).await.unwrap().unwrap()
     }
 
-    /// Every (advertiser, version) row in this world's keyspace.
+    /// Every row of `membership_changes` in this world's keyspace (present or absent).
     pub async fn count_rows(&self) -> u64 {
+        self.store.count_changes().await.unwrap().values().sum()
+    }
+
+    /// Rows of `membership_changes` by (advertiser, present).
+    pub async fn count_rows_by(&self) -> HashMap<(String, bool), u64> {
+        self.store.count_changes().await.unwrap()
+    }
+
+    /// Every row of the legacy `memberships` table in this world's keyspace.
+    pub async fn count_legacy_rows(&self) -> u64 {
         self.store.retire_rows(|_, _| false, 16, 4).await.unwrap().0
     }
 }
@@ -368,14 +383,18 @@ pub async fn is_member(client: &reqwest::Client, matcher_url: &str, advertiser: 
     body["member"].as_bool().unwrap()
 }
 
-/// Reads `hashes` from the store (64 at a time) and returns those whose partition holds
-/// `(advertiser, version)`.
+/// Reads `hashes` from the store (64 at a time) and returns how many are members of
+/// `advertiser`'s list at `version` (the newest of its rows at or below it is present).
 pub async fn stored_members(store: &MembershipStore, advertiser: &str, version: FileId, hashes: &[EmailHash]) -> usize {
     use futures::StreamExt;
     futures::stream::iter(hashes)
         .map(|h| async move {
-            let rows = store.read_partition(h).await.unwrap();
-            rows.iter().any(|r| r.advertiser_id == advertiser && r.list_version.0 == version.0)
+            let rows = store.read_changes(h).await.unwrap();
+            memberlake::store::member_at(
+                rows.iter().map(|r| (r.advertiser_id.as_str(), r.since.0, r.present)),
+                advertiser,
+                version.0,
+            )
         })
         .buffer_unordered(64)
         .filter(|found| futures::future::ready(*found))
@@ -390,7 +409,9 @@ pub async fn sql_i64(catalog: &Catalog, query: &str) -> i64 {
 
 impl TestWorld {
     /// Writes `hashes` as a new, fully ingested version of `advertiser`'s list and activates it
-    /// (rows first, then the version flip, as the splitter does). Returns the version.
+    /// (rows first, then the version flip, as the splitter does), the way a release before
+    /// change-proportional versions did: a legacy version, one row per member in `memberships`
+    /// (the matcher still answers those). Returns the version.
     pub async fn seed_list(&self, advertiser: &str, hashes: &[EmailHash]) -> i64 {
         let pool = self.catalog.pool();
         sqlx::query("INSERT INTO advertisers (advertiser_id) VALUES ($1) ON CONFLICT DO NOTHING")
@@ -399,8 +420,8 @@ impl TestWorld {
             .await
             .unwrap();
         let version: i64 = sqlx::query_scalar(
-            "INSERT INTO files (advertiser_id, bucket, object_key, etag, size_bytes, last_modified, state, finished_at) \
-             VALUES ($1, 'seed', $2, 'seed', 0, now(), 'ingested', now()) RETURNING file_id",
+            "INSERT INTO files (advertiser_id, bucket, object_key, etag, size_bytes, last_modified, state, finished_at, \
+             store_format) VALUES ($1, 'seed', $2, 'seed', 0, now(), 'ingested', now(), 'rows') RETURNING file_id",
         )
         .bind(advertiser)
         .bind(unique("seed"))
@@ -408,7 +429,7 @@ impl TestWorld {
         .await
         .unwrap();
         let adv = memberlake::ids::AdvertiserId::parse(advertiser).unwrap();
-        self.store.insert_members(&adv, memberlake::ids::ListVersion(version), hashes, 64, 1).await.unwrap();
+        self.store.insert_legacy_members(&adv, memberlake::ids::ListVersion(version), hashes, 64).await.unwrap();
         sqlx::query("UPDATE advertisers SET active_file_id = $2, activated_at = now() WHERE advertiser_id = $1")
             .bind(advertiser)
             .bind(version)

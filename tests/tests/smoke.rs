@@ -9,6 +9,7 @@ use memberlake::ids::{AdvertiserId, EmailHash, ListVersion};
 use memberlake::lake::{Lake, LakeEntry};
 use memberlake::ranges::ByteRange;
 use memberlake::schema;
+use memberlake::store::{member_at, ChangeOp};
 use memberlake_tests::*;
 
 #[tokio::test]
@@ -74,20 +75,46 @@ async fn services_refuse_an_unmigrated_or_newer_schema() {
 }
 
 #[tokio::test]
-async fn cql_write_read_round_trip() {
+async fn cql_change_rows_round_trip_and_answer_the_newest_at_or_below_a_version() {
     let world = TestWorld::new().await;
     let adv = AdvertiserId::parse("acme").unwrap();
     let hashes: Vec<_> = emails(0, 500).iter().map(|e| md5_email(e)).collect();
-    world.store.insert_members(&adv, ListVersion(7), &hashes, 32, 1).await.unwrap();
-    for h in &hashes[..20] {
-        let rows = world.store.read_partition(h).await.unwrap();
-        assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0].advertiser_id, "acme");
-        assert_eq!(rows[0].list_version, ListVersion(7));
+    let present = ChangeOp::Set { present: true };
+    // v7 writes every member, in batches and single rows; v9 removes the first 10.
+    world.store.apply_changes(present, &adv, ListVersion(7), &hashes[..300], 8, 64).await.unwrap();
+    world.store.apply_changes(present, &adv, ListVersion(7), &hashes[300..], 32, 1).await.unwrap();
+    let absent = ChangeOp::Set { present: false };
+    world.store.apply_changes(absent, &adv, ListVersion(9), &hashes[..10], 4, 64).await.unwrap();
+    let member = |rows: &[memberlake::store::ChangeRow], v: i64| {
+        member_at(rows.iter().map(|r| (r.advertiser_id.as_str(), r.since.0, r.present)), "acme", v)
+    };
+    for (i, h) in hashes[..20].iter().enumerate() {
+        let rows = world.store.read_changes(h).await.unwrap();
+        assert!(!member(&rows, 6), "not a member before v7");
+        assert!(member(&rows, 7) && member(&rows, 8));
+        assert_eq!(member(&rows, 9), i >= 10, "v9 removed the first 10");
+        assert!(!member_at(rows.iter().map(|r| (r.advertiser_id.as_str(), r.since.0, r.present)), "globex", 9));
     }
-    let absent = md5_email("nobody@nowhere.example");
-    assert!(world.store.read_partition(&absent).await.unwrap().is_empty());
-    assert_eq!(world.count_rows().await, 500);
+    assert_eq!(world.count_rows().await, 510);
+    // Retiring through v9 the hashes v9 removed leaves them without a row; undoing v7 of the
+    // others removes exactly its rows.
+    world.store.apply_changes(ChangeOp::RetireThrough, &adv, ListVersion(9), &hashes[..10], 4, 64).await.unwrap();
+    world.store.apply_changes(ChangeOp::Undo, &adv, ListVersion(7), &hashes[10..], 4, 64).await.unwrap();
+    assert_eq!(world.count_rows().await, 0);
+    let nobody = md5_email("nobody@nowhere.example");
+    assert!(world.store.read_changes(&nobody).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn cql_legacy_rows_round_trip() {
+    let world = TestWorld::new().await;
+    let adv = AdvertiserId::parse("acme").unwrap();
+    let hashes: Vec<_> = emails(0, 50).iter().map(|e| md5_email(e)).collect();
+    world.store.insert_legacy_members(&adv, ListVersion(7), &hashes, 8).await.unwrap();
+    let rows = world.store.read_legacy_partition(&hashes[0]).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].advertiser_id.as_str(), rows[0].list_version), ("acme", ListVersion(7)));
+    assert_eq!(world.count_legacy_rows().await, 50);
 }
 
 async fn lake_lists_and_range_reads(lake: &Lake) {

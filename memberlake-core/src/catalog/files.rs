@@ -32,6 +32,42 @@ pub struct FileRecord {
     pub retired_at: Option<DateTime<Utc>>,
     /// Whether this file is its advertiser's active list.
     pub active: bool,
+    /// The file as a list version.
+    #[sqlx(flatten)]
+    pub version: VersionRecord,
+}
+
+/// A file as a list version (`docs/versions.md`): its member count, its difference from the
+/// version it was diffed against, and the store rows it wrote and deleted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, sqlx::FromRow)]
+pub struct VersionRecord {
+    /// `changes` (a change-proportional version) or `rows` (legacy: ingested before them).
+    pub store_format: String,
+    /// The version this one was diffed against (`None`: written in full).
+    pub base_version: Option<FileId>,
+    /// The version that replaced this one as active.
+    pub superseded_by: Option<FileId>,
+    /// Its buckets are `1 << bucket_bits`.
+    pub bucket_bits: Option<i16>,
+    pub buckets_done: i32,
+    /// Distinct members (once every bucket merged).
+    pub members: Option<i64>,
+    /// Members added and removed against the base version.
+    pub added: i64,
+    pub removed: i64,
+    /// Store rows written by merging, and deleted by undoing or retiring this version.
+    pub rows_written: i64,
+    pub rows_deleted: i64,
+    /// Why the version is held (the shrink guard), or `approved`.
+    pub held_reason: Option<String>,
+    pub activated_at: Option<DateTime<Utc>>,
+}
+
+impl VersionRecord {
+    /// Members present in both this version and its base.
+    pub fn unchanged(&self) -> Option<i64> {
+        self.members.map(|m| m - self.added)
+    }
 }
 
 fn compression_name<S: serde::Serializer>(c: &Compression, s: S) -> Result<S::Ok, S::Error> {

@@ -17,6 +17,7 @@ use super::{end_file_in, secs, sql, Catalog, CatalogError, FileState, RangeState
 use crate::ids::{AdvertiserId, FileId};
 use crate::lake::Compression;
 use crate::ranges::plan_ranges;
+use crate::states::WorkStage;
 
 /// A leadership term this process holds: the fencing token of every leader action.
 #[derive(Debug, Clone)]
@@ -40,8 +41,66 @@ pub struct LeaderInfo {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Settled {
     pub activated: Vec<(AdvertiserId, FileId)>,
+    /// Cancelled because a newer upload of the advertiser is in flight or active.
     pub superseded: Vec<FileId>,
     pub failed: Vec<(FileId, String)>,
+    /// Started merging: (file, bucket count, base version).
+    pub merging: Vec<(FileId, u32, Option<FileId>)>,
+    /// Held by the shrink guard: (file, reason).
+    pub held: Vec<(FileId, String)>,
+}
+
+/// What the leader's cleanup pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CleanupQueued {
+    /// Versions whose rows are undone, with the units queued (0: it wrote none).
+    pub undo: Vec<(FileId, u32)>,
+    /// Superseded versions whose rows are retired, with the units queued.
+    pub retire: Vec<(FileId, u32)>,
+    /// Versions whose cleanup finished: their rows are gone from the store.
+    pub finished: Vec<FileId>,
+}
+
+/// The guards a merged version passes before it activates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SettlePolicy {
+    /// Fail a version rejecting more than this fraction of its rows (before it merges).
+    pub max_reject_ratio: f64,
+    /// Hold a version whose member count is below `(1 - max_shrink)` of the active version's.
+    pub max_shrink: f64,
+}
+
+impl Default for SettlePolicy {
+    fn default() -> Self {
+        Self { max_reject_ratio: 0.01, max_shrink: 0.5 }
+    }
+}
+
+/// About how many hashes one bucket of a version holds, at most (8 MiB of them): what a merge
+/// unit holds in memory per input.
+pub const DEFAULT_BUCKET_TARGET: u64 = 512 * 1024;
+
+/// Bucket bits for a list of `size_bytes` bytes: enough buckets that each holds about
+/// `target` hashes even if every line were as short as an email can be (~16 bytes with its
+/// newline), within `1..=16` bits.
+pub fn bucket_bits_for(size_bytes: u64, target: u64) -> u8 {
+    let lines = size_bytes / 16 + 1;
+    let buckets = lines.div_ceil(target.max(1)).max(2);
+    (64 - (buckets - 1).leading_zeros()).clamp(1, u32::from(crate::manifest::MAX_BUCKET_BITS)) as u8
+}
+
+/// Whether a version of `members` members shrinks its base of `base_members` by more than
+/// `max_shrink`; the reason, if it does.
+pub fn shrink_guard(members: i64, base_members: Option<i64>, max_shrink: f64) -> Option<String> {
+    let base = base_members.filter(|b| *b > 0)?;
+    let floor = (1.0 - max_shrink) * base as f64;
+    ((members as f64) < floor).then(|| {
+        format!(
+            "shrinks the active list from {base} to {members} members ({:.1}% fewer; the guard holds above {:.1}%)",
+            100.0 * (base - members) as f64 / base as f64,
+            100.0 * max_shrink
+        )
+    })
 }
 
 #[derive(sqlx::FromRow)]
@@ -66,6 +125,7 @@ struct ReapedRange {
 #[derive(sqlx::FromRow)]
 struct FailedRange {
     file_id: FileId,
+    stage: WorkStage,
     range_index: i32,
     attempts: i32,
     last_error: String,
@@ -74,9 +134,37 @@ struct FailedRange {
 #[derive(sqlx::FromRow)]
 struct FileToSettle {
     file_id: FileId,
-    advertiser_id: AdvertiserId,
     rows_ingested: i64,
     rows_rejected: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct StaleFile {
+    file_id: FileId,
+    newer: Option<FileId>,
+}
+
+#[derive(sqlx::FromRow)]
+struct MergedFile {
+    file_id: FileId,
+    advertiser_id: AdvertiserId,
+    members: Option<i64>,
+    base_members: Option<i64>,
+    older_undo_pending: bool,
+    held_reason: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ToUndo {
+    file_id: FileId,
+    bucket_bits: Option<i16>,
+    merged: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct ToRetire {
+    file_id: FileId,
+    successor_bucket_bits: i16,
 }
 
 #[derive(sqlx::FromRow)]
@@ -116,6 +204,19 @@ impl Catalog {
         Ok(sqlx::query_as(sql!("leader_leases", "current")).bind(role).fetch_optional(&self.pool).await?)
     }
 }
+
+/// Queues `units` cleanup units of `stage` for a file (none: its rows are gone already).
+async fn queue_cleanup(tx: &mut sqlx::PgConnection, file: FileId, stage: WorkStage, units: u32) -> Result<()> {
+    if units > 0 {
+        sqlx::query(sql!("ranges", "insert_units")).bind(file).bind(stage).bind(units as i32).execute(&mut *tx).await?;
+    }
+    sqlx::query(sql!("files", "queue_cleanup")).bind(file).bind(units as i32).execute(&mut *tx).await?;
+    Ok(())
+}
+
+/// The `held_reason` of a held version an operator approved: the next settle pass activates it
+/// without asking the guard again.
+pub const APPROVED: &str = "approved";
 
 impl Leadership {
     pub fn term(&self) -> i64 {
@@ -162,7 +263,15 @@ impl Leadership {
 
     /// Cuts up to `limit` registered files into ranges of `range_size` bytes (compressed files:
     /// one range). Returns the files split and the ranges created.
-    pub async fn split_registered_files(&self, range_size: u64, limit: i64) -> Result<(usize, usize)> {
+    ///
+    /// Each file's bucket width is fixed here, from its size and `bucket_target` (see
+    /// [`bucket_bits_for`]): its ranges' runs and its manifest are bucketed alike.
+    pub async fn split_registered_files(
+        &self,
+        range_size: u64,
+        limit: i64,
+        bucket_target: u64,
+    ) -> Result<(usize, usize)> {
         let mut tx = self.begin().await?;
         let files: Vec<FileToSplit> = sqlx::query_as(sql!("files", "to_split")).bind(limit).fetch_all(&mut *tx).await?;
         let mut ranges_created = 0;
@@ -182,6 +291,7 @@ impl Leadership {
                 .bind(file.file_id)
                 .bind(plan.len() as i32)
                 .bind(range_size as i64)
+                .bind(i16::from(bucket_bits_for(file.size_bytes, bucket_target)))
                 .execute(&mut *tx)
                 .await?;
             ranges_created += plan.len();
@@ -201,59 +311,146 @@ impl Leadership {
         Ok((reaped.len() - failed, failed))
     }
 
-    /// Fails files with a failed range; completes files whose ranges are all done (failing
-    /// those with too many rejected rows) and activates their version if it is the newest.
+    /// One settle pass, in one transaction:
+    /// 1. cancels in-flight files that a newer upload of their advertiser replaces;
+    /// 2. fails files with a failed ingest or merge unit;
+    /// 3. files whose ranges are all done fail on too many rejects, or start merging (one merge
+    ///    unit per bucket, diffed against the active version);
+    /// 4. files whose buckets are all done are held by the shrink guard, or activated once no
+    ///    older version of their advertiser has rows left to undo.
+    ///
     /// Activations are notified on [`ACTIVATIONS_CHANNEL`] at commit.
-    pub async fn settle_files(&self, max_reject_ratio: f64) -> Result<Settled> {
+    pub async fn settle_files(&self, policy: &SettlePolicy) -> Result<Settled> {
         let mut tx = self.begin().await?;
         let mut settled = Settled::default();
+
+        let stale: Vec<StaleFile> = sqlx::query_as(sql!("files", "supersede_stale")).fetch_all(&mut *tx).await?;
+        for file in stale {
+            let Some(newer) = file.newer else { continue };
+            let reason = format!("superseded by a newer upload (file {newer})");
+            end_file_in(&mut tx, file.file_id, &reason, FileState::Cancelled).await?;
+            settled.superseded.push(file.file_id);
+        }
 
         let locked: Vec<FileId> =
             sqlx::query_scalar(sql!("files", "lock_with_failed_ranges")).fetch_all(&mut *tx).await?;
         let broken: Vec<FailedRange> =
             sqlx::query_as(sql!("ranges", "first_failed")).bind(&locked).fetch_all(&mut *tx).await?;
-        for range in broken {
+        for unit in broken {
+            let what = match unit.stage {
+                WorkStage::Ingest => "range",
+                _ => "bucket",
+            };
             let reason =
-                format!("range {} failed after {} attempts: {}", range.range_index, range.attempts, range.last_error);
-            end_file_in(&mut tx, range.file_id, &reason, FileState::Failed).await?;
-            settled.failed.push((range.file_id, reason));
+                format!("{what} {} failed after {} attempts: {}", unit.range_index, unit.attempts, unit.last_error);
+            end_file_in(&mut tx, unit.file_id, &reason, FileState::Failed).await?;
+            settled.failed.push((unit.file_id, reason));
         }
 
-        let complete: Vec<FileToSettle> = sqlx::query_as(sql!("files", "ready_to_settle")).fetch_all(&mut *tx).await?;
-        for file in complete {
+        let ingested: Vec<FileToSettle> = sqlx::query_as(sql!("files", "ready_to_settle")).fetch_all(&mut *tx).await?;
+        for file in ingested {
             let (rejected, total) = (file.rows_rejected, file.rows_ingested + file.rows_rejected);
-            if total > 0 && (rejected as f64) > max_reject_ratio * (total as f64) {
+            if total > 0 && (rejected as f64) > policy.max_reject_ratio * (total as f64) {
                 let reason = format!(
                     "too many rejected rows: {rejected} of {total} ({:.1}% > limit {:.1}%)",
                     100.0 * rejected as f64 / total as f64,
-                    100.0 * max_reject_ratio
+                    100.0 * policy.max_reject_ratio
                 );
                 end_file_in(&mut tx, file.file_id, &reason, FileState::Failed).await?;
                 settled.failed.push((file.file_id, reason));
                 continue;
             }
-            sqlx::query(sql!("files", "mark_ingested")).bind(file.file_id).execute(&mut *tx).await?;
-            let activated: Option<AdvertiserId> = sqlx::query_scalar(sql!("advertisers", "activate"))
+            let (base, bits): (Option<FileId>, i16) =
+                sqlx::query_as(sql!("files", "start_merge")).bind(file.file_id).fetch_one(&mut *tx).await?;
+            let buckets = 1u32 << bits;
+            sqlx::query(sql!("ranges", "insert_units"))
+                .bind(file.file_id)
+                .bind(WorkStage::Merge)
+                .bind(buckets as i32)
+                .execute(&mut *tx)
+                .await?;
+            settled.merging.push((file.file_id, buckets, base));
+        }
+
+        let merged: Vec<MergedFile> = sqlx::query_as(sql!("files", "ready_to_activate")).fetch_all(&mut *tx).await?;
+        for file in merged {
+            let members = file.members.unwrap_or(0);
+            // An operator's approval clears the hold reason and sends the version back here.
+            let approved = file.held_reason.as_deref() == Some(APPROVED);
+            if !approved {
+                if let Some(reason) = shrink_guard(members, file.base_members, policy.max_shrink) {
+                    sqlx::query(sql!("files", "hold")).bind(file.file_id).bind(&reason).execute(&mut *tx).await?;
+                    settled.held.push((file.file_id, reason));
+                    continue;
+                }
+            }
+            if file.older_undo_pending {
+                continue;
+            }
+            let previous: Option<Option<FileId>> = sqlx::query_scalar(sql!("advertisers", "activate"))
                 .bind(&file.advertiser_id)
                 .bind(file.file_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-            if activated.is_some() {
-                sqlx::query(sql!("advertisers", "notify_activation"))
-                    .bind(ACTIVATIONS_CHANNEL)
-                    .bind(format!("{}:{}", file.advertiser_id, file.file_id))
+            let Some(previous) = previous else {
+                // A newer version is active (never expected: the sweep above cancels stale
+                // files): this one's rows are undone like any cancelled version's.
+                let reason = "superseded: a newer version is already active";
+                end_file_in(&mut tx, file.file_id, reason, FileState::Cancelled).await?;
+                settled.superseded.push(file.file_id);
+                continue;
+            };
+            sqlx::query(sql!("files", "mark_ingested")).bind(file.file_id).execute(&mut *tx).await?;
+            if let Some(previous) = previous {
+                sqlx::query(sql!("files", "mark_superseded"))
+                    .bind(previous)
+                    .bind(file.file_id)
                     .execute(&mut *tx)
                     .await?;
-                settled.activated.push((file.advertiser_id, file.file_id));
-            } else {
-                settled.superseded.push(file.file_id);
             }
+            sqlx::query(sql!("advertisers", "notify_activation"))
+                .bind(ACTIVATIONS_CHANNEL)
+                .bind(format!("{}:{}", file.advertiser_id, file.file_id))
+                .execute(&mut *tx)
+                .await?;
+            settled.activated.push((file.advertiser_id, file.file_id));
         }
         tx.commit().await?;
         Ok(settled)
     }
 
-    /// Starts a retirement pass: takes the versions whose rows may now leave the store (see
+    /// Queues the cleanup of versions whose rows must leave the store, finished (or replaced)
+    /// at least `grace` ago — which must exceed the workers' lease TTL, so that no worker still
+    /// holding a revoked lease writes after the cleanup — and records finished cleanups:
+    /// - a failed or cancelled version that merged: undo units, deleting exactly the rows its
+    ///   diff recorded;
+    /// - a replaced active version: retire units over its successor's diff (docs/versions.md).
+    pub async fn schedule_cleanup(&self, grace: Duration) -> Result<CleanupQueued> {
+        let mut tx = self.begin().await?;
+        let mut queued = CleanupQueued::default();
+        let undo: Vec<ToUndo> = sqlx::query_as(sql!("files", "to_undo")).bind(secs(grace)).fetch_all(&mut *tx).await?;
+        for file in undo {
+            let units = match (file.merged, file.bucket_bits) {
+                (true, Some(bits)) => 1u32 << bits,
+                _ => 0,
+            };
+            queue_cleanup(&mut tx, file.file_id, WorkStage::Undo, units).await?;
+            queued.undo.push((file.file_id, units));
+        }
+        let retire: Vec<ToRetire> =
+            sqlx::query_as(sql!("files", "to_retire")).bind(secs(grace)).fetch_all(&mut *tx).await?;
+        for file in retire {
+            let units = 1u32 << file.successor_bucket_bits;
+            queue_cleanup(&mut tx, file.file_id, WorkStage::Retire, units).await?;
+            queued.retire.push((file.file_id, units));
+        }
+        queued.finished = sqlx::query_scalar(sql!("files", "finish_cleanup")).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(queued)
+    }
+
+    /// Starts a legacy retirement pass (versions whose rows are in `memberships`): takes the
+    /// versions whose rows may now leave the store (see
     /// `queries/files/begin_retirement.sql`), finished at least `grace` ago — which must exceed
     /// the workers' lease TTL — and fences operators' retries of them until
     /// [`finish_retirement`](Self::finish_retirement).

@@ -23,6 +23,7 @@ use crate::ids::{AdvertiserId, FileId, ListVersion};
 use crate::lake::Compression;
 use crate::ranges::ByteRange;
 use crate::records::RejectReason;
+use crate::states::WorkStage;
 
 /// How many rejection samples a range keeps.
 pub const MAX_REJECTION_SAMPLES: usize = 10;
@@ -71,11 +72,14 @@ pub struct ClaimPolicy {
     pub knobs: PriorityKnobs,
 }
 
-/// A range lease: which bytes of which object, and the token that fences every later call
-/// about it.
+/// A lease on one work unit of a file: for an ingest unit, which bytes of which object; for a
+/// merge, undo or retire unit, which bucket of which version; and the token that fences every
+/// later call about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RangeLease {
     pub file_id: FileId,
+    pub stage: WorkStage,
+    /// The byte range (ingest) or the bucket (merge, undo, retire).
     pub range_index: i32,
     pub range: ByteRange,
     pub token: i64,
@@ -86,6 +90,12 @@ pub struct RangeLease {
     pub etag: String,
     pub object_size: u64,
     pub compression: Compression,
+    /// Bucket bits of this version (set once it merges).
+    pub bucket_bits: Option<u8>,
+    /// The version a merge diffs against, with its bucket bits (`None`: a first version).
+    pub base: Option<(ListVersion, u8)>,
+    /// The version that replaced this one, with its bucket bits: a retire unit's diff.
+    pub successor: Option<(ListVersion, u8)>,
 }
 
 impl RangeLease {
@@ -98,6 +108,7 @@ impl RangeLease {
 #[derive(sqlx::FromRow)]
 struct ClaimedRow {
     file_id: FileId,
+    stage: WorkStage,
     range_index: i32,
     #[sqlx(try_from = "i64")]
     start_offset: u64,
@@ -112,12 +123,23 @@ struct ClaimedRow {
     #[sqlx(try_from = "i64")]
     size_bytes: u64,
     compression: Compression,
+    bucket_bits: Option<i16>,
+    base_version: Option<FileId>,
+    base_bucket_bits: Option<i16>,
+    superseded_by: Option<FileId>,
+    successor_bucket_bits: Option<i16>,
 }
 
 impl From<ClaimedRow> for RangeLease {
     fn from(r: ClaimedRow) -> Self {
+        let bits = |b: Option<i16>| b.and_then(|b| u8::try_from(b).ok());
+        let version_with_bits = |v: Option<FileId>, b: Option<i16>| Some((ListVersion::from(v?), bits(b)?));
         RangeLease {
             file_id: r.file_id,
+            stage: r.stage,
+            bucket_bits: bits(r.bucket_bits),
+            base: version_with_bits(r.base_version, r.base_bucket_bits),
+            successor: version_with_bits(r.superseded_by, r.successor_bucket_bits),
             range_index: r.range_index,
             range: ByteRange::new(r.start_offset, r.end_offset),
             token: r.lease_token,
@@ -139,12 +161,36 @@ pub struct RejectionSample {
     pub reason: RejectReason,
 }
 
-/// What a worker reports when it finishes a range.
+/// What a worker reports when it finishes an ingest range.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RangeReport {
     pub rows: u64,
     pub rejected: u64,
     pub samples: Vec<RejectionSample>,
+    /// Sorted runs written (a range spills a run every so many hashes).
+    pub run_parts: u32,
+}
+
+/// What a worker reports when it finishes a merge unit (one bucket of a version).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BucketReport {
+    /// Distinct members of the version in this bucket.
+    pub members: u64,
+    pub added: u64,
+    pub removed: u64,
+    /// Store rows written (added + removed).
+    pub rows_written: u64,
+}
+
+/// What a finished unit reports, by stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnitReport {
+    Ingest(RangeReport),
+    Merge(BucketReport),
+    /// An undo or retire unit: store rows deleted.
+    Cleanup {
+        rows_deleted: u64,
+    },
 }
 
 /// Why a lease is given back.
@@ -194,19 +240,52 @@ impl Catalog {
         Ok(renewed.is_some())
     }
 
-    /// Completes the range if the lease is still ours; `false` means the lease was lost and the
-    /// report discarded (another worker will redo or has redone the range).
-    async fn complete_range(&self, lease: &RangeLease, report: &RangeReport) -> Result<bool> {
-        let done: Option<FileId> = sqlx::query_scalar(sql!("ranges", "complete"))
-            .bind(lease.file_id)
-            .bind(lease.range_index)
-            .bind(lease.token)
-            .bind(report.rows as i64)
-            .bind(report.rejected as i64)
-            .bind(Json(&report.samples))
-            .fetch_optional(&self.pool)
-            .await?;
+    /// Completes the unit if the lease is still ours; `false` means the lease was lost and the
+    /// report discarded (another worker will redo or has redone the unit).
+    async fn complete_unit(&self, lease: &RangeLease, report: &UnitReport) -> Result<bool> {
+        let done: Option<FileId> = match report {
+            UnitReport::Ingest(report) => {
+                sqlx::query_scalar(sql!("ranges", "complete"))
+                    .bind(lease.file_id)
+                    .bind(lease.range_index)
+                    .bind(lease.token)
+                    .bind(report.rows as i64)
+                    .bind(report.rejected as i64)
+                    .bind(Json(&report.samples))
+                    .bind(report.run_parts as i32)
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+            UnitReport::Merge(report) => {
+                sqlx::query_scalar(sql!("ranges", "complete_bucket"))
+                    .bind(lease.file_id)
+                    .bind(lease.range_index)
+                    .bind(lease.token)
+                    .bind(report.members as i64)
+                    .bind(report.added as i64)
+                    .bind(report.removed as i64)
+                    .bind(report.rows_written as i64)
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+            UnitReport::Cleanup { rows_deleted } => {
+                sqlx::query_scalar(sql!("ranges", "complete_cleanup"))
+                    .bind(lease.file_id)
+                    .bind(lease.range_index)
+                    .bind(lease.token)
+                    .bind(*rows_deleted as i64)
+                    .fetch_optional(&self.pool)
+                    .await?
+            }
+        };
         Ok(done.is_some())
+    }
+
+    /// The sorted runs of `file`'s ranges: `(range, parts)` in range order.
+    pub async fn runs_of(&self, file: FileId) -> Result<Vec<(i32, u32)>> {
+        let rows: Vec<(i32, i32)> =
+            sqlx::query_as(sql!("ranges", "runs_of_file")).bind(file).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(|(range, parts)| (range, parts.max(0) as u32)).collect())
     }
 
     /// Returns the lease; the range's new state, if the lease was still ours.
@@ -241,7 +320,7 @@ impl Catalog {
         }
         sqlx::query(sql!("ranges", "set_last_error"))
             .bind(lease.file_id)
-            .bind(lease.range_index)
+            .bind(lease.token)
             .bind(truncate(reason, 1000))
             .execute(&mut *tx)
             .await?;
@@ -281,11 +360,11 @@ impl LeaseGuard {
     /// Records the range done. `Ok(false)`: the lease was lost meanwhile and the report
     /// discarded (another worker redoes or has redone the range). Postgres may be restarting:
     /// the completion is retried for as long as the lease can still be ours.
-    pub async fn complete(self, report: &RangeReport) -> Result<bool> {
+    pub async fn complete(self, report: &UnitReport) -> Result<bool> {
         self.heartbeat.abort();
         let deadline = self.ttl;
-        crate::retry::retry_transient("range completion", deadline, Default::default(), || {
-            self.catalog.complete_range(&self.lease, report)
+        crate::retry::retry_transient("unit completion", deadline, Default::default(), || {
+            self.catalog.complete_unit(&self.lease, report)
         })
         .await
     }

@@ -25,7 +25,7 @@ use sqlx::PgPool;
 
 use crate::error::{Classify, ErrorClass};
 
-pub use crate::states::{FileState, RangeState};
+pub use crate::states::{FileState, RangeState, WorkStage};
 
 mod files;
 mod leadership;
@@ -33,11 +33,14 @@ mod leases;
 mod operator;
 mod versions;
 
-pub use files::FileRecord;
-pub use leadership::{LeaderInfo, Leadership, Settled};
+pub use files::{FileRecord, VersionRecord};
+pub use leadership::{
+    bucket_bits_for, shrink_guard, CleanupQueued, LeaderInfo, Leadership, SettlePolicy, Settled, APPROVED,
+    DEFAULT_BUCKET_TARGET,
+};
 pub use leases::{
-    ClaimPolicy, GiveBack, Lane, LeaseGuard, PriorityKnobs, RangeLease, RangeReport, RejectionSample,
-    MAX_REJECTION_SAMPLES,
+    BucketReport, ClaimPolicy, GiveBack, Lane, LeaseGuard, PriorityKnobs, RangeLease, RangeReport, RejectionSample,
+    UnitReport, MAX_REJECTION_SAMPLES,
 };
 pub use operator::{FileDetail, FileFilter, MinuteRows, OperatorAction, Overview, RangeCounts, RangeError};
 pub use versions::{ActiveVersion, ACTIVATIONS_CHANNEL};
@@ -168,16 +171,20 @@ pub fn query_files() -> Vec<(String, &'static str)> {
     let mut out = all!(
         "advertisers": ["activate", "active_versions", "ensure", "notify_activation", "set_weight"],
         "files": [
-            "all", "begin_retirement", "by_id", "fail", "finish_retirement", "list", "lock_for_retry", "lock_state", "lock_with_failed_ranges",
-            "mark_ingested", "mark_split", "pace", "ready_to_settle", "register", "registered_objects", "reopen",
-            "set_paused", "set_priority", "to_split",
+            "all", "approve", "begin_retirement", "by_id", "fail", "finish_cleanup", "finish_retirement", "hold",
+            "list", "lock_for_retry", "lock_state", "lock_with_failed_ranges", "mark_ingested", "mark_split",
+            "mark_superseded", "pace", "queue_cleanup", "ready_to_activate", "ready_to_settle", "register",
+            "registered_objects", "reopen", "reregister", "set_paused", "set_priority", "start_merge", "supersede_stale",
+            "to_retire", "to_split", "to_undo",
         ],
         "leader_leases": ["acquire", "current", "hold_term", "resign"],
         "operator_actions": ["latest", "record"],
         "ranges": [
-            "claim", "complete", "count_by_state", "first_failed", "heartbeat", "insert_plan",
-            "last_errors", "lock_lease", "queue_depth", "reap_expired", "rejection_samples",
-            "release", "retry_failed", "revoke_file", "rows_per_minute", "set_last_error",
+            "claim", "complete", "complete_bucket", "complete_cleanup", "count_by_state", "drop_all_units",
+            "drop_version_units",
+            "first_failed", "heartbeat", "insert_plan", "insert_units", "last_errors", "lock_lease", "queue_depth",
+            "reap_expired", "rejection_samples", "release", "retry_failed", "revoke_file", "rows_per_minute",
+            "runs_of_file", "set_last_error",
         ],
     );
     out.push(("ping".to_owned(), include_str!("queries/ping.sql")));

@@ -43,9 +43,10 @@ pub struct RangeCounts {
     pub failed: i64,
 }
 
-/// The latest error of one range.
+/// The latest error of one work unit.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct RangeError {
+    pub stage: crate::states::WorkStage,
     pub range_index: i32,
     pub attempts: i32,
     pub error: String,
@@ -99,6 +100,8 @@ struct RetryCandidate {
     state: FileState,
     retiring_at: Option<DateTime<Utc>>,
     retired_at: Option<DateTime<Utc>>,
+    store_format: String,
+    merged_at: Option<DateTime<Utc>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -192,7 +195,7 @@ impl Catalog {
         let state = lock_file_state(&mut tx, id).await?;
         if !state.is_in_flight() {
             return Err(CatalogError::Conflict(format!(
-                "file {id} is {state}: only registered or ingesting files can be cancelled"
+                "file {id} is {state}: only registered, ingesting, merging or held files can be cancelled"
             )));
         }
         end_file_in(&mut tx, id, &format!("cancelled by {actor}"), FileState::Cancelled).await?;
@@ -201,9 +204,10 @@ impl Catalog {
         self.file(id).await?.ok_or_else(|| not_found(id))
     }
 
-    /// Requeues a failed file's failed ranges (attempts reset) — every range if its rows were
-    /// retired from the store. Refused while a retirement pass is deleting the file's rows.
-    /// Returns the ranges requeued.
+    /// Requeues a failed file's failed ranges (attempts reset); the file then merges afresh.
+    /// Refused while the file's rows are being removed from the store: a version that started
+    /// merging must be undone first (its diff may change with the active version), and a legacy
+    /// version's rows retired (it then starts over, split afresh). Returns the ranges requeued.
     pub async fn retry_file(&self, actor: &str, id: FileId) -> Result<(FileRecord, u64)> {
         let mut tx = self.pool.begin().await?;
         let file: Option<RetryCandidate> =
@@ -216,21 +220,63 @@ impl Catalog {
             )));
         }
         let retired = file.retired_at.is_some();
-        if let (Some(since), false) = (file.retiring_at, retired) {
+        if file.store_format == "rows" {
+            // Ingested before change-proportional versions: its done ranges wrote rows, not runs.
+            if file.state != FileState::Failed || !retired {
+                let since = file.retiring_at.map_or_else(|| "the next pass".to_owned(), |t| t.to_string());
+                return Err(CatalogError::Conflict(format!(
+                    "file {id} is a legacy version whose rows are not yet retired from the store ({since}); retry it once they are"
+                )));
+            }
+            sqlx::query(sql!("ranges", "drop_all_units")).bind(id).execute(&mut *tx).await?;
+            sqlx::query(sql!("files", "reregister")).bind(id).execute(&mut *tx).await?;
+            let details = serde_json::json!({"ranges": 0, "split_afresh": true});
+            record_action(&mut tx, actor, "retry", &file_target(id), details).await?;
+            tx.commit().await?;
+            return Ok((self.file(id).await?.ok_or_else(|| not_found(id))?, 0));
+        }
+        let merged = file.merged_at.is_some();
+        if merged && !retired {
             return Err(CatalogError::Conflict(format!(
-                "file {id}'s rows are being retired from the store (since {since}); retry it once the pass is done"
+                "file {id} wrote rows while merging; they are being undone — retry it once they are gone"
             )));
         }
-        let requeued =
-            sqlx::query(sql!("ranges", "retry_failed")).bind(id).bind(retired).execute(&mut *tx).await?.rows_affected();
-        if requeued == 0 {
+        let requeued = sqlx::query(sql!("ranges", "retry_failed")).bind(id).execute(&mut *tx).await?.rows_affected();
+        if requeued == 0 && !merged {
             return Err(CatalogError::Conflict(format!("file {id} has no failed ranges to retry")));
         }
-        sqlx::query(sql!("files", "reopen")).bind(id).bind(retired).execute(&mut *tx).await?;
-        let details = serde_json::json!({"ranges": requeued, "rows_retired": retired});
+        sqlx::query(sql!("ranges", "drop_version_units")).bind(id).execute(&mut *tx).await?;
+        sqlx::query(sql!("files", "reopen")).bind(id).execute(&mut *tx).await?;
+        let details = serde_json::json!({"ranges": requeued, "rows_undone": merged});
         record_action(&mut tx, actor, "retry", &file_target(id), details).await?;
         tx.commit().await?;
         Ok((self.file(id).await?.ok_or_else(|| not_found(id))?, requeued))
+    }
+
+    /// Approves a held version (see the shrink guard): the next settle pass activates it.
+    pub async fn approve_file(&self, actor: &str, id: FileId) -> Result<FileRecord> {
+        let mut tx = self.pool.begin().await?;
+        let state = lock_file_state(&mut tx, id).await?;
+        if state != FileState::Held {
+            return Err(CatalogError::Conflict(format!("file {id} is {state}: only held versions can be approved")));
+        }
+        sqlx::query(sql!("files", "approve")).bind(id).bind(super::APPROVED).execute(&mut *tx).await?;
+        record_action(&mut tx, actor, "approve", &file_target(id), serde_json::json!({})).await?;
+        tx.commit().await?;
+        self.file(id).await?.ok_or_else(|| not_found(id))
+    }
+
+    /// Rejects a held version: it is cancelled, never activates, and its rows are undone.
+    pub async fn reject_file(&self, actor: &str, id: FileId) -> Result<FileRecord> {
+        let mut tx = self.pool.begin().await?;
+        let state = lock_file_state(&mut tx, id).await?;
+        if state != FileState::Held {
+            return Err(CatalogError::Conflict(format!("file {id} is {state}: only held versions can be rejected")));
+        }
+        end_file_in(&mut tx, id, &format!("rejected by {actor}"), FileState::Cancelled).await?;
+        record_action(&mut tx, actor, "reject", &file_target(id), serde_json::json!({})).await?;
+        tx.commit().await?;
+        self.file(id).await?.ok_or_else(|| not_found(id))
     }
 
     /// Sets an advertiser's weight in the effective priority (1 = neutral).

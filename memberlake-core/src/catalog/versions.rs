@@ -18,6 +18,8 @@ pub const ACTIVATIONS_CHANNEL: &str = "memberlake_activations";
 pub struct ActiveVersion {
     pub advertiser_id: AdvertiserId,
     pub version: ListVersion,
+    /// Ingested before change-proportional versions: its rows are in `memberships`.
+    pub legacy: bool,
 }
 
 impl Catalog {

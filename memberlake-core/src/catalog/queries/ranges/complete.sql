@@ -1,15 +1,16 @@
--- Marks a range done, only while the caller still holds its lease (same token, still leased),
--- and its file is still ingesting; adds its counts to the file in the same statement.
+-- Marks an ingest range done, only while the caller still holds its lease (same token, still
+-- leased), and its file is still ingesting; adds its counts to the file in the same statement.
 WITH done AS (
     UPDATE ranges
     SET state = 'done',
         rows_ingested = $4,
         rows_rejected = $5,
         rejection_samples = $6,
+        run_parts = $7,
         finished_at = now(),
         lease_expires_at = NULL,
         last_error = NULL
-    WHERE file_id = $1 AND range_index = $2 AND lease_token = $3 AND state = 'leased'
+    WHERE file_id = $1 AND stage = 'ingest' AND range_index = $2 AND lease_token = $3 AND state = 'leased'
       AND EXISTS (SELECT 1 FROM files WHERE file_id = $1 AND state = 'ingesting')
     RETURNING file_id
 )

@@ -1,7 +1,8 @@
--- Returns ranges whose lease expired (the worker died or stalled) to the queue, or fails them
--- once they have used their attempts.
+-- Returns units whose lease expired (the worker died or stalled) to the queue, or fails those
+-- that have used their attempts (cleanup units never fail: unit_counts_attempts).
 UPDATE ranges
-SET state = CASE WHEN attempts >= $1 THEN 'failed'::range_state ELSE 'queued'::range_state END,
+SET state = CASE WHEN attempts >= $1 AND unit_counts_attempts(stage)
+                 THEN 'failed'::range_state ELSE 'queued'::range_state END,
     last_error = 'lease expired: worker ' || coalesce(lease_owner, '?') || ' stopped heartbeating',
     lease_owner = NULL,
     lease_token = NULL,

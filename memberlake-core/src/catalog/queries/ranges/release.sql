@@ -1,8 +1,10 @@
--- Gives a lease back. After a transient failure ($6 = true) the attempt counts: the range is
--- queued again, or failed for good once it has used its attempts. A release at shutdown
+-- Gives a lease back. After a transient failure ($6 = true) the attempt counts: the unit is
+-- queued again, or failed for good once it has used its attempts — except cleanup units (undo,
+-- retire), which are retried without limit (unit_counts_attempts). A release at shutdown
 -- ($6 = false) hands the attempt back.
 UPDATE ranges
-SET state = CASE WHEN $6 AND attempts >= $5 THEN 'failed'::range_state ELSE 'queued'::range_state END,
+SET state = CASE WHEN $6 AND attempts >= $5 AND unit_counts_attempts(stage)
+                 THEN 'failed'::range_state ELSE 'queued'::range_state END,
     attempts = CASE WHEN $6 THEN attempts ELSE greatest(attempts - 1, 0) END,
     lease_owner = NULL,
     lease_token = NULL,

@@ -1,0 +1,443 @@
+//! The data work of change-proportional list versions (`docs/versions.md`) at the work
+//! location: each stage's inputs and outputs as sorted runs ([`crate::manifest`]), one bucket at a
+//! time, so that any bucket is processed alone with bounded memory.
+//!
+//! - **ingest** writes a range's hashes as sorted runs ([`put_run`]), spilling a run every so
+//!   many hashes ([`RunSpill`]).
+//! - **merge** reads bucket `b` of every run of the version, merges them into bucket `b` of the
+//!   version's manifest, diffs that against bucket `b` of the base version's manifest and
+//!   writes the difference ([`merge_bucket`]). The diff is written before any store row, so an
+//!   undo always knows every row the version may have written.
+//! - **undo** and **retire** read one bucket of a diff ([`read_diff`]).
+//!
+//! Runs of one version share its bucket width; a base version may have another (its list was
+//! smaller or larger). Buckets of different widths nest, so [`read_bucket`] reads bucket `b` at
+//! any width from a run of any width: a run with wider buckets gives a contiguous slice of
+//! them, a run with narrower ones the enclosing bucket, filtered.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+
+use crate::error::{Classify, ErrorClass};
+use crate::ids::{AdvertiserId, EmailHash, ListVersion};
+use crate::lake::LakeError;
+use crate::manifest::{diff_sorted, encode_run, merge_sorted, Buckets, Change, ManifestError, RunIndex};
+use crate::work::{VersionDir, WorkLocation};
+
+/// A failed read or write of a version's runs.
+#[derive(Debug, thiserror::Error)]
+pub enum VersionError {
+    #[error(transparent)]
+    Work(#[from] LakeError),
+    #[error("run {key}: {source}")]
+    Run {
+        key: String,
+        #[source]
+        source: ManifestError,
+    },
+}
+
+impl Classify for VersionError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            VersionError::Work(e) => e.class(),
+            VersionError::Run { source, .. } => source.class(),
+        }
+    }
+}
+
+impl VersionError {
+    fn run(key: &str) -> impl FnOnce(ManifestError) -> Self + '_ {
+        move |source| VersionError::Run { key: key.to_owned(), source }
+    }
+
+    /// The object does not exist (a stage that never ran that far).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, VersionError::Work(LakeError::NotFound { .. }))
+    }
+}
+
+/// One side of a bucket's diff against the base version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiffSide {
+    Added,
+    Removed,
+}
+
+impl DiffSide {
+    fn name(self) -> &'static str {
+        match self {
+            DiffSide::Added => "added",
+            DiffSide::Removed => "removed",
+        }
+    }
+}
+
+/// The objects of one version at the work location.
+#[derive(Debug, Clone)]
+pub struct VersionObjects {
+    pub dir: VersionDir,
+    pub buckets: Buckets,
+}
+
+impl VersionObjects {
+    pub fn new(advertiser: &AdvertiserId, version: ListVersion, bits: u8) -> Result<Self, ManifestError> {
+        Ok(Self { dir: VersionDir::new(advertiser, version), buckets: Buckets::new(bits)? })
+    }
+
+    /// Run `part` of ingest range `range`.
+    pub fn run(&self, range: i32, part: u32) -> String {
+        format!("{}.{part:03}", self.dir.run(range))
+    }
+
+    /// One side of bucket `bucket`'s diff.
+    pub fn diff(&self, bucket: u32, side: DiffSide) -> String {
+        format!("{}.{}", self.dir.diff(bucket), side.name())
+    }
+}
+
+/// Sorts and de-duplicates `hashes` and writes them as one run under `key`; returns the run's
+/// entry count. Memory: the hashes plus the encoded run.
+pub async fn put_run(
+    work: &WorkLocation,
+    key: &str,
+    mut hashes: Vec<EmailHash>,
+    buckets: Buckets,
+) -> Result<u64, VersionError> {
+    let encoded = tokio::task::spawn_blocking(move || {
+        let bytes = encode_run(&mut hashes, buckets);
+        (bytes, hashes.len() as u64)
+    })
+    .await
+    .expect("encoding a run does not panic");
+    let (bytes, entries) = encoded;
+    work.put(key, Bytes::from(bytes)).await?;
+    Ok(entries)
+}
+
+/// Collects an ingest range's hashes and spills them as a sorted run every `limit` hashes, so
+/// that a range holds at most `limit` hashes (16 bytes each) whatever its size — a compressed
+/// list is one range of any size.
+pub struct RunSpill {
+    objects: VersionObjects,
+    range: i32,
+    limit: usize,
+    hashes: Vec<EmailHash>,
+    parts: u32,
+}
+
+impl RunSpill {
+    pub fn new(objects: VersionObjects, range: i32, limit: usize) -> Self {
+        Self { objects, range, limit: limit.max(1), hashes: Vec::new(), parts: 0 }
+    }
+
+    /// Adds hashes; spills a run whenever `limit` are held.
+    pub async fn push(&mut self, work: &WorkLocation, block: Vec<EmailHash>) -> Result<(), VersionError> {
+        let mut block = block.into_iter();
+        loop {
+            let room = self.limit - self.hashes.len();
+            if self.hashes.capacity() == 0 {
+                self.hashes.reserve_exact(self.limit);
+            }
+            self.hashes.extend(block.by_ref().take(room));
+            if self.hashes.len() < self.limit {
+                return Ok(());
+            }
+            self.spill(work).await?;
+        }
+    }
+
+    async fn spill(&mut self, work: &WorkLocation) -> Result<(), VersionError> {
+        let key = self.objects.run(self.range, self.parts);
+        put_run(work, &key, std::mem::take(&mut self.hashes), self.objects.buckets).await?;
+        self.parts += 1;
+        Ok(())
+    }
+
+    /// Writes the last run (an empty range writes one empty run, so every range has at least
+    /// one); returns the number of runs.
+    pub async fn finish(mut self, work: &WorkLocation) -> Result<u32, VersionError> {
+        if !self.hashes.is_empty() || self.parts == 0 {
+            self.spill(work).await?;
+        }
+        Ok(self.parts)
+    }
+}
+
+/// Fetches a run's index: one suffix GET of the tail for `expected` bucket bits, and a second
+/// one if the run turns out to have wider buckets.
+async fn read_index(work: &WorkLocation, key: &str, expected: Buckets) -> Result<RunIndex, VersionError> {
+    let tail = work.get_suffix(key, RunIndex::tail_len(expected)).await?;
+    match RunIndex::from_tail(&tail) {
+        Err(ManifestError::Truncated { needed, .. }) => {
+            let tail = work.get_suffix(key, needed).await?;
+            RunIndex::from_tail(&tail).map_err(VersionError::run(key))
+        }
+        other => other.map_err(VersionError::run(key)),
+    }
+}
+
+/// The hashes of bucket `b` at width `want` of the run under `key`, whatever the run's own
+/// width: at most three GETs (index, maybe a wider index, the entries). Verified (checksums,
+/// order, bucket membership) before returned.
+pub async fn read_bucket(
+    work: &WorkLocation,
+    key: &str,
+    want: Buckets,
+    b: u32,
+) -> Result<Vec<EmailHash>, VersionError> {
+    let index = read_index(work, key, want).await?;
+    let have = index.buckets();
+    // The run's buckets that cover bucket `b` at width `want`.
+    let covering: Range<u32> = if have.bits() >= want.bits() {
+        let shift = have.bits() - want.bits();
+        (b << shift)..((b + 1) << shift)
+    } else {
+        let enclosing = b >> (want.bits() - have.bits());
+        enclosing..enclosing + 1
+    };
+    let first = index.bucket_byte_range(covering.start);
+    let last = index.bucket_byte_range(covering.end - 1);
+    let bytes = work.get_range(key, first.start..last.end).await?;
+    let mut out = Vec::new();
+    let mut offset = 0usize;
+    for bucket in covering {
+        let len = index.bucket_byte_range(bucket).len() as usize;
+        let slice = bytes.get(offset..offset + len).ok_or_else(|| VersionError::Run {
+            key: key.to_owned(),
+            source: ManifestError::LengthMismatch {
+                what: "the fetched buckets",
+                expected: (last.end - first.start),
+                found: bytes.len() as u64,
+            },
+        })?;
+        let entries = index.bucket_entries(bucket, slice).map_err(VersionError::run(key))?;
+        out.extend(entries.filter(|h| want.bucket_of(&h.0) == b));
+        offset += len;
+    }
+    Ok(out)
+}
+
+/// Bucket `b` (at `want`) of a version's manifest, stored one object per bucket at the
+/// version's own width `objects.buckets`: one object, several (the version's buckets are
+/// narrower) or one enclosing object (wider).
+pub async fn read_manifest_bucket(
+    work: &WorkLocation,
+    objects: &VersionObjects,
+    want: Buckets,
+    b: u32,
+) -> Result<Vec<EmailHash>, VersionError> {
+    let have = objects.buckets;
+    if have.bits() >= want.bits() {
+        let shift = have.bits() - want.bits();
+        let mut out = Vec::new();
+        for part in (b << shift)..((b + 1) << shift) {
+            out.extend(read_bucket(work, &objects.dir.manifest(part), want, b).await?);
+        }
+        Ok(out)
+    } else {
+        let enclosing = b >> (want.bits() - have.bits());
+        read_bucket(work, &objects.dir.manifest(enclosing), want, b).await
+    }
+}
+
+/// One side of bucket `b` of a version's diff. A first version (no base) has no diff: every
+/// member was added, so its manifest is the added side and nothing was removed. A diff that was
+/// never written (the merge never got that far) is empty: no row was written from it.
+pub async fn read_diff(
+    work: &WorkLocation,
+    objects: &VersionObjects,
+    has_base: bool,
+    b: u32,
+    side: DiffSide,
+) -> Result<Vec<EmailHash>, VersionError> {
+    let read = match (has_base, side) {
+        (true, side) => read_bucket(work, &objects.diff(b, side), objects.buckets, b).await,
+        (false, DiffSide::Added) => read_manifest_bucket(work, objects, objects.buckets, b).await,
+        (false, DiffSide::Removed) => Ok(Vec::new()),
+    };
+    match read {
+        Err(e) if e.is_not_found() => Ok(Vec::new()),
+        other => other,
+    }
+}
+
+/// What merging one bucket produced: the difference to write to the store, and the counts.
+#[derive(Debug, Default)]
+pub struct MergedBucket {
+    pub added: Vec<EmailHash>,
+    pub removed: Vec<EmailHash>,
+    pub members: u64,
+}
+
+/// Merges bucket `b` of the runs `runs` (keys) of version `objects` into its manifest bucket,
+/// diffs it against the same bucket of `base` (if any), and writes the manifest bucket and the
+/// diff (before the caller writes a single row). Deterministic and idempotent: a redone merge
+/// rewrites the same objects.
+pub async fn merge_bucket(
+    work: &WorkLocation,
+    objects: &VersionObjects,
+    runs: &[String],
+    base: Option<&VersionObjects>,
+    b: u32,
+) -> Result<MergedBucket, VersionError> {
+    let mut inputs = Vec::with_capacity(runs.len());
+    for key in runs {
+        inputs.push(read_bucket(work, key, objects.buckets, b).await?);
+    }
+    let old = match base {
+        Some(base) => read_manifest_bucket(work, base, objects.buckets, b).await?,
+        None => Vec::new(),
+    };
+    let has_base = base.is_some();
+    let (manifest, merged) = tokio::task::spawn_blocking(move || {
+        let mut members: Vec<EmailHash> = merge_sorted(inputs.into_iter().map(Vec::into_iter).collect()).collect();
+        let mut merged = MergedBucket { members: members.len() as u64, ..Default::default() };
+        if has_base {
+            for change in diff_sorted(old, members.iter().copied()) {
+                match change {
+                    Change::Added(h) => merged.added.push(h),
+                    Change::Removed(h) => merged.removed.push(h),
+                }
+            }
+        } else {
+            merged.added = members.clone();
+        }
+        // Each bucket object is a run of one bucket's hashes; a 1-bit index keeps it small.
+        let one = Buckets::new(1).expect("1 bit is valid");
+        (encode_run(&mut members, one), merged)
+    })
+    .await
+    .expect("merging a bucket does not panic");
+    let one = Buckets::new(1).expect("1 bit is valid");
+    if has_base {
+        for (side, hashes) in [(DiffSide::Added, &merged.added), (DiffSide::Removed, &merged.removed)] {
+            let mut copy = hashes.clone();
+            let bytes = encode_run(&mut copy, one);
+            work.put(&objects.diff(b, side), Bytes::from(bytes)).await?;
+        }
+    }
+    work.put(&objects.dir.manifest(b), Bytes::from(manifest)).await?;
+    Ok(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lake::Lake;
+
+    fn h(i: u32) -> EmailHash {
+        // Spread over every bucket: the leading bytes vary with i.
+        let mut b = [0u8; 16];
+        b[..4].copy_from_slice(&i.wrapping_mul(0x9E37_79B9).to_be_bytes());
+        b[4..8].copy_from_slice(&i.to_be_bytes());
+        EmailHash(b)
+    }
+
+    fn work() -> (WorkLocation, std::path::PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("memberlake-versions-{}-{}", std::process::id(), rand::random::<u32>()));
+        let lake = Lake::open(&format!("file://{}/lake", dir.display())).unwrap();
+        (WorkLocation::open(None, &lake).unwrap(), dir)
+    }
+
+    fn sorted(mut v: Vec<EmailHash>) -> Vec<EmailHash> {
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    #[tokio::test]
+    async fn buckets_read_alike_at_any_width() {
+        let (work, dir) = work();
+        let hashes: Vec<EmailHash> = (0..5000).map(h).collect();
+        for run_bits in [1u8, 4, 8] {
+            let key = format!("runs/{run_bits}");
+            put_run(&work, &key, hashes.clone(), Buckets::new(run_bits).unwrap()).await.unwrap();
+            for want_bits in [1u8, 3, 4, 6, 8] {
+                let want = Buckets::new(want_bits).unwrap();
+                let mut all = Vec::new();
+                for b in 0..want.count() {
+                    let bucket = read_bucket(&work, &key, want, b).await.unwrap();
+                    assert!(bucket.iter().all(|x| want.bucket_of(&x.0) == b));
+                    assert!(bucket.windows(2).all(|w| w[0] < w[1]));
+                    all.extend(bucket);
+                }
+                assert_eq!(all, sorted(hashes.clone()), "run {run_bits} bits read at {want_bits} bits");
+            }
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_merge_writes_the_manifest_and_exactly_the_difference() {
+        let (work, dir) = work();
+        let adv = AdvertiserId::parse("acme").unwrap();
+        // v1: 0..3000 in three runs, 4-bit buckets; v2: 30..3030 (30 removed, 30 added) in two
+        // runs with duplicates across them, 3-bit buckets (its list is another size).
+        let v1 = VersionObjects::new(&adv, ListVersion(1), 4).unwrap();
+        let mut v1_runs = Vec::new();
+        for (i, part) in [(0..1000u32), (1000..2000), (2000..3000)].into_iter().enumerate() {
+            let key = v1.run(i as i32, 0);
+            put_run(&work, &key, part.map(h).collect(), v1.buckets).await.unwrap();
+            v1_runs.push(key);
+        }
+        for b in 0..v1.buckets.count() {
+            let merged = merge_bucket(&work, &v1, &v1_runs, None, b).await.unwrap();
+            assert_eq!(merged.added.len() as u64, merged.members, "a first version adds every member");
+            assert!(merged.removed.is_empty());
+        }
+        let v2 = VersionObjects::new(&adv, ListVersion(2), 3).unwrap();
+        let v2_runs = vec![v2.run(0, 0), v2.run(1, 0)];
+        put_run(&work, &v2_runs[0], (30..2000).map(h).collect(), v2.buckets).await.unwrap();
+        put_run(&work, &v2_runs[1], (1500..3030).map(h).collect(), v2.buckets).await.unwrap();
+        let (mut added, mut removed, mut members) = (Vec::new(), Vec::new(), 0);
+        for b in 0..v2.buckets.count() {
+            let merged = merge_bucket(&work, &v2, &v2_runs, Some(&v1), b).await.unwrap();
+            // What the diff objects say is what the merge returned.
+            assert_eq!(read_diff(&work, &v2, true, b, DiffSide::Added).await.unwrap(), merged.added);
+            assert_eq!(read_diff(&work, &v2, true, b, DiffSide::Removed).await.unwrap(), merged.removed);
+            members += merged.members;
+            added.extend(merged.added);
+            removed.extend(merged.removed);
+        }
+        assert_eq!(members, 3000);
+        assert_eq!(sorted(added), sorted((3000..3030).map(h).collect()));
+        assert_eq!(sorted(removed), sorted((0..30).map(h).collect()));
+        // The first version's "diff" is its manifest.
+        let mut v1_added = Vec::new();
+        for b in 0..v1.buckets.count() {
+            v1_added.extend(read_diff(&work, &v1, false, b, DiffSide::Added).await.unwrap());
+            assert!(read_diff(&work, &v1, false, b, DiffSide::Removed).await.unwrap().is_empty());
+        }
+        assert_eq!(sorted(v1_added), sorted((0..3000).map(h).collect()));
+        // A diff never written reads empty.
+        let v3 = VersionObjects::new(&adv, ListVersion(3), 3).unwrap();
+        assert!(read_diff(&work, &v3, true, 0, DiffSide::Added).await.unwrap().is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_range_spills_bounded_runs() {
+        let (work, dir) = work();
+        let adv = AdvertiserId::parse("acme").unwrap();
+        let objects = VersionObjects::new(&adv, ListVersion(9), 2).unwrap();
+        let mut spill = RunSpill::new(objects.clone(), 4, 100);
+        for chunk in (0..350u32).collect::<Vec<_>>().chunks(60) {
+            spill.push(&work, chunk.iter().map(|i| h(*i)).collect()).await.unwrap();
+        }
+        let parts = spill.finish(&work).await.unwrap();
+        assert_eq!(parts, 4, "350 hashes at 100 per run");
+        let mut all = Vec::new();
+        for part in 0..parts {
+            for b in 0..objects.buckets.count() {
+                all.extend(read_bucket(&work, &objects.run(4, part), objects.buckets, b).await.unwrap());
+            }
+        }
+        assert_eq!(sorted(all), sorted((0..350).map(h).collect()));
+        let empty = RunSpill::new(objects.clone(), 5, 100);
+        assert_eq!(empty.finish(&work).await.unwrap(), 1, "an empty range writes one empty run");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
