@@ -508,55 +508,48 @@ impl MembershipStore {
                     .map_err(|source| StoreError::Prepare { statement: cql, source: Box::new(source) })?;
                 statement.set_request_timeout(Some(timeout));
                 statement.set_consistency(Consistency::LocalQuorum);
+                // Every statement of this store is idempotent (reads, inserts, deletes of
+                // given rows): the driver and callers may retry any of them.
+                statement.set_is_idempotent(true);
                 Ok::<_, StoreError>(statement)
             }
         };
-        let mut insert =
+        let insert =
             prepare(format!("INSERT INTO {ks}.memberships (email_hash, advertiser_id, list_version) VALUES (?, ?, ?)"))
                 .await?;
-        // Inserts are idempotent: the driver may retry them safely.
-        insert.set_is_idempotent(true);
-        let mut select_partition =
+        let select_partition =
             prepare(format!("SELECT advertiser_id, list_version FROM {ks}.memberships WHERE email_hash = ?")).await?;
-        select_partition.set_is_idempotent(true);
-        let mut delete_row = prepare(format!(
+        let delete_row = prepare(format!(
             "DELETE FROM {ks}.memberships WHERE email_hash = ? AND advertiser_id = ? AND list_version = ?"
         ))
         .await?;
-        delete_row.set_is_idempotent(true);
         let mut scan_segment = prepare(format!(
             "SELECT email_hash, advertiser_id, list_version FROM {ks}.memberships \
              WHERE token(email_hash) >= ? AND token(email_hash) <= ?"
         ))
         .await?;
-        scan_segment.set_is_idempotent(true);
         scan_segment.set_page_size(5000);
-        let mut change_set = prepare(format!(
+        let change_set = prepare(format!(
             "INSERT INTO {ks}.membership_changes (email_hash, advertiser_id, since_version, present) VALUES (?, ?, ?, ?)"
         ))
         .await?;
-        change_set.set_is_idempotent(true);
-        let mut change_undo = prepare(format!(
+        let change_undo = prepare(format!(
             "DELETE FROM {ks}.membership_changes WHERE email_hash = ? AND advertiser_id = ? AND since_version = ?"
         ))
         .await?;
-        change_undo.set_is_idempotent(true);
-        let mut change_retire = prepare(format!(
+        let change_retire = prepare(format!(
             "DELETE FROM {ks}.membership_changes WHERE email_hash = ? AND advertiser_id = ? AND since_version <= ?"
         ))
         .await?;
-        change_retire.set_is_idempotent(true);
-        let mut select_changes = prepare(format!(
+        let select_changes = prepare(format!(
             "SELECT advertiser_id, since_version, present FROM {ks}.membership_changes WHERE email_hash = ?"
         ))
         .await?;
-        select_changes.set_is_idempotent(true);
         let mut scan_changes = prepare(format!(
             "SELECT advertiser_id, since_version, present FROM {ks}.membership_changes \
              WHERE token(email_hash) >= ? AND token(email_hash) <= ?"
         ))
         .await?;
-        scan_changes.set_is_idempotent(true);
         scan_changes.set_page_size(5000);
         Ok(Self {
             session,
@@ -698,14 +691,8 @@ impl MembershipStore {
     /// Deletes rows `(email_hash, advertiser_id, list_version)` in one UNLOGGED batch (rows of
     /// one replica set, see [`write_changes`](Self::write_changes)). Returns the rows deleted.
     async fn delete_batch(&self, rows: &[(Vec<u8>, String, i64)]) -> Result<u64, StoreError> {
-        let mut batch = Batch::new(BatchType::Unlogged);
-        for _ in rows {
-            batch.append_statement(self.delete_row.clone());
-        }
-        batch.set_consistency(Consistency::LocalQuorum);
-        batch.set_is_idempotent(true);
-        batch.set_request_timeout(Some(self.timeout));
         let values: Vec<(&[u8], &str, i64)> = rows.iter().map(|(h, adv, v)| (&h[..], adv.as_str(), *v)).collect();
+        let batch = self.batch_of(&self.delete_row, rows.len());
         self.session.batch(&batch, values).await.map_err(StoreError::execute("batch delete"))?;
         Ok(rows.len() as u64)
     }
@@ -718,24 +705,33 @@ impl MembershipStore {
     /// Every row of `h`'s `membership_changes` partition: one read, whatever the number of
     /// advertisers asked about.
     pub async fn read_changes(&self, h: &EmailHash) -> Result<Vec<ChangeRow>, StoreError> {
+        let rows = self.read_partition::<(String, i64, Option<bool>)>(&self.select_changes, h).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(advertiser_id, since, present)| ChangeRow {
+                advertiser_id,
+                since: ListVersion(since),
+                present: present.unwrap_or(false),
+            })
+            .collect())
+    }
+
+    /// The rows `statement` selects from `h`'s partition, decoded as `R`: one read, bounded by
+    /// the store's timeout (the matcher turns a timeout into a 503, never into "not a member").
+    async fn read_partition<R>(&self, statement: &PreparedStatement, h: &EmailHash) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
+    {
         let started = Instant::now();
-        let result =
-            tokio::time::timeout(self.timeout, self.session.execute_unpaged(&self.select_changes, (&h.0[..],)))
-                .await
-                .map_err(|_| StoreError::Timeout { operation: "read", timeout: self.timeout })?
-                .map_err(StoreError::execute("read"))?;
+        let result = tokio::time::timeout(self.timeout, self.session.execute_unpaged(statement, (&h.0[..],)))
+            .await
+            .map_err(|_| StoreError::Timeout { operation: "read", timeout: self.timeout })?
+            .map_err(StoreError::execute("read"))?;
         let rows = result.into_rows_result().map_err(StoreError::decode("read"))?;
         let out = rows
-            .rows::<(String, i64, Option<bool>)>()
+            .rows::<R>()
             .map_err(StoreError::decode("read"))?
-            .map(|r| {
-                r.map(|(advertiser_id, since, present)| ChangeRow {
-                    advertiser_id,
-                    since: ListVersion(since),
-                    present: present.unwrap_or(false),
-                })
-                .map_err(StoreError::decode("read"))
-            })
+            .map(|r| r.map_err(StoreError::decode("read")))
             .collect::<Result<Vec<_>, _>>()?;
         metrics::histogram!("memberlake_store_read_seconds").record(started.elapsed().as_secs_f64());
         Ok(out)
@@ -762,23 +758,11 @@ impl MembershipStore {
 
     /// Every row of `h`'s legacy `memberships` partition.
     pub async fn read_legacy_partition(&self, h: &EmailHash) -> Result<Vec<MembershipRow>, StoreError> {
-        let started = Instant::now();
-        let result =
-            tokio::time::timeout(self.timeout, self.session.execute_unpaged(&self.select_partition, (&h.0[..],)))
-                .await
-                .map_err(|_| StoreError::Timeout { operation: "read", timeout: self.timeout })?
-                .map_err(StoreError::execute("read"))?;
-        let rows = result.into_rows_result().map_err(StoreError::decode("read"))?;
-        let out = rows
-            .rows::<(String, i64)>()
-            .map_err(StoreError::decode("read"))?
-            .map(|r| {
-                r.map(|(advertiser_id, v)| MembershipRow { advertiser_id, list_version: ListVersion(v) })
-                    .map_err(StoreError::decode("read"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        metrics::histogram!("memberlake_store_read_seconds").record(started.elapsed().as_secs_f64());
-        Ok(out)
+        let rows = self.read_partition::<(String, i64)>(&self.select_partition, h).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(advertiser_id, v)| MembershipRow { advertiser_id, list_version: ListVersion(v) })
+            .collect())
     }
 
     /// Deletes every row whose `(advertiser, version)` satisfies `retire`, scanning the token
