@@ -126,14 +126,16 @@ async fn killed_worker_range_is_retried_after_lease_expiry() {
     let _meta =
         world.spawn("meta-service", "meta-a", &[("MEMBERLAKE_ADMIN_ADDR", &format!("127.0.0.1:{}", free_port()))]);
     let _splitter = world.spawn("splitter", "splitter-a", &[("MEMBERLAKE_RANGE_SIZE", "256KiB")]);
-    // A deliberately slow worker, so that it is killed in the middle of a range.
-    let mut slow = world.spawn("compute-worker", "worker-slow", &[("MEMBERLAKE_WRITE_CONCURRENCY", "2")]);
+    // A deliberately slow writer (single rows, two in flight), so that it is killed in the middle
+    // of a merge unit, the unit that writes rows: hashing a range into runs is over in moments.
+    let slow_env = [("MEMBERLAKE_WRITE_CONCURRENCY", "2"), ("MEMBERLAKE_WRITE_BATCH_ROWS", "1")];
+    let mut slow = world.spawn("compute-worker", "worker-slow", &slow_env);
     let key = world.upload("acme", "members.csv", data).await;
 
-    wait_for(Duration::from_secs(30), "the slow worker to hold a lease", || async {
+    wait_for(Duration::from_secs(30), "the slow worker to hold a merge lease", || async {
         let n = sql_i64(
             &world.catalog,
-            "SELECT count(*) FROM ranges WHERE state = 'leased' AND lease_owner = 'worker-slow'",
+            "SELECT count(*) FROM ranges WHERE state = 'leased' AND lease_owner = 'worker-slow' AND stage = 'merge'",
         )
         .await;
         (n > 0).then_some(())
