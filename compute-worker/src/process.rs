@@ -228,7 +228,7 @@ async fn merge_unit(ctx: &UnitContext<'_>, lease: &RangeLease) -> Result<(Bucket
         .await?
         .into_iter()
         .flat_map(|(range, parts)| (0..parts).map(move |part| (range, part)))
-        .map(|(range, part)| objects.run(range, part))
+        .map(|(range, part)| objects.dir.run(range, part))
         .collect();
     let base = match lease.base {
         Some((version, bits)) => Some(VersionObjects::new(&lease.advertiser_id, version, bits).map_err(unit_error)?),

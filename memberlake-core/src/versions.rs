@@ -22,7 +22,10 @@ use bytes::Bytes;
 use crate::error::{Classify, ErrorClass};
 use crate::ids::{AdvertiserId, EmailHash, ListVersion};
 use crate::lake::LakeError;
-use crate::manifest::{diff_sorted, encode_run, merge_sorted, Buckets, Change, ManifestError, RunIndex};
+use futures::StreamExt;
+
+use crate::manifest::{diff_sorted, encode_run, encode_sorted, merge_sorted, Buckets, Change, ManifestError, RunIndex};
+pub use crate::work::DiffSide;
 use crate::work::{VersionDir, WorkLocation};
 
 /// A failed read or write of a version's runs.
@@ -58,23 +61,8 @@ impl VersionError {
     }
 }
 
-/// One side of a bucket's diff against the base version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DiffSide {
-    Added,
-    Removed,
-}
-
-impl DiffSide {
-    fn name(self) -> &'static str {
-        match self {
-            DiffSide::Added => "added",
-            DiffSide::Removed => "removed",
-        }
-    }
-}
-
-/// The objects of one version at the work location.
+/// The objects of one version at the work location (named by its [`VersionDir`]), and its
+/// bucket width.
 #[derive(Debug, Clone)]
 pub struct VersionObjects {
     pub dir: VersionDir,
@@ -85,17 +73,10 @@ impl VersionObjects {
     pub fn new(advertiser: &AdvertiserId, version: ListVersion, bits: u8) -> Result<Self, ManifestError> {
         Ok(Self { dir: VersionDir::new(advertiser, version), buckets: Buckets::new(bits)? })
     }
-
-    /// Run `part` of ingest range `range`.
-    pub fn run(&self, range: i32, part: u32) -> String {
-        format!("{}.{part:03}", self.dir.run(range))
-    }
-
-    /// One side of bucket `bucket`'s diff.
-    pub fn diff(&self, bucket: u32, side: DiffSide) -> String {
-        format!("{}.{}", self.dir.diff(bucket), side.name())
-    }
 }
+
+/// Runs a merge reads at once (each a few ranged GETs).
+const RUN_READS_IN_FLIGHT: usize = 16;
 
 /// Sorts and de-duplicates `hashes` and writes them as one run under `key`; returns the run's
 /// entry count. Memory: the hashes plus the encoded run.
@@ -149,7 +130,7 @@ impl RunSpill {
     }
 
     async fn spill(&mut self, work: &WorkLocation) -> Result<(), VersionError> {
-        let key = self.objects.run(self.range, self.parts);
+        let key = self.objects.dir.run(self.range, self.parts);
         put_run(work, &key, std::mem::take(&mut self.hashes), self.objects.buckets).await?;
         self.parts += 1;
         Ok(())
@@ -253,7 +234,7 @@ pub async fn read_diff(
     side: DiffSide,
 ) -> Result<Vec<EmailHash>, VersionError> {
     let read = match (has_base, side) {
-        (true, side) => read_bucket(work, &objects.diff(b, side), objects.buckets, b).await,
+        (true, side) => read_bucket(work, &objects.dir.diff(b, side), objects.buckets, b).await,
         (false, DiffSide::Added) => read_manifest_bucket(work, objects, objects.buckets, b).await,
         (false, DiffSide::Removed) => Ok(Vec::new()),
     };
@@ -282,43 +263,61 @@ pub async fn merge_bucket(
     base: Option<&VersionObjects>,
     b: u32,
 ) -> Result<MergedBucket, VersionError> {
+    // A plain loop rather than `buffered` over a closure: the future stays `Send` for any
+    // lifetime, so a worker may spawn it. The merge does not care in which order runs come.
     let mut inputs = Vec::with_capacity(runs.len());
-    for key in runs {
-        inputs.push(read_bucket(work, key, objects.buckets, b).await?);
+    let mut keys = runs.iter();
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    loop {
+        while in_flight.len() < RUN_READS_IN_FLIGHT {
+            match keys.next() {
+                Some(key) => in_flight.push(read_bucket(work, key, objects.buckets, b)),
+                None => break,
+            }
+        }
+        match in_flight.next().await {
+            Some(bucket) => inputs.push(bucket?),
+            None => break,
+        }
     }
     let old = match base {
         Some(base) => read_manifest_bucket(work, base, objects.buckets, b).await?,
         None => Vec::new(),
     };
     let has_base = base.is_some();
-    let (manifest, merged) = tokio::task::spawn_blocking(move || {
-        let mut members: Vec<EmailHash> = merge_sorted(inputs.into_iter().map(Vec::into_iter).collect()).collect();
-        let mut merged = MergedBucket { members: members.len() as u64, ..Default::default() };
-        if has_base {
-            for change in diff_sorted(old, members.iter().copied()) {
-                match change {
-                    Change::Added(h) => merged.added.push(h),
-                    Change::Removed(h) => merged.removed.push(h),
+    // Each bucket object is a run of one bucket's hashes; a 1-bit index keeps it small.
+    let one = Buckets::new(1).expect("1 bit is valid");
+    let manifest_key = objects.dir.manifest(b);
+    let encoded = tokio::task::spawn_blocking({
+        let manifest_key = manifest_key.clone();
+        move || {
+            let members: Vec<EmailHash> = merge_sorted(inputs.into_iter().map(Vec::into_iter).collect()).collect();
+            let manifest = encode_sorted(&members, one).map_err(VersionError::run(&manifest_key))?;
+            let mut merged = MergedBucket { members: members.len() as u64, ..Default::default() };
+            if has_base {
+                for change in diff_sorted(old, members) {
+                    match change {
+                        Change::Added(h) => merged.added.push(h),
+                        Change::Removed(h) => merged.removed.push(h),
+                    }
                 }
+            } else {
+                merged.added = members;
             }
-        } else {
-            merged.added = members.clone();
+            Ok::<_, VersionError>((manifest, merged))
         }
-        // Each bucket object is a run of one bucket's hashes; a 1-bit index keeps it small.
-        let one = Buckets::new(1).expect("1 bit is valid");
-        (encode_run(&mut members, one), merged)
     })
     .await
     .expect("merging a bucket does not panic");
-    let one = Buckets::new(1).expect("1 bit is valid");
+    let (manifest, merged) = encoded?;
     if has_base {
         for (side, hashes) in [(DiffSide::Added, &merged.added), (DiffSide::Removed, &merged.removed)] {
-            let mut copy = hashes.clone();
-            let bytes = encode_run(&mut copy, one);
-            work.put(&objects.diff(b, side), Bytes::from(bytes)).await?;
+            let key = objects.dir.diff(b, side);
+            let bytes = encode_sorted(hashes, one).map_err(VersionError::run(&key))?;
+            work.put(&key, Bytes::from(bytes)).await?;
         }
     }
-    work.put(&objects.dir.manifest(b), Bytes::from(manifest)).await?;
+    work.put(&manifest_key, Bytes::from(manifest)).await?;
     Ok(merged)
 }
 
@@ -379,7 +378,7 @@ mod tests {
         let v1 = VersionObjects::new(&adv, ListVersion(1), 4).unwrap();
         let mut v1_runs = Vec::new();
         for (i, part) in [(0..1000u32), (1000..2000), (2000..3000)].into_iter().enumerate() {
-            let key = v1.run(i as i32, 0);
+            let key = v1.dir.run(i as i32, 0);
             put_run(&work, &key, part.map(h).collect(), v1.buckets).await.unwrap();
             v1_runs.push(key);
         }
@@ -389,7 +388,7 @@ mod tests {
             assert!(merged.removed.is_empty());
         }
         let v2 = VersionObjects::new(&adv, ListVersion(2), 3).unwrap();
-        let v2_runs = vec![v2.run(0, 0), v2.run(1, 0)];
+        let v2_runs = vec![v2.dir.run(0, 0), v2.dir.run(1, 0)];
         put_run(&work, &v2_runs[0], (30..2000).map(h).collect(), v2.buckets).await.unwrap();
         put_run(&work, &v2_runs[1], (1500..3030).map(h).collect(), v2.buckets).await.unwrap();
         let (mut added, mut removed, mut members) = (Vec::new(), Vec::new(), 0);
@@ -432,7 +431,7 @@ mod tests {
         let mut all = Vec::new();
         for part in 0..parts {
             for b in 0..objects.buckets.count() {
-                all.extend(read_bucket(&work, &objects.run(4, part), objects.buckets, b).await.unwrap());
+                all.extend(read_bucket(&work, &objects.dir.run(4, part), objects.buckets, b).await.unwrap());
             }
         }
         assert_eq!(sorted(all), sorted((0..350).map(h).collect()));

@@ -171,9 +171,10 @@ impl VersionDir {
         &self.prefix
     }
 
-    /// The sorted hash run of ingest range `range_index`.
-    pub fn run(&self, range_index: i32) -> String {
-        format!("{}/runs/{range_index:06}.run", self.prefix)
+    /// Sorted hash run `part` of ingest range `range_index` (a range spills a run every so many
+    /// hashes).
+    pub fn run(&self, range_index: i32, part: u32) -> String {
+        format!("{}/runs/{range_index:06}.{part:03}.run", self.prefix)
     }
 
     /// Bucket `bucket` of the version's manifest (its member set).
@@ -181,9 +182,25 @@ impl VersionDir {
         format!("{}/manifest/{bucket:05}.run", self.prefix)
     }
 
-    /// Bucket `bucket` of the version's diff against its base (added and removed hashes).
-    pub fn diff(&self, bucket: u32) -> String {
-        format!("{}/diff/{bucket:05}.run", self.prefix)
+    /// One side of bucket `bucket` of the version's diff against its base.
+    pub fn diff(&self, bucket: u32, side: DiffSide) -> String {
+        format!("{}/diff/{bucket:05}.{}.run", self.prefix, side.name())
+    }
+}
+
+/// One side of a bucket's diff against the base version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiffSide {
+    Added,
+    Removed,
+}
+
+impl DiffSide {
+    fn name(self) -> &'static str {
+        match self {
+            DiffSide::Added => "added",
+            DiffSide::Removed => "removed",
+        }
     }
 }
 
@@ -234,9 +251,10 @@ mod tests {
     #[test]
     fn version_objects_are_named_under_their_version() {
         let dir = VersionDir::new(&AdvertiserId::parse("acme").unwrap(), ListVersion(42));
-        assert_eq!(dir.run(3), "versions/acme/42/runs/000003.run");
+        assert_eq!(dir.run(3, 1), "versions/acme/42/runs/000003.001.run");
         assert_eq!(dir.manifest(255), "versions/acme/42/manifest/00255.run");
-        assert_eq!(dir.diff(7), "versions/acme/42/diff/00007.run");
-        assert!(dir.run(0).starts_with(dir.prefix()));
+        assert_eq!(dir.diff(7, DiffSide::Added), "versions/acme/42/diff/00007.added.run");
+        assert_eq!(dir.diff(7, DiffSide::Removed), "versions/acme/42/diff/00007.removed.run");
+        assert!(dir.run(0, 0).starts_with(dir.prefix()));
     }
 }

@@ -466,13 +466,20 @@ pub fn decode_run(bytes: &[u8]) -> Result<(RunIndex, Vec<EmailHash>), ManifestEr
 pub fn encode_run(hashes: &mut Vec<EmailHash>, buckets: Buckets) -> Vec<u8> {
     hashes.sort_unstable();
     hashes.dedup();
+    encode_sorted(hashes, buckets).expect("sorted, de-duplicated input; writing to a Vec cannot fail")
+}
+
+/// Serializes hashes already in ascending order (a merge's or a diff's output) as one run,
+/// without copying or re-sorting them; the output is allocated once, at its exact size. A hash
+/// below the one before it fails with [`ManifestError::OutOfOrder`]; a repeat is written once.
+pub fn encode_sorted(hashes: &[EmailHash], buckets: Buckets) -> Result<Vec<u8>, ManifestError> {
     let mut out = Vec::with_capacity(run_len(hashes.len() as u64, buckets) as usize);
-    let mut writer = RunWriter::new(&mut out, buckets).expect("writing to a Vec cannot fail");
-    for &hash in hashes.iter() {
-        writer.push(hash).expect("sorted, de-duplicated input; writing to a Vec cannot fail");
+    let mut writer = RunWriter::new(&mut out, buckets)?;
+    for &hash in hashes {
+        writer.push(hash)?;
     }
-    writer.finish().expect("writing to a Vec cannot fail");
-    out
+    writer.finish()?;
+    Ok(out)
 }
 
 /// Writes a run from hashes given in ascending order, as they come: the header at once, each

@@ -234,23 +234,23 @@ async fn work_location_serves_one_bucket_per_ranged_read(work: &memberlake::work
     let expected: std::collections::BTreeSet<EmailHash> = hashes.iter().copied().collect();
     let run = encode_run(&mut hashes, buckets);
     let dir = memberlake::work::VersionDir::new(&AdvertiserId::parse("acme").unwrap(), ListVersion(7));
-    work.put(&dir.run(0), run.clone().into()).await.unwrap();
+    work.put(&dir.run(0, 0), run.clone().into()).await.unwrap();
 
-    let tail = work.get_suffix(&dir.run(0), RunIndex::tail_len(buckets)).await.unwrap();
+    let tail = work.get_suffix(&dir.run(0, 0), RunIndex::tail_len(buckets)).await.unwrap();
     let index = RunIndex::from_tail(&tail).unwrap();
     assert_eq!(index.object_len(), run.len() as u64);
     let mut seen = std::collections::BTreeSet::new();
     for b in 0..buckets.count() {
         let range = index.bucket_byte_range(b);
-        let bytes = work.get_range(&dir.run(0), range.start..range.end).await.unwrap();
+        let bytes = work.get_range(&dir.run(0, 0), range.start..range.end).await.unwrap();
         for h in index.bucket_entries(b, &bytes).unwrap() {
             assert_eq!(buckets.bucket_of(&h.0), b);
             seen.insert(h);
         }
     }
     assert_eq!(seen, expected);
-    assert_eq!(work.get(&dir.run(0)).await.unwrap().len(), run.len());
-    assert_eq!(work.list(dir.prefix()).await.unwrap(), [dir.run(0)]);
+    assert_eq!(work.get(&dir.run(0, 0)).await.unwrap().len(), run.len());
+    assert_eq!(work.list(dir.prefix()).await.unwrap(), [dir.run(0, 0)]);
     assert_eq!(work.delete_prefix(dir.prefix()).await.unwrap(), 1);
     assert!(work.list(dir.prefix()).await.unwrap().is_empty());
 }
