@@ -1,5 +1,6 @@
 -- Marks an ingest range done, only while the caller still holds its lease (same token, still
--- leased), and its file is still ingesting; adds its counts to the file in the same statement.
+-- leased), and its file is still ingesting (unit_is_live, as for claims and heartbeats); adds its
+-- counts to the file in the same statement.
 WITH done AS (
     UPDATE ranges
     SET state = 'done',
@@ -11,7 +12,7 @@ WITH done AS (
         lease_expires_at = NULL,
         last_error = NULL
     WHERE file_id = $1 AND stage = 'ingest' AND range_index = $2 AND lease_token = $3 AND state = 'leased'
-      AND EXISTS (SELECT 1 FROM files WHERE file_id = $1 AND state = 'ingesting')
+      AND EXISTS (SELECT 1 FROM files f WHERE f.file_id = $1 AND unit_is_live(ranges.stage, f.state))
     RETURNING file_id
 )
 UPDATE files f

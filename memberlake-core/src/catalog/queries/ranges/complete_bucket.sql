@@ -1,5 +1,6 @@
 -- Marks a merge unit (one hash bucket) done while the caller still holds its lease and the file
--- is still merging; adds the bucket's members, difference and store rows to the file.
+-- is still merging (unit_is_live); adds the bucket's members, difference and store rows to the
+-- file.
 WITH done AS (
     UPDATE ranges
     SET state = 'done',
@@ -11,7 +12,7 @@ WITH done AS (
         lease_expires_at = NULL,
         last_error = NULL
     WHERE file_id = $1 AND stage = 'merge' AND range_index = $2 AND lease_token = $3 AND state = 'leased'
-      AND EXISTS (SELECT 1 FROM files WHERE file_id = $1 AND state = 'merging')
+      AND EXISTS (SELECT 1 FROM files f WHERE f.file_id = $1 AND unit_is_live(ranges.stage, f.state))
     RETURNING file_id
 )
 UPDATE files f
