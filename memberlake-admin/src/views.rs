@@ -186,6 +186,7 @@ pub struct OverviewView {
     /// The other queued ranges.
     pub queued_bulk: i64,
     pub leased: i64,
+    /// Files split and on their way to activation: ingesting, merging or held.
     pub files_in_flight: Vec<FileView>,
     /// Rows ingested per minute over the last 15 minutes, oldest first.
     pub rows_per_minute: Vec<MinuteRowsView>,
@@ -213,7 +214,9 @@ pub struct ErrorDetail {
     #[schema(example = "conflict")]
     pub code: String,
     /// Safe to show the caller.
-    #[schema(example = "file 42 is cancelled: only registered or ingesting files can be paused or resumed")]
+    #[schema(
+        example = "file 42 is cancelled: only registered, ingesting, merging or held files can be paused or resumed"
+    )]
     pub message: String,
 }
 

@@ -174,7 +174,7 @@ pub fn query_files() -> Vec<(String, &'static str)> {
             "all", "approve", "begin_retirement", "by_id", "fail", "finish_cleanup", "finish_retirement", "hold",
             "list", "lock_for_retry", "lock_state", "lock_with_failed_ranges", "mark_ingested", "mark_split",
             "mark_superseded", "pace", "queue_cleanup", "ready_to_activate", "ready_to_settle", "register",
-            "registered_objects", "reopen", "reregister", "set_paused", "set_priority", "start_merge", "supersede_stale",
+            "registered_objects", "reopen", "reregister", "set_paused", "set_priority", "split_in_flight", "start_merge", "supersede_stale",
             "to_retire", "to_split", "to_undo",
         ],
         "leader_leases": ["acquire", "current", "hold_term", "resign"],

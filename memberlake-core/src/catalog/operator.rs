@@ -179,7 +179,7 @@ impl Catalog {
         let state = lock_file_state(&mut tx, id).await?;
         if !state.is_in_flight() {
             return Err(CatalogError::Conflict(format!(
-                "file {id} is {state}: only registered or ingesting files can be paused or resumed"
+                "file {id} is {state}: only registered, ingesting, merging or held files can be paused or resumed"
             )));
         }
         sqlx::query(sql!("files", "set_paused")).bind(id).bind(paused).execute(&mut *tx).await?;
@@ -304,8 +304,8 @@ impl Catalog {
             .bind(urgent_priority)
             .fetch_one(&self.pool)
             .await?;
-        let in_flight = FileFilter { state: Some(FileState::Ingesting), advertiser_id: None, limit: 50 };
-        let files_in_flight = self.list_files(&in_flight).await?;
+        let files_in_flight =
+            sqlx::query_as(sql!("files", "split_in_flight")).bind(50i64).fetch_all(&self.pool).await?;
         let failed = FileFilter { state: Some(FileState::Failed), advertiser_id: None, limit: 10 };
         let mut recent_failures = self.list_files(&failed).await?;
         recent_failures.retain(|f| f.finished_at.is_some_and(|t| t > Utc::now() - chrono::Duration::hours(24)));
