@@ -765,12 +765,13 @@ impl MembershipStore {
             .collect())
     }
 
-    /// Deletes every row whose `(advertiser, version)` satisfies `retire`, scanning the token
-    /// ring in `segments` slices, `concurrency` at a time. Returns (rows scanned, rows deleted).
+    /// Deletes every legacy `memberships` row whose `(advertiser, version)` satisfies `retire`,
+    /// scanning the token ring in `segments` slices, `concurrency` at a time. Returns (rows
+    /// scanned, rows deleted).
     ///
-    /// This is how superseded, failed and cancelled versions leave the store: one pass retires
-    /// every version retired so far, whatever happened to their source objects (a re-upload under
-    /// the same key leaves nothing to re-read). Each delete writes one row tombstone inside a
+    /// This is how replaced, failed and cancelled *legacy* versions (ingested before
+    /// change-proportional versions) leave the store; change-format versions are undone and
+    /// retired from their recorded diffs instead, without a scan. Each delete writes one row tombstone inside a
     /// small partition (one per email hash), so reads stay cheap until compaction drops them.
     pub async fn retire_rows<F>(&self, retire: F, segments: u32, concurrency: usize) -> Result<(u64, u64), StoreError>
     where
