@@ -20,6 +20,7 @@
 //! Store writes go through the worker's [`WriteWindow`]: one bound on rows in flight for the
 //! whole worker, kept full across block and unit boundaries.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -36,7 +37,7 @@ use memberlake::manifest::ManifestError;
 use memberlake::ranges::{Block, ByteRange, RangeScanner, ScanItem};
 use memberlake::records::{parse_lines, Record, RejectReason};
 use memberlake::store::{ChangeOp, MembershipStore, StoreError, WriteWindow};
-use memberlake::versions::{self, DiffSide, RunSpill, VersionError, VersionObjects};
+use memberlake::versions::{self, DiffSide, MergeSource, RunSpill, VersionError, VersionObjects};
 use memberlake::work::WorkLocation;
 use rayon::prelude::*;
 use tokio::io::AsyncRead;
@@ -123,6 +124,7 @@ pub struct Timings {
 struct HashedBlock {
     hashes: Vec<EmailHash>,
     rejected: u64,
+    rejected_by_reason: BTreeMap<RejectReason, u64>,
     samples: Vec<RejectionSample>,
 }
 
@@ -145,6 +147,7 @@ fn hash_block(block: &Block, range: ByteRange) -> HashedBlock {
 impl HashedBlock {
     fn reject(&mut self, offset: u64, reason: RejectReason) {
         self.rejected += 1;
+        *self.rejected_by_reason.entry(reason).or_default() += 1;
         if self.samples.len() < MAX_REJECTION_SAMPLES {
             self.samples.push(RejectionSample { offset, reason });
         }
@@ -222,19 +225,28 @@ async fn merge_unit(ctx: &UnitContext<'_>, lease: &RangeLease) -> Result<(Bucket
     let objects = version_objects(lease)?;
     let b = bucket_of(lease)?;
     let started = Instant::now();
-    let runs: Vec<String> = ctx
-        .catalog
-        .runs_of(lease.file_id)
-        .await?
-        .into_iter()
-        .flat_map(|(range, parts)| (0..parts).map(move |part| (range, part)))
-        .map(|(range, part)| objects.dir.run(range, part))
-        .collect();
     let base = match lease.base {
         Some((version, bits)) => Some(VersionObjects::new(&lease.advertiser_id, version, bits).map_err(unit_error)?),
         None => None,
     };
-    let merged = versions::merge_bucket(ctx.work, &objects, &runs, base.as_ref(), b).await?;
+    let merged = match lease.restores {
+        // A rollback: the member set is an earlier version's manifest.
+        Some((version, bits)) => {
+            let restored = VersionObjects::new(&lease.advertiser_id, version, bits).map_err(unit_error)?;
+            versions::merge_bucket(ctx.work, &objects, MergeSource::Manifest(&restored), base.as_ref(), b).await?
+        }
+        None => {
+            let runs: Vec<String> = ctx
+                .catalog
+                .runs_of(lease.file_id)
+                .await?
+                .into_iter()
+                .flat_map(|(range, parts)| (0..parts).map(move |part| (range, part)))
+                .map(|(range, part)| objects.dir.run(range, part))
+                .collect();
+            versions::merge_bucket(ctx.work, &objects, MergeSource::Runs(&runs), base.as_ref(), b).await?
+        }
+    };
     let read_secs = started.elapsed().as_secs_f64();
     let started = Instant::now();
     let version = lease.list_version();
@@ -388,6 +400,9 @@ async fn hash_stage(
         };
         report.rows += hashed.hashes.len() as u64;
         report.rejected += hashed.rejected;
+        for (reason, rows) in hashed.rejected_by_reason {
+            *report.rejected_by_reason.entry(reason).or_default() += rows;
+        }
         let room = MAX_REJECTION_SAMPLES.saturating_sub(report.samples.len());
         report.samples.extend(hashed.samples.into_iter().take(room));
         if !hashed.hashes.is_empty() && hashes.send(hashed.hashes).await.is_err() {

@@ -121,7 +121,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
+        "d" => value * 86_400.0,
+        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m, h or d")),
     };
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("invalid duration {s:?}"));

@@ -252,17 +252,13 @@ pub struct MergedBucket {
     pub members: u64,
 }
 
-/// Merges bucket `b` of the runs `runs` (keys) of version `objects` into its manifest bucket,
-/// diffs it against the same bucket of `base` (if any), and writes the manifest bucket and the
-/// diff (before the caller writes a single row). Deterministic and idempotent: a redone merge
-/// rewrites the same objects.
-pub async fn merge_bucket(
+/// Bucket `b` (at `want`) of every run in `runs`, read [`RUN_READS_IN_FLIGHT`] at a time.
+async fn read_runs_bucket(
     work: &WorkLocation,
-    objects: &VersionObjects,
     runs: &[String],
-    base: Option<&VersionObjects>,
+    want: Buckets,
     b: u32,
-) -> Result<MergedBucket, VersionError> {
+) -> Result<Vec<Vec<EmailHash>>, VersionError> {
     // A plain loop rather than `buffered` over a closure: the future stays `Send` for any
     // lifetime, so a worker may spawn it. The merge does not care in which order runs come.
     let mut inputs = Vec::with_capacity(runs.len());
@@ -271,7 +267,7 @@ pub async fn merge_bucket(
     loop {
         while in_flight.len() < RUN_READS_IN_FLIGHT {
             match keys.next() {
-                Some(key) => in_flight.push(read_bucket(work, key, objects.buckets, b)),
+                Some(key) => in_flight.push(read_bucket(work, key, want, b)),
                 None => break,
             }
         }
@@ -280,6 +276,33 @@ pub async fn merge_bucket(
             None => break,
         }
     }
+    Ok(inputs)
+}
+
+/// What a version's member set is merged from.
+#[derive(Debug, Clone, Copy)]
+pub enum MergeSource<'a> {
+    /// The sorted runs its ingest units wrote (keys).
+    Runs(&'a [String]),
+    /// An earlier version's manifest (a rollback restores that member set).
+    Manifest(&'a VersionObjects),
+}
+
+/// Merges bucket `b` of `source` into version `objects`' manifest bucket, diffs it against the
+/// same bucket of `base` (if any), and writes the manifest bucket and the diff (before the
+/// caller writes a single row). Deterministic and idempotent: a redone merge rewrites the same
+/// objects.
+pub async fn merge_bucket(
+    work: &WorkLocation,
+    objects: &VersionObjects,
+    source: MergeSource<'_>,
+    base: Option<&VersionObjects>,
+    b: u32,
+) -> Result<MergedBucket, VersionError> {
+    let inputs = match source {
+        MergeSource::Runs(runs) => read_runs_bucket(work, runs, objects.buckets, b).await?,
+        MergeSource::Manifest(restored) => vec![read_manifest_bucket(work, restored, objects.buckets, b).await?],
+    };
     let old = match base {
         Some(base) => read_manifest_bucket(work, base, objects.buckets, b).await?,
         None => Vec::new(),
@@ -383,7 +406,7 @@ mod tests {
             v1_runs.push(key);
         }
         for b in 0..v1.buckets.count() {
-            let merged = merge_bucket(&work, &v1, &v1_runs, None, b).await.unwrap();
+            let merged = merge_bucket(&work, &v1, MergeSource::Runs(&v1_runs), None, b).await.unwrap();
             assert_eq!(merged.added.len() as u64, merged.members, "a first version adds every member");
             assert!(merged.removed.is_empty());
         }
@@ -393,7 +416,7 @@ mod tests {
         put_run(&work, &v2_runs[1], (1500..3030).map(h).collect(), v2.buckets).await.unwrap();
         let (mut added, mut removed, mut members) = (Vec::new(), Vec::new(), 0);
         for b in 0..v2.buckets.count() {
-            let merged = merge_bucket(&work, &v2, &v2_runs, Some(&v1), b).await.unwrap();
+            let merged = merge_bucket(&work, &v2, MergeSource::Runs(&v2_runs), Some(&v1), b).await.unwrap();
             // What the diff objects say is what the merge returned.
             assert_eq!(read_diff(&work, &v2, true, b, DiffSide::Added).await.unwrap(), merged.added);
             assert_eq!(read_diff(&work, &v2, true, b, DiffSide::Removed).await.unwrap(), merged.removed);
@@ -414,6 +437,18 @@ mod tests {
         // A diff never written reads empty.
         let v3 = VersionObjects::new(&adv, ListVersion(3), 3).unwrap();
         assert!(read_diff(&work, &v3, true, 0, DiffSide::Added).await.unwrap().is_empty());
+        // A rollback (v4) restores v1's manifest over v2: exactly v2's diff, reversed.
+        let v4 = VersionObjects::new(&adv, ListVersion(4), v1.buckets.bits()).unwrap();
+        let (mut added, mut removed, mut members) = (Vec::new(), Vec::new(), 0);
+        for b in 0..v4.buckets.count() {
+            let merged = merge_bucket(&work, &v4, MergeSource::Manifest(&v1), Some(&v2), b).await.unwrap();
+            members += merged.members;
+            added.extend(merged.added);
+            removed.extend(merged.removed);
+        }
+        assert_eq!(members, 3000);
+        assert_eq!(sorted(added), sorted((0..30).map(h).collect()));
+        assert_eq!(sorted(removed), sorted((3000..3030).map(h).collect()));
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -171,6 +171,11 @@ impl VersionDir {
         &self.prefix
     }
 
+    /// Every run of the version (deleted once it is active).
+    pub fn runs_prefix(&self) -> String {
+        format!("{}/runs", self.prefix)
+    }
+
     /// Sorted hash run `part` of ingest range `range_index` (a range spills a run every so many
     /// hashes).
     pub fn run(&self, range_index: i32, part: u32) -> String {

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use memberlake::catalog::{CatalogError, Leadership, SettlePolicy};
-use memberlake::ids::ListVersion;
+use memberlake::ids::{AdvertiserId, FileId, ListVersion};
 use memberlake::store::MembershipStore;
+use memberlake::work::{VersionDir, WorkLocation};
 use tracing::{info, warn};
 
 #[derive(Debug, Clone)]
@@ -38,8 +39,8 @@ pub async fn run_tick(leader: &Leadership, cfg: &DutyConfig) -> Result<(), Catal
         info!(file_id = file_id.0, buckets, base = base.map(|b| b.0), "every range hashed: merging");
     }
     for (advertiser_id, file_id) in &settled.activated {
-        info!(%advertiser_id, file_id = file_id.0, "activated list version");
         metrics::counter!("memberlake_versions_activated_total").increment(1);
+        record_version(leader, advertiser_id, *file_id).await;
     }
     for file_id in &settled.superseded {
         info!(file_id = file_id.0, "cancelled: a newer upload of its advertiser supersedes it");
@@ -67,12 +68,88 @@ pub async fn run_tick(leader: &Leadership, cfg: &DutyConfig) -> Result<(), Catal
     Ok(())
 }
 
+/// Logs an activated version's report and adds it to the version metrics (one read of the
+/// catalog per activation; a failed read only loses the figures, never the activation).
+async fn record_version(leader: &Leadership, advertiser_id: &AdvertiserId, file_id: FileId) {
+    let file = match leader.catalog().file(file_id).await {
+        Ok(Some(file)) => file,
+        Ok(None) => return,
+        Err(e) => {
+            warn!(%advertiser_id, file_id = file_id.0, error = %e, "activated list version; its report is unavailable");
+            return;
+        }
+    };
+    let v = &file.version;
+    info!(
+        %advertiser_id,
+        file_id = file_id.0,
+        members = v.members,
+        added = v.added,
+        removed = v.removed,
+        unchanged = v.unchanged(),
+        rejected = file.rows_rejected,
+        rows_written = v.rows_written,
+        base = v.base_version.map(|b| b.0),
+        rollback_of = v.rollback_of.map(|b| b.0),
+        "activated list version"
+    );
+    let kind = match (v.rollback_of, v.base_version) {
+        (Some(_), _) => "rollback",
+        (None, Some(_)) => "diff",
+        (None, None) => "first",
+    };
+    metrics::counter!("memberlake_version_members_added_total", "kind" => kind).increment(v.added.max(0) as u64);
+    metrics::counter!("memberlake_version_members_removed_total", "kind" => kind).increment(v.removed.max(0) as u64);
+    metrics::counter!("memberlake_version_rows_written_total", "kind" => kind).increment(v.rows_written.max(0) as u64);
+    metrics::counter!("memberlake_version_rows_rejected_total").increment(file.rows_rejected.max(0) as u64);
+    if let Some(members) = v.members {
+        metrics::histogram!("memberlake_version_members").record(members as f64);
+        if members > 0 {
+            metrics::histogram!("memberlake_version_change_ratio")
+                .record((v.added + v.removed) as f64 / members as f64);
+        }
+    }
+    if let Some(activated) = v.activated_at {
+        let seconds = (activated - file.registered_at).num_milliseconds() as f64 / 1000.0;
+        metrics::histogram!("memberlake_version_registered_to_active_seconds").record(seconds.max(0.0));
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RetireError {
     #[error(transparent)]
     Catalog(#[from] CatalogError),
     #[error(transparent)]
     Store(#[from] memberlake::store::StoreError),
+    #[error("work location: {0}")]
+    Work(#[from] memberlake::lake::LakeError),
+}
+
+/// Versions cleaned at the work location per pass (the next pass takes the rest).
+const WORK_CLEANUP_BATCH: i64 = 100;
+
+/// Expires the manifests of versions nothing reads any more, `retention` after their rows left
+/// the store, then deletes expired versions' objects and activated versions' runs at the work
+/// location, recording each (fenced by the term). Deleting is idempotent: a pass interrupted
+/// is redone by the next. Returns the versions whose objects it deleted.
+pub async fn clean_work_once(
+    leader: &Leadership,
+    work: &WorkLocation,
+    retention: Duration,
+) -> Result<usize, RetireError> {
+    for file_id in leader.expire_manifests(retention, WORK_CLEANUP_BATCH).await? {
+        info!(file_id = file_id.0, "a version's manifest passed its retention: no rollback to it from now on");
+    }
+    let versions = leader.work_to_delete(WORK_CLEANUP_BATCH).await?;
+    for v in &versions {
+        let dir = VersionDir::new(&v.advertiser_id, v.file_id.into());
+        let prefix = if v.expired { dir.prefix().to_owned() } else { dir.runs_prefix() };
+        let objects = work.delete_prefix(&prefix).await?;
+        leader.work_deleted(v.file_id, v.expired).await?;
+        info!(file_id = v.file_id.0, objects, expired = v.expired, "deleted a version's objects at the work location");
+        metrics::counter!("memberlake_work_objects_deleted_total").increment(objects);
+    }
+    Ok(versions.len())
 }
 
 #[derive(Debug, Clone)]

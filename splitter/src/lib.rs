@@ -18,11 +18,15 @@ use std::time::Duration;
 use clap::Parser;
 use memberlake::bootstrap;
 use memberlake::catalog::{Catalog, CatalogError, Leadership};
-use memberlake::config::{parse_bytes, parse_duration, DatabaseArgs, InstanceArgs, LeaseArgs, LogArgs, StoreArgs};
+use memberlake::config::{
+    parse_bytes, parse_duration, DatabaseArgs, InstanceArgs, LakeArgs, LeaseArgs, LogArgs, StoreArgs,
+};
 use memberlake::http::ops_router;
+use memberlake::lake::Lake;
 use memberlake::service::{Server, ServiceError};
 use memberlake::shutdown::Shutdown;
 use memberlake::store::MembershipStore;
+use memberlake::work::WorkLocation;
 use tracing::{info_span, warn, Instrument};
 
 pub use leader::ROLE;
@@ -64,7 +68,8 @@ pub struct Config {
     #[arg(long, env = "MEMBERLAKE_BUCKET_TARGET", default_value_t = memberlake::catalog::DEFAULT_BUCKET_TARGET)]
     pub bucket_target: u64,
     /// How often legacy versions (ingested before change-proportional versions, rows in
-    /// `memberships`) are looked for and retired from the store with a token-ring scan.
+    /// `memberships`) are looked for and retired from the store with a token-ring scan, and
+    /// the work location is cleaned (expired manifests, active versions' runs).
     #[arg(long, env = "MEMBERLAKE_RETIRE_INTERVAL", value_parser = parse_duration, default_value = "5m")]
     pub retire_interval: Duration,
     /// Wait after a version stops being needed (replaced, failed, cancelled) before deleting
@@ -72,6 +77,14 @@ pub struct Config {
     /// lease is still writing them, and lets every matcher follow an activation first.
     #[arg(long, env = "MEMBERLAKE_RETIRE_GRACE", value_parser = parse_duration, default_value = "2m")]
     pub retire_grace: Duration,
+    /// How long a version's manifest is kept at the work location after its rows left the
+    /// store: `memberlake rollback` can restore it until then. Its runs go once it is active.
+    #[arg(long, env = "MEMBERLAKE_MANIFEST_RETENTION", value_parser = parse_duration, default_value = "7d")]
+    pub manifest_retention: Duration,
+    /// The lake (the work location defaults beside a `file://` one) and the work location,
+    /// whose expired objects the leader deletes.
+    #[command(flatten)]
+    pub lake: LakeArgs,
     #[command(flatten)]
     pub instance: InstanceArgs,
     /// /healthz, /readyz and /metrics.
@@ -92,12 +105,16 @@ impl Config {
 pub struct Deps {
     pub catalog: Catalog,
     pub store: Arc<MembershipStore>,
+    pub work: WorkLocation,
 }
 
 impl Deps {
-    /// Connects the catalog and the store, checking their schema versions.
+    /// Connects the catalog and the store (checking their schema versions) and opens the work
+    /// location.
     pub async fn open(config: &Config) -> Result<Self, ServiceError> {
+        let lake = Lake::open(&config.lake.lake_url)?;
         Ok(Self {
+            work: WorkLocation::open(config.lake.work_url.as_deref(), &lake)?,
             catalog: bootstrap::open_catalog(&config.database).await?,
             store: Arc::new(bootstrap::open_store(&config.store).await?),
         })
@@ -109,7 +126,7 @@ impl Deps {
 /// at once).
 pub async fn run(deps: Deps, config: &Config, shutdown: Shutdown) -> Result<(), ServiceError> {
     config.check()?;
-    let Deps { catalog, store } = deps;
+    let Deps { catalog, store, work } = deps;
     let checks = vec![bootstrap::postgres_ready(&catalog), bootstrap::cql_ready(&store)];
     let server = Server::bind(config.metrics_addr, ops_router(checks), shutdown.clone()).await?;
 
@@ -128,6 +145,7 @@ pub async fn run(deps: Deps, config: &Config, shutdown: Shutdown) -> Result<(), 
     };
     let retire_cfg = duties::RetireConfig { grace: config.retire_grace, segments: 64, concurrency: 4 };
     let mut retirement: Option<tokio::task::JoinHandle<()>> = None;
+    let mut work_cleanup: Option<tokio::task::JoinHandle<()>> = None;
     let mut last_retire = tokio::time::Instant::now() - config.retire_interval;
     let mut tick = 0u64;
     loop {
@@ -139,10 +157,15 @@ pub async fn run(deps: Deps, config: &Config, shutdown: Shutdown) -> Result<(), 
                 Err(CatalogError::NotLeader { .. }) => elector.lost(),
                 Err(e) => warn!(error = %e, "leader tick failed; retrying next tick"),
             }
-            let idle = retirement.as_ref().is_none_or(|h| h.is_finished());
-            if idle && last_retire.elapsed() >= config.retire_interval {
+            // The background passes: each at most once per MEMBERLAKE_RETIRE_INTERVAL, one at a time.
+            if last_retire.elapsed() >= config.retire_interval {
                 last_retire = tokio::time::Instant::now();
-                retirement = Some(spawn_retirement(leader, store.clone(), retire_cfg.clone()));
+                if work_cleanup.as_ref().is_none_or(|h| h.is_finished()) {
+                    work_cleanup = Some(spawn_work_cleanup(leader.clone(), work.clone(), config.manifest_retention));
+                }
+                if retirement.as_ref().is_none_or(|h| h.is_finished()) {
+                    retirement = Some(spawn_retirement(leader, store.clone(), retire_cfg.clone()));
+                }
             }
         }
         tokio::select! {
@@ -151,7 +174,7 @@ pub async fn run(deps: Deps, config: &Config, shutdown: Shutdown) -> Result<(), 
         }
     }
     elector.resign().await;
-    if let Some(h) = retirement {
+    for h in [retirement, work_cleanup].into_iter().flatten() {
         h.abort();
     }
     server.stopped().await
@@ -168,6 +191,20 @@ fn spawn_retirement(
         async move {
             if let Err(e) = duties::retire_once(&leader, &store, &cfg).await {
                 warn!(error = %e, "retirement pass failed; retrying next interval");
+            }
+        }
+        .instrument(span),
+    )
+}
+
+/// One pass over the work location in the background (expire manifests past retention, delete
+/// expired versions' objects and active versions' runs), under the term that started it.
+fn spawn_work_cleanup(leader: Leadership, work: WorkLocation, retention: Duration) -> tokio::task::JoinHandle<()> {
+    let span = info_span!("work_cleanup", term = leader.term());
+    tokio::spawn(
+        async move {
+            if let Err(e) = duties::clean_work_once(&leader, &work, retention).await {
+                warn!(error = %e, "work location cleanup failed; retrying next tick");
             }
         }
         .instrument(span),

@@ -209,7 +209,7 @@ fn bulk(lake: &str) -> ClaimPolicy {
 
 /// An ingest range's report: one sorted run.
 fn report(rows: u64, rejected: u64) -> UnitReport {
-    UnitReport::Ingest(RangeReport { rows, rejected, samples: Vec::new(), run_parts: 1 })
+    UnitReport::Ingest(RangeReport { rows, rejected, samples: Vec::new(), run_parts: 1, ..Default::default() })
 }
 
 /// A merge unit's report: `members` members in the bucket, all added.
@@ -365,7 +365,7 @@ async fn a_heartbeated_lease_outlives_its_ttl_and_completes() {
 
     let samples =
         vec![memberlake::catalog::RejectionSample { offset: 17, reason: memberlake::records::RejectReason::MissingAt }];
-    let first = RangeReport { rows: 40, rejected: 1, samples: samples.clone(), run_parts: 2 };
+    let first = RangeReport { rows: 40, rejected: 1, samples: samples.clone(), run_parts: 2, ..Default::default() };
     assert!(guard.complete(&UnitReport::Ingest(first)).await.unwrap());
     let f = suite.file(id).await;
     assert_eq!((f.ranges_done, f.rows_ingested, f.rows_rejected), (1, 40, 1));
@@ -662,7 +662,8 @@ async fn settling_merges_complete_files_and_activates_forward_only() {
     assert_eq!((f.state, f.ranges_total, f.failure_reason), (FileState::Cancelled, 0, Some(superseded_by(v3))));
     assert_eq!(split(&leader).await, (0, 0));
 
-    // Too many rejected rows fail a file (11 of 100 > 10%); exactly at the limit passes.
+    // Too many rejected rows hold a file before it writes a row (11 of 100 > 10%); exactly at
+    // the limit passes. Approved, the held file merges.
     let bad = suite.register_object(LAKE, &object("beta", 500, minutes(0))).await;
     let fine = suite.register_object(LAKE, &object("gamma", 500, minutes(0))).await;
     split(&leader).await;
@@ -670,15 +671,19 @@ async fn settling_merges_complete_files_and_activates_forward_only() {
     assert!(suite.claim("w", LONG).await.unwrap().complete(&report(90, 10)).await.unwrap());
     let settled = settle(&leader).await;
     assert_eq!(settled.merging, [(fine, BUCKETS, None)]);
-    assert_eq!(settled.failed.len(), 1);
-    assert_eq!(settled.failed[0].0, bad);
-    assert!(settled.failed[0].1.starts_with("too many rejected rows: 11 of 100"), "{}", settled.failed[0].1);
+    assert_eq!(settled.held.len(), 1);
+    assert_eq!(settled.held[0].0, bad);
+    assert!(settled.held[0].1.starts_with("too many rejected rows: 11 of 100"), "{}", settled.held[0].1);
     let f = suite.file(bad).await;
-    assert_eq!((f.state, f.active), (FileState::Failed, false));
-    assert_eq!(f.failure_reason.as_deref(), Some(settled.failed[0].1.as_str()));
+    assert_eq!((f.state, f.active, f.version.rows_written), (FileState::Held, false, 0));
+    assert_eq!(f.version.held_reason.as_deref(), Some(settled.held[0].1.as_str()));
     suite.merge(fine, 45).await;
     assert_eq!(settle(&leader).await.activated, [(adv("gamma"), fine)]);
     assert_eq!(suite.active_versions().await, [version("acme", v3), version("gamma", fine)]);
+    assert_eq!(suite.catalog.approve_file("ops", bad).await.unwrap().state, FileState::Ingesting);
+    let settled = settle(&leader).await;
+    assert_eq!(settled.merging, [(bad, BUCKETS, None)], "approved for its rejects, it merges");
+    assert!(settled.held.is_empty());
 }
 
 // Bucket width: fixed at split time from the file's size and the bucket target; merging queues

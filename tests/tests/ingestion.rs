@@ -342,15 +342,30 @@ async fn bad_input_is_counted_and_reported_and_nothing_else_is_lost() {
     let hashes: Vec<_> = members.iter().map(|e| md5_email(e)).collect();
     assert_eq!(stored_members(&world.store, "gz", f.file_id, &hashes).await, 5_000);
 
-    // 5. Mostly garbage: the file fails and never activates.
+    // 5. Mostly garbage: the file is held for an operator before it writes a row, and never
+    // activates unless approved; rejected, it is cancelled.
     let garbage: Vec<u8> = (0..100)
         .flat_map(|i| if i < 10 { format!("ok{i}@x.io\n") } else { format!("junk{i}\n") }.into_bytes())
         .collect();
     let key = world.upload("garbage", "g.csv", garbage).await;
-    let f = world.wait_finished(&key, FINISH).await;
-    assert_eq!(f.state, FileState::Failed);
+    let f = wait_for(FINISH, "the garbage file held", || async {
+        world.files().await.into_iter().find(|f| f.object_key.ends_with(&key) && f.state == FileState::Held)
+    })
+    .await;
     assert!(!f.active);
-    assert!(f.failure_reason.as_deref().unwrap().contains("too many rejected rows: 90 of 100"), "{f:?}");
+    assert_eq!(f.version.rows_written, 0);
+    assert!(f.version.held_reason.as_deref().unwrap().contains("too many rejected rows: 90 of 100"), "{f:?}");
+    let knobs = memberlake::catalog::PriorityKnobs {
+        per_level: 1.0,
+        per_log_weight: 0.0,
+        aging_per_second: 0.0,
+        per_size_doubling: 0.0,
+    };
+    let detail = world.catalog.file_detail(f.file_id, &knobs).await.unwrap().unwrap();
+    let by_reason: Vec<(String, i64)> = detail.rejected_by_reason.into_iter().map(|r| (r.reason, r.rows)).collect();
+    assert_eq!(by_reason, [("missing_at".to_owned(), 90)], "rejected rows by reason");
+    let f = world.catalog.reject_file("ops", f.file_id).await.unwrap();
+    assert_eq!((f.state, f.active), (FileState::Cancelled, false));
 
     // Neither the valid nor the rejected rows appear in any log.
     let mut secrets: Vec<String> = [

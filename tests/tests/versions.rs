@@ -99,6 +99,11 @@ async fn a_re_upload_writes_and_retires_only_what_changed() {
     assert_eq!(world.count_rows().await, 20_000);
     assert_answers(&world, url, &v3, &hashes(&v2_members), &removed).await;
     assert_logs_free_of(&pipeline.logs(), &v1_members);
+    // The leader's version metrics: three activations, 20,400 rows written (20,000 + 400 + 0).
+    let (_, m) = pipeline.splitters[0].get("/metrics").await.unwrap();
+    assert_eq!(metric_value(&m, "memberlake_versions_activated_total"), 3.0, "{m}");
+    assert_eq!(metric_value(&m, "memberlake_version_rows_written_total"), 20_400.0, "{m}");
+    assert_eq!(metric_value(&m, "memberlake_version_members_removed_total"), 200.0, "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,4 +183,111 @@ async fn a_store_written_by_an_earlier_release_keeps_answering_and_is_replaced_i
     wait_retired(&world, &legacy_file).await;
     assert_eq!(world.count_legacy_rows().await, 0);
     assert_eq!(world.count_rows().await, 1_600);
+}
+
+async fn wait_state(world: &TestWorld, id: memberlake::ids::FileId, state: FileState) -> FileRecord {
+    wait_for(FINISH, &format!("file {id} {state}"), || async {
+        Some(world.file(id).await).filter(|f| f.state == state)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_restores_the_previous_version_at_the_cost_of_the_difference() {
+    let world = TestWorld::new().await;
+    let pipeline = world.start_pipeline("256KiB", 1).await;
+    let url = &pipeline.matcher_url;
+    let adv = memberlake::ids::AdvertiserId::parse("acme").unwrap();
+    let members = emails(0, 20_000);
+    let v1 = world.wait_finished(&world.upload("acme", "v1.csv", list(&members)).await, FINISH).await;
+    let first = world.catalog.rollback("ops", &adv, None).await.unwrap_err();
+    assert!(first.to_string().contains("no earlier one"), "a first version has nothing to roll back to: {first}");
+
+    // A bad list: 3,000 members lost, 500 strangers — not enough to be held.
+    let junk = emails(70_000, 500);
+    let bad: Vec<String> = members[3_000..].iter().cloned().chain(junk.iter().cloned()).collect();
+    let v2 = world.wait_finished(&world.upload("acme", "v2.csv", list(&bad)).await, FINISH).await;
+    assert!(v2.active, "{v2:?}");
+    assert_answers(&world, url, &v2, &hashes(&bad), &hashes(&members[..3_000])).await;
+
+    let rollback = world.catalog.rollback("ops", &adv, None).await.unwrap();
+    assert_eq!(rollback.version.rollback_of, Some(v1.file_id));
+    assert_eq!(rollback.version.base_version, Some(v2.file_id));
+    let again = world.catalog.rollback("ops", &adv, None).await.unwrap_err();
+    assert!(again.to_string().contains("before a rollback"), "one version in flight at a time: {again}");
+
+    let restored = wait_state(&world, rollback.file_id, FileState::Ingested).await;
+    assert!(restored.active, "{restored:?}");
+    assert_eq!(
+        (restored.version.members, restored.version.added, restored.version.removed, restored.version.rows_written),
+        (Some(20_000), 3_000, 500, 3_500),
+        "a rollback writes the difference, nothing else"
+    );
+    assert_eq!(restored.ranges_total, 0, "nothing was ingested again");
+    assert_answers(&world, url, &restored, &hashes(&members), &hashes(&junk)).await;
+
+    // v2 retires from the rollback's diff: one present row per member is left, nothing else.
+    wait_retired(&world, &v2).await;
+    let rows = world.count_rows_by().await;
+    assert_eq!(rows, HashMap::from([(("acme".to_owned(), true), 20_000)]));
+    assert_answers(&world, url, &restored, &hashes(&members), &hashes(&junk)).await;
+    let actions = world.catalog.operator_actions(10).await.unwrap();
+    assert!(
+        actions.iter().any(|a| a.action == "rollback" && a.target == "advertiser:acme" && a.actor == "ops"),
+        "audited: {actions:?}"
+    );
+
+    // Rolling back again restores v2 (the version active before the rollback).
+    let forward = world.catalog.rollback("ops", &adv, None).await.unwrap();
+    assert_eq!(forward.version.rollback_of, Some(v2.file_id));
+    let forward = wait_state(&world, forward.file_id, FileState::Ingested).await;
+    assert_eq!((forward.version.added, forward.version.removed), (500, 3_000));
+    assert_answers(&world, url, &forward, &hashes(&bad), &hashes(&members[..3_000])).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_objects_go_when_nothing_reads_them_and_manifests_after_their_retention() {
+    let world = TestWorld::new().await;
+    let work = memberlake::work::WorkLocation::open(Some(&world.work_url), &world.lake).unwrap();
+    let _meta =
+        world.spawn("meta-service", "meta-a", &[("MEMBERLAKE_ADMIN_ADDR", &format!("127.0.0.1:{}", free_port()))]);
+    let _splitter = world.spawn(
+        "splitter",
+        "splitter-a",
+        &[("MEMBERLAKE_RANGE_SIZE", "64KiB"), ("MEMBERLAKE_MANIFEST_RETENTION", "3s")],
+    );
+    let _worker = world.spawn("compute-worker", "worker-0", &[]);
+    let adv = memberlake::ids::AdvertiserId::parse("acme").unwrap();
+    let members = emails(0, 5_000);
+    let v1 = world.wait_finished(&world.upload("acme", "v1.csv", list(&members)).await, FINISH).await;
+    let dir = |f: &FileRecord| memberlake::work::VersionDir::new(&adv, f.file_id.into());
+    let objects = |prefix: String| {
+        let work = work.clone();
+        async move { work.list(&prefix).await.unwrap() }
+    };
+    // An active version's runs go (only its merge read them); its manifest stays.
+    wait_for(FINISH, "v1's runs deleted", || async { objects(dir(&v1).runs_prefix()).await.is_empty().then_some(()) })
+        .await;
+    assert!(!objects(format!("{}/manifest", dir(&v1).prefix())).await.is_empty(), "the active manifest is kept");
+
+    let v2_members: Vec<String> = members[100..].iter().cloned().chain(emails(40_000, 100)).collect();
+    let v2 = world.wait_finished(&world.upload("acme", "v2.csv", list(&v2_members)).await, FINISH).await;
+    assert!(v2.active);
+    // v1's rows retire, then after the retention its manifest expires and every object goes.
+    let expired = wait_for(FINISH, "v1's manifest expired", || async {
+        Some(world.file(v1.file_id).await).filter(|f| f.version.manifest_expired_at.is_some())
+    })
+    .await;
+    assert!(expired.retired_at.is_some_and(|r| expired.version.manifest_expired_at.unwrap() >= r));
+    wait_for(FINISH, "v1's objects deleted", || async {
+        objects(dir(&v1).prefix().to_owned()).await.is_empty().then_some(())
+    })
+    .await;
+    let refused = world.catalog.rollback("ops", &adv, None).await.unwrap_err();
+    assert!(refused.to_string().contains("retention"), "{refused}");
+    // v2 is active: its manifest and diff stay, whatever the retention.
+    assert!(!objects(format!("{}/manifest", dir(&v2).prefix())).await.is_empty());
+    assert!(world.file(v2.file_id).await.version.manifest_expired_at.is_none());
+    let stored = stored_members(&world.store, "acme", v2.file_id, &hashes(&v2_members)).await;
+    assert_eq!(stored, v2_members.len());
 }

@@ -61,6 +61,10 @@ pub struct VersionRecord {
     /// Why the version is held (the shrink guard), or `approved`.
     pub held_reason: Option<String>,
     pub activated_at: Option<DateTime<Utc>>,
+    /// A rollback: the earlier version whose member set this one restores.
+    pub rollback_of: Option<FileId>,
+    /// When the version's manifest passed its retention: no rollback to it, no retry of it.
+    pub manifest_expired_at: Option<DateTime<Utc>>,
 }
 
 impl VersionRecord {

@@ -61,6 +61,15 @@ pub struct CleanupQueued {
     pub finished: Vec<FileId>,
 }
 
+/// A version whose objects at the work location the leader deletes.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct WorkToDelete {
+    pub file_id: FileId,
+    pub advertiser_id: AdvertiserId,
+    /// Every object (its manifest expired); else only its runs (it was activated).
+    pub expired: bool,
+}
+
 /// The guards a merged version passes before it activates.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SettlePolicy {
@@ -136,6 +145,7 @@ struct FileToSettle {
     file_id: FileId,
     rows_ingested: i64,
     rows_rejected: i64,
+    held_reason: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -218,6 +228,10 @@ async fn queue_cleanup(tx: &mut sqlx::PgConnection, file: FileId, stage: WorkSta
 /// without asking the guard again.
 pub const APPROVED: &str = "approved";
 
+/// The `held_reason` of a version held for too many rejected rows (before merging) that an
+/// operator approved: it merges, and the shrink guard still looks at it.
+pub const APPROVED_REJECTS: &str = "approved_rejects";
+
 impl Leadership {
     pub fn term(&self) -> i64 {
         self.term
@@ -229,6 +243,11 @@ impl Leadership {
 
     pub fn holder(&self) -> &str {
         &self.holder
+    }
+
+    /// The catalog this term acts on, for reads (a leader's writes go through the methods).
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
     }
 
     /// When the lease row says the term lapses unless renewed (the database's clock).
@@ -314,8 +333,8 @@ impl Leadership {
     /// One settle pass, in one transaction:
     /// 1. cancels in-flight files that a newer upload of their advertiser replaces;
     /// 2. fails files with a failed ingest or merge unit;
-    /// 3. files whose ranges are all done fail on too many rejects, or start merging (one merge
-    ///    unit per bucket, diffed against the active version);
+    /// 3. files whose ranges are all done are held on too many rejects (before writing a row),
+    ///    or start merging (one merge unit per bucket, diffed against the active version);
     /// 4. files whose buckets are all done are held by the shrink guard, or activated once no
     ///    older version of their advertiser has rows left to undo.
     ///
@@ -350,14 +369,15 @@ impl Leadership {
         let ingested: Vec<FileToSettle> = sqlx::query_as(sql!("files", "ready_to_settle")).fetch_all(&mut *tx).await?;
         for file in ingested {
             let (rejected, total) = (file.rows_rejected, file.rows_ingested + file.rows_rejected);
-            if total > 0 && (rejected as f64) > policy.max_reject_ratio * (total as f64) {
+            let approved = file.held_reason.as_deref() == Some(APPROVED_REJECTS);
+            if !approved && total > 0 && (rejected as f64) > policy.max_reject_ratio * (total as f64) {
                 let reason = format!(
                     "too many rejected rows: {rejected} of {total} ({:.1}% > limit {:.1}%)",
                     100.0 * rejected as f64 / total as f64,
                     100.0 * policy.max_reject_ratio
                 );
-                end_file_in(&mut tx, file.file_id, &reason, FileState::Failed).await?;
-                settled.failed.push((file.file_id, reason));
+                sqlx::query(sql!("files", "hold")).bind(file.file_id).bind(&reason).execute(&mut *tx).await?;
+                settled.held.push((file.file_id, reason));
                 continue;
             }
             let (base, bits): (Option<FileId>, i16) =
@@ -447,6 +467,37 @@ impl Leadership {
         queued.finished = sqlx::query_scalar(sql!("files", "finish_cleanup")).fetch_all(&mut *tx).await?;
         tx.commit().await?;
         Ok(queued)
+    }
+
+    /// Expires the work objects of versions nothing will read again, `retention` after their
+    /// rows left the store (`queries/files/expire_manifests.sql`): from now on no rollback to
+    /// them and no retry of them. At most `limit`; returns them.
+    pub async fn expire_manifests(&self, retention: Duration, limit: i64) -> Result<Vec<FileId>> {
+        let mut tx = self.begin().await?;
+        let expired = sqlx::query_scalar(sql!("files", "expire_manifests"))
+            .bind(secs(retention))
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(expired)
+    }
+
+    /// Versions with work objects to delete: every object of an expired version, the runs of
+    /// an activated one. At most `limit`.
+    pub async fn work_to_delete(&self, limit: i64) -> Result<Vec<WorkToDelete>> {
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query_as(sql!("files", "work_to_delete")).bind(limit).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    /// Records that a version's runs (or, `everything`, all its work objects) are deleted.
+    pub async fn work_deleted(&self, file: FileId, everything: bool) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(sql!("files", "work_deleted")).bind(file).bind(everything).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Starts a legacy retirement pass (versions whose rows are in `memberships`): takes the

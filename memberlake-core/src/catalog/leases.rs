@@ -11,6 +11,7 @@
 //! claim time (fencing). A call with a stale token finds nothing and changes nothing, so a
 //! worker that stalled past its lease can never overwrite the work of the one that took over.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -96,6 +97,9 @@ pub struct RangeLease {
     pub base: Option<(ListVersion, u8)>,
     /// The version that replaced this one, with its bucket bits: a retire unit's diff.
     pub successor: Option<(ListVersion, u8)>,
+    /// A rollback's merge: the version whose manifest it restores (instead of ingested runs),
+    /// with its bucket bits.
+    pub restores: Option<(ListVersion, u8)>,
 }
 
 impl RangeLease {
@@ -128,6 +132,8 @@ struct ClaimedRow {
     base_bucket_bits: Option<i16>,
     superseded_by: Option<FileId>,
     successor_bucket_bits: Option<i16>,
+    rollback_of: Option<FileId>,
+    rollback_bucket_bits: Option<i16>,
 }
 
 impl From<ClaimedRow> for RangeLease {
@@ -140,6 +146,7 @@ impl From<ClaimedRow> for RangeLease {
             bucket_bits: bits(r.bucket_bits),
             base: version_with_bits(r.base_version, r.base_bucket_bits),
             successor: version_with_bits(r.superseded_by, r.successor_bucket_bits),
+            restores: version_with_bits(r.rollback_of, r.rollback_bucket_bits),
             range_index: r.range_index,
             range: ByteRange::new(r.start_offset, r.end_offset),
             token: r.lease_token,
@@ -166,6 +173,8 @@ pub struct RejectionSample {
 pub struct RangeReport {
     pub rows: u64,
     pub rejected: u64,
+    /// `rejected`, by reason.
+    pub rejected_by_reason: BTreeMap<RejectReason, u64>,
     pub samples: Vec<RejectionSample>,
     /// Sorted runs written (a range spills a run every so many hashes).
     pub run_parts: u32,
@@ -253,6 +262,7 @@ impl Catalog {
                     .bind(report.rejected as i64)
                     .bind(Json(&report.samples))
                     .bind(report.run_parts as i32)
+                    .bind(Json(&report.rejected_by_reason))
                     .fetch_optional(&self.pool)
                     .await?
             }

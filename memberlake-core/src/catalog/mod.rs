@@ -35,14 +35,16 @@ mod versions;
 
 pub use files::{FileRecord, VersionRecord};
 pub use leadership::{
-    bucket_bits_for, shrink_guard, CleanupQueued, LeaderInfo, Leadership, SettlePolicy, Settled, APPROVED,
-    DEFAULT_BUCKET_TARGET,
+    bucket_bits_for, shrink_guard, CleanupQueued, LeaderInfo, Leadership, SettlePolicy, Settled, WorkToDelete,
+    APPROVED, APPROVED_REJECTS, DEFAULT_BUCKET_TARGET,
 };
 pub use leases::{
     BucketReport, ClaimPolicy, GiveBack, Lane, LeaseGuard, PriorityKnobs, RangeLease, RangeReport, RejectionSample,
     UnitReport, MAX_REJECTION_SAMPLES,
 };
-pub use operator::{FileDetail, FileFilter, MinuteRows, OperatorAction, Overview, RangeCounts, RangeError};
+pub use operator::{
+    FileDetail, FileFilter, MinuteRows, OperatorAction, Overview, RangeCounts, RangeError, ReasonCount,
+};
 pub use versions::{ActiveVersion, ACTIVATIONS_CHANNEL};
 
 /// The text of `queries/<table>/<name>.sql`.
@@ -169,13 +171,14 @@ pub fn query_files() -> Vec<(String, &'static str)> {
         };
     }
     let mut out = all!(
-        "advertisers": ["activate", "active_versions", "ensure", "notify_activation", "set_weight"],
+        "advertisers": ["activate", "active_versions", "ensure", "lock_active", "notify_activation", "set_weight"],
         "files": [
-            "all", "approve", "begin_retirement", "by_id", "fail", "finish_cleanup", "finish_retirement", "hold",
-            "list", "lock_for_retry", "lock_state", "lock_with_failed_ranges", "mark_ingested", "mark_split",
+            "all", "approve", "begin_retirement", "by_id", "expire_manifests", "fail", "finish_cleanup",
+            "finish_retirement", "hold", "in_flight_of", "insert_rollback", "list", "lock_for_retry",
+            "lock_rollback_target", "lock_state", "lock_with_failed_ranges", "mark_ingested", "mark_split",
             "mark_superseded", "pace", "queue_cleanup", "ready_to_activate", "ready_to_settle", "register",
             "registered_objects", "reopen", "reregister", "set_paused", "set_priority", "split_in_flight", "start_merge", "supersede_stale",
-            "to_retire", "to_split", "to_undo",
+            "to_retire", "to_split", "to_undo", "work_deleted", "work_to_delete",
         ],
         "leader_leases": ["acquire", "current", "hold_term", "resign"],
         "operator_actions": ["latest", "record"],
@@ -183,7 +186,7 @@ pub fn query_files() -> Vec<(String, &'static str)> {
             "claim", "complete", "complete_bucket", "complete_cleanup", "count_by_state", "drop_all_units",
             "drop_version_units",
             "first_failed", "heartbeat", "insert_plan", "insert_units", "last_errors", "lock_lease", "queue_depth",
-            "reap_expired", "rejection_samples", "release", "retry_failed", "revoke_file", "rows_per_minute",
+            "reap_expired", "rejection_samples", "rejects_by_reason", "release", "retry_failed", "revoke_file", "rows_per_minute",
             "runs_of_file", "set_last_error",
         ],
     );

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::types::Json;
 
-use super::{end_file_in, sql, Catalog, CatalogError, FileRecord, FileState, PriorityKnobs, RangeState};
+use super::{end_file_in, sql, Catalog, CatalogError, FileRecord, FileState, PriorityKnobs, RangeState, WorkStage};
 use super::{RejectionSample, Result};
 use crate::ids::{AdvertiserId, FileId};
 
@@ -31,7 +31,16 @@ pub struct FileDetail {
     /// Estimated seconds to completion at the current pace (None before any range is done).
     pub eta_seconds: Option<f64>,
     pub last_errors: Vec<RangeError>,
+    /// Rejected rows by reason (`missing_at`, ...), most frequent first.
+    pub rejected_by_reason: Vec<ReasonCount>,
     pub rejection_samples: Vec<RejectionSample>,
+}
+
+/// Rows rejected for one reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct ReasonCount {
+    pub reason: String,
+    pub rows: i64,
 }
 
 /// How many of a file's ranges are in each state.
@@ -102,6 +111,26 @@ struct RetryCandidate {
     retired_at: Option<DateTime<Utc>>,
     store_format: String,
     merged_at: Option<DateTime<Utc>>,
+    manifest_expired_at: Option<DateTime<Utc>>,
+}
+
+/// An advertiser's active version, as a rollback sees it (`advertisers/lock_active.sql`).
+#[derive(sqlx::FromRow)]
+struct ActiveFacts {
+    active_file_id: Option<FileId>,
+    store_format: Option<String>,
+    base_version: Option<FileId>,
+    last_modified: Option<DateTime<Utc>>,
+}
+
+/// The version a rollback would restore (`files/lock_rollback_target.sql`).
+#[derive(sqlx::FromRow)]
+struct RollbackTarget {
+    advertiser_id: AdvertiserId,
+    store_format: String,
+    activated_at: Option<DateTime<Utc>>,
+    manifest_expired_at: Option<DateTime<Utc>>,
+    bucket_bits: Option<i16>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -149,6 +178,8 @@ impl Catalog {
             .then(|| remaining * elapsed / file.ranges_done as f64);
         let last_errors = sqlx::query_as(sql!("ranges", "last_errors")).bind(id).fetch_all(&self.pool).await?;
         let rejection_samples = self.rejection_samples(id).await?.into_iter().take(50).collect();
+        let rejected_by_reason =
+            sqlx::query_as(sql!("ranges", "rejects_by_reason")).bind(id).fetch_all(&self.pool).await?;
         Ok(Some(FileDetail {
             file,
             effective_priority: pace.effective_priority,
@@ -156,6 +187,7 @@ impl Catalog {
             rows_per_second,
             eta_seconds,
             last_errors,
+            rejected_by_reason,
             rejection_samples,
         }))
     }
@@ -165,7 +197,7 @@ impl Catalog {
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query(sql!("files", "set_priority")).bind(id).bind(priority).execute(&mut *tx).await?;
         if updated.rows_affected() == 0 {
-            return Err(not_found(id));
+            return refuse(tx, not_found(id)).await;
         }
         record_action(&mut tx, actor, "prioritize", &file_target(id), serde_json::json!({"priority": priority}))
             .await?;
@@ -178,9 +210,13 @@ impl Catalog {
         let mut tx = self.pool.begin().await?;
         let state = lock_file_state(&mut tx, id).await?;
         if !state.is_in_flight() {
-            return Err(CatalogError::Conflict(format!(
-                "file {id} is {state}: only registered, ingesting, merging or held files can be paused or resumed"
-            )));
+            return refuse(
+                tx,
+                CatalogError::Conflict(format!(
+                    "file {id} is {state}: only registered, ingesting, merging or held files can be paused or resumed"
+                )),
+            )
+            .await;
         }
         sqlx::query(sql!("files", "set_paused")).bind(id).bind(paused).execute(&mut *tx).await?;
         let action = if paused { "pause" } else { "resume" };
@@ -194,9 +230,13 @@ impl Catalog {
         let mut tx = self.pool.begin().await?;
         let state = lock_file_state(&mut tx, id).await?;
         if !state.is_in_flight() {
-            return Err(CatalogError::Conflict(format!(
-                "file {id} is {state}: only registered, ingesting, merging or held files can be cancelled"
-            )));
+            return refuse(
+                tx,
+                CatalogError::Conflict(format!(
+                    "file {id} is {state}: only registered, ingesting, merging or held files can be cancelled"
+                )),
+            )
+            .await;
         }
         end_file_in(&mut tx, id, &format!("cancelled by {actor}"), FileState::Cancelled).await?;
         record_action(&mut tx, actor, "cancel", &file_target(id), serde_json::json!({})).await?;
@@ -214,19 +254,23 @@ impl Catalog {
             sqlx::query_as(sql!("files", "lock_for_retry")).bind(id).fetch_optional(&mut *tx).await?;
         let file = file.ok_or_else(|| not_found(id))?;
         if !matches!(file.state, FileState::Failed | FileState::Ingesting) {
-            return Err(CatalogError::Conflict(format!(
-                "file {id} is {}: only failed (or ingesting) files have ranges to retry",
-                file.state
-            )));
+            return refuse(
+                tx,
+                CatalogError::Conflict(format!(
+                    "file {id} is {}: only failed (or ingesting) files have ranges to retry",
+                    file.state
+                )),
+            )
+            .await;
         }
         let retired = file.retired_at.is_some();
         if file.store_format == "rows" {
             // Ingested before change-proportional versions: its done ranges wrote rows, not runs.
             if file.state != FileState::Failed || !retired {
                 let since = file.retiring_at.map_or_else(|| "the next pass".to_owned(), |t| t.to_string());
-                return Err(CatalogError::Conflict(format!(
+                return refuse(tx, CatalogError::Conflict(format!(
                     "file {id} is a legacy version whose rows are not yet retired from the store ({since}); retry it once they are"
-                )));
+                ))).await;
             }
             sqlx::query(sql!("ranges", "drop_all_units")).bind(id).execute(&mut *tx).await?;
             sqlx::query(sql!("files", "reregister")).bind(id).execute(&mut *tx).await?;
@@ -235,15 +279,28 @@ impl Catalog {
             tx.commit().await?;
             return Ok((self.file(id).await?.ok_or_else(|| not_found(id))?, 0));
         }
+        if let Some(at) = file.manifest_expired_at {
+            return refuse(
+                tx,
+                CatalogError::Conflict(format!(
+                    "file {id}'s runs passed their retention at {at} and are deleted: upload the list again"
+                )),
+            )
+            .await;
+        }
         let merged = file.merged_at.is_some();
         if merged && !retired {
-            return Err(CatalogError::Conflict(format!(
-                "file {id} wrote rows while merging; they are being undone — retry it once they are gone"
-            )));
+            return refuse(
+                tx,
+                CatalogError::Conflict(format!(
+                    "file {id} wrote rows while merging; they are being undone — retry it once they are gone"
+                )),
+            )
+            .await;
         }
         let requeued = sqlx::query(sql!("ranges", "retry_failed")).bind(id).execute(&mut *tx).await?.rows_affected();
         if requeued == 0 && !merged {
-            return Err(CatalogError::Conflict(format!("file {id} has no failed ranges to retry")));
+            return refuse(tx, CatalogError::Conflict(format!("file {id} has no failed ranges to retry"))).await;
         }
         sqlx::query(sql!("ranges", "drop_version_units")).bind(id).execute(&mut *tx).await?;
         sqlx::query(sql!("files", "reopen")).bind(id).execute(&mut *tx).await?;
@@ -253,28 +310,140 @@ impl Catalog {
         Ok((self.file(id).await?.ok_or_else(|| not_found(id))?, requeued))
     }
 
-    /// Approves a held version (see the shrink guard): the next settle pass activates it.
+    /// Approves a held version: held by the shrink guard, the next settle pass activates it;
+    /// held for too many rejected rows (before merging), it merges next (`files/approve.sql`).
     pub async fn approve_file(&self, actor: &str, id: FileId) -> Result<FileRecord> {
         let mut tx = self.pool.begin().await?;
         let state = lock_file_state(&mut tx, id).await?;
         if state != FileState::Held {
-            return Err(CatalogError::Conflict(format!("file {id} is {state}: only held versions can be approved")));
+            return refuse(
+                tx,
+                CatalogError::Conflict(format!("file {id} is {state}: only held versions can be approved")),
+            )
+            .await;
         }
-        sqlx::query(sql!("files", "approve")).bind(id).bind(super::APPROVED).execute(&mut *tx).await?;
+        sqlx::query(sql!("files", "approve"))
+            .bind(id)
+            .bind(super::APPROVED)
+            .bind(super::APPROVED_REJECTS)
+            .execute(&mut *tx)
+            .await?;
         record_action(&mut tx, actor, "approve", &file_target(id), serde_json::json!({})).await?;
         tx.commit().await?;
         self.file(id).await?.ok_or_else(|| not_found(id))
     }
 
-    /// Rejects a held version: it is cancelled, never activates, and its rows are undone.
+    /// Rejects a held version: it is cancelled, never activates, and its rows (if it merged)
+    /// are undone.
     pub async fn reject_file(&self, actor: &str, id: FileId) -> Result<FileRecord> {
         let mut tx = self.pool.begin().await?;
         let state = lock_file_state(&mut tx, id).await?;
         if state != FileState::Held {
-            return Err(CatalogError::Conflict(format!("file {id} is {state}: only held versions can be rejected")));
+            return refuse(
+                tx,
+                CatalogError::Conflict(format!("file {id} is {state}: only held versions can be rejected")),
+            )
+            .await;
         }
         end_file_in(&mut tx, id, &format!("rejected by {actor}"), FileState::Cancelled).await?;
         record_action(&mut tx, actor, "reject", &file_target(id), serde_json::json!({})).await?;
+        tx.commit().await?;
+        self.file(id).await?.ok_or_else(|| not_found(id))
+    }
+
+    /// Rolls `advertiser` back to an earlier version: `to`, or by default the version that was
+    /// active before the current one. A rollback is a new version (a file row of its own, with
+    /// `rollback_of` naming the version whose member set it restores) that skips ingestion and
+    /// merges the earlier version's retained manifest against the active one, so it costs the
+    /// difference, like any version; it is pre-approved (the shrink guard does not hold it).
+    /// Returns the rollback version. Conflicts: no earlier version, its manifest no longer
+    /// retained, another version of the advertiser in flight, a legacy active version.
+    pub async fn rollback(&self, actor: &str, advertiser: &AdvertiserId, to: Option<FileId>) -> Result<FileRecord> {
+        let mut tx = self.pool.begin().await?;
+        let active: Option<ActiveFacts> =
+            sqlx::query_as(sql!("advertisers", "lock_active")).bind(advertiser).fetch_optional(&mut *tx).await?;
+        let active = active.ok_or_else(|| CatalogError::NotFound(format!("advertiser {advertiser}")))?;
+        let (Some(active_id), Some(format)) = (active.active_file_id, active.store_format.as_deref()) else {
+            return refuse(
+                tx,
+                CatalogError::Conflict(format!("advertiser {advertiser} has no active version to roll back")),
+            )
+            .await;
+        };
+        if format != "changes" {
+            return refuse(
+                tx,
+                CatalogError::Conflict(format!(
+                    "advertiser {advertiser}'s active version {active_id} was ingested before change-proportional \
+                 versions and keeps no manifest: upload the list to restore instead"
+                )),
+            )
+            .await;
+        }
+        let in_flight: Option<(FileId, FileState)> =
+            sqlx::query_as(sql!("files", "in_flight_of")).bind(advertiser).fetch_optional(&mut *tx).await?;
+        if let Some((id, state)) = in_flight {
+            return refuse(
+                tx,
+                CatalogError::Conflict(format!(
+                    "file {id} of advertiser {advertiser} is {state}: cancel, reject or finish it before a rollback"
+                )),
+            )
+            .await;
+        }
+        let Some(target_id) = to.or(active.base_version) else {
+            return refuse(
+                tx,
+                CatalogError::Conflict(format!(
+                    "advertiser {advertiser}'s active version {active_id} is its first (change-format) version: \
+                     there is no earlier one to roll back to"
+                )),
+            )
+            .await;
+        };
+        if target_id == active_id {
+            return refuse(
+                tx,
+                CatalogError::Conflict(format!("version {target_id} is already {advertiser}'s active version")),
+            )
+            .await;
+        }
+        let target: Option<RollbackTarget> =
+            sqlx::query_as(sql!("files", "lock_rollback_target")).bind(target_id).fetch_optional(&mut *tx).await?;
+        let Some(target) = target.filter(|t| t.advertiser_id == *advertiser) else {
+            return refuse(tx, CatalogError::NotFound(format!("version {target_id} of advertiser {advertiser}"))).await;
+        };
+        if target.store_format != "changes" || target.activated_at.is_none() {
+            return refuse(
+                tx,
+                CatalogError::Conflict(format!(
+                    "version {target_id} was never active as a change-format version: only those can be restored"
+                )),
+            )
+            .await;
+        }
+        if let Some(at) = target.manifest_expired_at {
+            return refuse(tx, CatalogError::Conflict(format!(
+                "version {target_id}'s manifest passed its retention at {at} and is deleted: upload the list to restore it"
+            ))).await;
+        }
+        let (id, bits): (FileId, Option<i16>) = sqlx::query_as(sql!("files", "insert_rollback"))
+            .bind(advertiser)
+            .bind(target_id)
+            .bind(active_id)
+            .bind(active.last_modified)
+            .bind(super::APPROVED)
+            .fetch_one(&mut *tx)
+            .await?;
+        let bits = bits.unwrap_or(target.bucket_bits.unwrap_or(0));
+        sqlx::query(sql!("ranges", "insert_units"))
+            .bind(id)
+            .bind(WorkStage::Merge)
+            .bind(1i32 << bits)
+            .execute(&mut *tx)
+            .await?;
+        let details = serde_json::json!({"from": active_id, "to": target_id, "version": id});
+        record_action(&mut tx, actor, "rollback", &format!("advertiser:{advertiser}"), details).await?;
         tx.commit().await?;
         self.file(id).await?.ok_or_else(|| not_found(id))
     }
@@ -320,6 +489,15 @@ impl Catalog {
             recent_failures,
         })
     }
+}
+
+/// Ends a refused action's transaction: rolls it back and waits for the rollback, so that its row
+/// locks are gone before the refusal returns. (A transaction merely dropped is rolled back only
+/// when its connection is next used or pinged on release, in the background: meanwhile the
+/// leader's `SKIP LOCKED` passes would skip the file, and its `FOR UPDATE` ones wait.)
+async fn refuse<T>(tx: sqlx::Transaction<'static, sqlx::Postgres>, error: CatalogError) -> Result<T> {
+    tx.rollback().await?;
+    Err(error)
 }
 
 /// Locks a file's row for the rest of the transaction and returns its state.

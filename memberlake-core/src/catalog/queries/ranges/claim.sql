@@ -12,7 +12,8 @@
 -- the token alone identifies the unit.
 -- A merge unit also returns its version's bucket width and base (the version it is diffed
 -- against, with that version's bucket width); a retire unit returns the successor whose diff
--- says what to retire, with its bucket width.
+-- says what to retire, with its bucket width; a rollback's merge unit returns the version whose
+-- manifest it restores, with its bucket width.
 WITH candidate AS (
     SELECT r.file_id, r.stage, r.range_index
     FROM ranges r
@@ -43,4 +44,6 @@ RETURNING r.file_id, r.stage, r.range_index, r.start_offset, r.end_offset, r.lea
           f.bucket_bits, f.base_version,
           (SELECT b.bucket_bits FROM files b WHERE b.file_id = f.base_version) AS base_bucket_bits,
           f.superseded_by,
-          (SELECT s.bucket_bits FROM files s WHERE s.file_id = f.superseded_by) AS successor_bucket_bits
+          (SELECT s.bucket_bits FROM files s WHERE s.file_id = f.superseded_by) AS successor_bucket_bits,
+          f.rollback_of,
+          (SELECT o.bucket_bits FROM files o WHERE o.file_id = f.rollback_of) AS rollback_bucket_bits

@@ -8,6 +8,7 @@ WITH done AS (
         rows_rejected = $5,
         rejection_samples = $6,
         run_parts = $7,
+        rejects_by_reason = $8,
         finished_at = now(),
         lease_expires_at = NULL,
         last_error = NULL
