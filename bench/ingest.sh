@@ -24,6 +24,9 @@ bench_setup ingest
 trap stop_all EXIT
 : "${MEMBERLAKE_TEST_S3_LAKE_URL:?the S3 server must be up (deploy/local/stack.sh up)}"
 export MEMBERLAKE_LAKE_URL=$MEMBERLAKE_TEST_S3_LAKE_URL/bench-ingest
+# Runs, manifests and diffs: beside the lake's prefix in the same S3 server (an S3 lake has no
+# default work location).
+export MEMBERLAKE_WORK_URL=$MEMBERLAKE_TEST_S3_LAKE_URL/bench-work
 PY=$(dirname "$MEMBERLAKE_CQLSH")/python
 CQLSH() { "$MEMBERLAKE_CQLSH" 127.0.0.1 "${MEMBERLAKE_SCYLLA_NODES#*:}" --request-timeout=600 "$@"; }
 data=$RUN_DIR/ingest-data-$ROWS # one per size: the 2.3 GB list takes half an hour to generate
@@ -37,7 +40,7 @@ echo "machine: $(machine_line); list: $ROWS rows, $size bytes"
 
 psql_q() { psql "$MEMBERLAKE_DATABASE_URL" -qtAc "$1"; }
 empty_store() { # before each run: no rows, and the node idle (nothing of the last run billed to the next)
-  CQLSH -e "TRUNCATE $MEMBERLAKE_SCYLLA_KEYSPACE.memberships" >/dev/null
+  CQLSH -e "TRUNCATE $MEMBERLAKE_SCYLLA_KEYSPACE.memberships; TRUNCATE $MEMBERLAKE_SCYLLA_KEYSPACE.membership_changes" >/dev/null
   settle_store
 }
 per_cpu_s() { python3 -c "print(round($1 / max($2, 0.1)))"; } # rows cpu_seconds
@@ -53,7 +56,9 @@ server_cpu_note() { # rows
 # An empty catalog and lake prefix for each pipeline run: a file left by an earlier (interrupted)
 # run would otherwise be registered again and compete for the workers.
 fresh_catalog() {
-  "$PY" - "${MEMBERLAKE_LAKE_URL#s3://}" <<'PY'
+  local root
+  for root in "${MEMBERLAKE_LAKE_URL#s3://}" "${MEMBERLAKE_WORK_URL#s3://}"; do
+    "$PY" - "$root" <<'PY'
 import sys, os, boto3
 bucket, _, prefix = sys.argv[1].partition("/")
 s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
@@ -61,6 +66,7 @@ for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=p
     for obj in page.get("Contents", []):
         s3.delete_object(Bucket=bucket, Key=obj["Key"])
 PY
+  done
   local db=${MEMBERLAKE_DATABASE_URL##*/}
   psql "$BENCH_ADMIN_DATABASE_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db" >&2
   MEMBERLAKE_LOG=warn "$BIN/memberlake" migrate >&2
@@ -136,11 +142,12 @@ raw_run() { # label concurrency rows-per-batch
 
 if [[ $RUNS == *" copy "* ]]; then
 COPY_ROWS=${MEMBERLAKE_BENCH_COPY_ROWS:-$ROWS}
-head -n "$COPY_ROWS" "$data/list.hashes" | awk '{print "0x" $1 ",bench,2"}' >"$data/copy.csv"
+# The rows the pipeline writes for a first version: present from version 2 on.
+head -n "$COPY_ROWS" "$data/list.hashes" | awk '{print "0x" $1 ",bench,2,true"}' >"$data/copy.csv"
 empty_store
 servers_before=$(server_cpu)
 t0=$(date +%s.%N)
-CQLSH -e "COPY $MEMBERLAKE_SCYLLA_KEYSPACE.memberships (email_hash, advertiser_id, list_version) FROM '$data/copy.csv' WITH NUMPROCESSES=2 AND MAXBATCHSIZE=20" >"$RUN_DIR/copy.log" 2>&1
+CQLSH -e "COPY $MEMBERLAKE_SCYLLA_KEYSPACE.membership_changes (email_hash, advertiser_id, since_version, present) FROM '$data/copy.csv' WITH NUMPROCESSES=2 AND MAXBATCHSIZE=20" >"$RUN_DIR/copy.log" 2>&1
 t1=$(date +%s.%N)
 printf '| (b) cqlsh COPY FROM | - | %s | %.1f | %.0f | peer tool; %s |\n' "$COPY_ROWS" "$(python3 -c "print($t1 - $t0)")" "$(python3 -c "print($COPY_ROWS / ($t1 - $t0))")" "$(server_cpu_note "$COPY_ROWS")"
 fi

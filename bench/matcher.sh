@@ -5,8 +5,10 @@
 #
 # (a) fixed 10K RPS for 20 s over a hot key set (10k members), p50/p99/p999 with latency
 #     correction (no coordinated omission); (b) saturation over the same keys; (c) the same
-#     server's trivial /healthz handler — the HTTP ceiling on this machine; (d) uncached random
-#     keys (cache disabled): the store-bound rate. The load generator shares the 2 cores with the
+#     server's trivial /healthz handler — the HTTP ceiling on this machine; (e) (a) again while
+#     the pipeline ingests another advertiser's list of MEMBERLAKE_BENCH_INGEST_DURING_ROWS rows
+#     (default 5,000,000; 0 skips it) on the same cores; (d) uncached random keys (cache
+#     disabled): the store-bound rate. The load generator shares the 2 cores with the
 #     matcher and the CQL node: ratios within one run are what to compare.
 source "$(dirname "$0")/lib.sh"
 ROWS=${MEMBERLAKE_BENCH_ROWS:-1000000}
@@ -81,6 +83,38 @@ echo "|---|---|---|---|---|---|"
 run "a-fixed-10k-hot" -q 10000 --latency-correction --urls-from-file "$keys/hot.urls"
 run "b-saturation-hot" --urls-from-file "$keys/hot.urls"
 run "c-trivial-healthz" "$MATCHER/healthz"
+DURING_ROWS=${MEMBERLAKE_BENCH_INGEST_DURING_ROWS:-5000000}
+if (( DURING_ROWS > 0 )); then
+  # (e) The hot-set load of (a) while a list ingests: the worker hashes, writes its runs, then
+  # merges and writes rows in batches to the same CQL node, all on the same two cores.
+  during=$keys/during-$DURING_ROWS.csv
+  [[ -s $during ]] || python3 "$REPO_ROOT/deploy/local/genlist.py" --count "$DURING_ROWS" --seed 11 --out "$during"
+  start_service meta meta-service MEMBERLAKE_ADMIN_ADDR=127.0.0.1:18081 MEMBERLAKE_POLL_INTERVAL=1s
+  start_service splitter splitter MEMBERLAKE_METRICS_ADDR=127.0.0.1:18102 MEMBERLAKE_SPLITTER_INTERVAL=200ms
+  start_service worker compute-worker MEMBERLAKE_METRICS_ADDR=127.0.0.1:18103
+  wait_http http://127.0.0.1:18081/healthz
+  root=${MEMBERLAKE_LAKE_URL#file://}
+  name=load-$(date +%s).csv
+  mkdir -p "$root/advertisers/bench-load" "$RUN_DIR/staging"
+  cp "$during" "$RUN_DIR/staging/load.tmp" && mv "$RUN_DIR/staging/load.tmp" "$root/advertisers/bench-load/$name"
+  state() {
+    curl -fsS "http://127.0.0.1:18081/admin/v1/files?advertiser_id=bench-load&limit=1" |
+      python3 -c "import json,sys; f=json.load(sys.stdin)['files']; print(f[0]['state'] if f else 'unregistered')"
+  }
+  # e1 while its ranges are hashed (rayon on both cores, runs written), e2 while its buckets are
+  # merged and its rows written to the CQL node.
+  until [[ $(state) == ingesting ]]; do sleep 0.2; done
+  run "e1-fixed-10k-hot-while-hashing" -q 10000 --latency-correction --urls-from-file "$keys/hot.urls"
+  echo "(e1) the list was $(state) when the load stopped"
+  until [[ $(state) =~ ^(merging|ingested|failed|held|cancelled)$ ]]; do sleep 0.2; done
+  if [[ $(state) == merging ]]; then
+    run "e2-fixed-10k-hot-while-writing" -q 10000 --latency-correction --urls-from-file "$keys/hot.urls"
+    echo "(e2) the list was $(state) when the load stopped"
+  fi
+  until [[ $(state) =~ ^(ingested|failed|held|cancelled)$ ]]; do sleep 1; done
+  echo "(e) then the list finished: $(state)"
+  stop_service worker; stop_service splitter; stop_service meta
+fi
 start_service matcher matcher-api MEMBERLAKE_MATCHER_ADDR=127.0.0.1:$PORT MEMBERLAKE_MATCHER_RATE_LIMIT=0 MEMBERLAKE_CACHE_ENTRIES=0
 wait_http "$MATCHER/readyz"
 run "d-uncached-random" --urls-from-file "$keys/random.urls"

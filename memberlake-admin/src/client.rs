@@ -4,14 +4,17 @@
 
 use std::time::Duration;
 
+use std::fmt::Display;
+
 use memberlake_records::ids::{AdvertiserId, FileId};
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 
-use crate::requests::{InvalidRequest, LimitQuery, ListFilesQuery, SetPriority, SetWeight, Validate};
+use crate::requests::{InvalidRequest, LimitQuery, ListFilesQuery, Rollback, SetPriority, SetWeight, Validate};
 use crate::routes::{self, Method, Route};
 use crate::views::{
     ActionsResponse, ErrorBody, FileDetailView, FileResponse, FilesResponse, OverviewView, RetryResponse,
-    WeightResponse,
+    RollbackResponse, WeightResponse,
 };
 
 /// Why a call failed.
@@ -99,10 +102,7 @@ impl AdminClient {
     }
 
     pub async fn set_priority(&self, id: FileId, priority: i32) -> Result<FileResponse, AdminError> {
-        let body = SetPriority { priority };
-        body.validate()?;
-        self.call(routes::SET_PRIORITY, self.request(routes::SET_PRIORITY, &routes::SET_PRIORITY.path(id)).json(&body))
-            .await
+        self.send_body(routes::SET_PRIORITY, id, &SetPriority { priority }).await
     }
 
     /// No new leases for the file (leases in flight finish).
@@ -124,11 +124,32 @@ impl AdminClient {
         self.file_action(routes::RETRY, id).await
     }
 
+    /// Approves a held version (its `held_reason` says why): it goes on to activation, and the
+    /// guard that held it does not ask again. A file that is not held is a 409
+    /// [`AdminError::Api`].
+    pub async fn approve(&self, id: FileId) -> Result<FileResponse, AdminError> {
+        self.file_action(routes::APPROVE, id).await
+    }
+
+    /// Rejects a held version: it is cancelled and any rows it wrote are undone. A file that is
+    /// not held is a 409 [`AdminError::Api`].
+    pub async fn reject(&self, id: FileId) -> Result<FileResponse, AdminError> {
+        self.file_action(routes::REJECT, id).await
+    }
+
+    /// Rolls `advertiser` back to version `to`, or (`None`) to the version active before the
+    /// current one. Answers the new rollback version, which activates like any other; nothing
+    /// to roll back to is a 409 [`AdminError::Api`].
+    pub async fn rollback(
+        &self,
+        advertiser: &AdvertiserId,
+        to: Option<FileId>,
+    ) -> Result<RollbackResponse, AdminError> {
+        self.send_body(routes::ROLLBACK, advertiser, &Rollback { to }).await
+    }
+
     pub async fn set_weight(&self, advertiser: &AdvertiserId, weight: f64) -> Result<WeightResponse, AdminError> {
-        let body = SetWeight { weight };
-        body.validate()?;
-        let route = routes::SET_WEIGHT;
-        self.call(route, self.request(route, &route.path(advertiser)).json(&body)).await
+        self.send_body(routes::SET_WEIGHT, advertiser, &SetWeight { weight }).await
     }
 
     /// The audit log, newest first.
@@ -148,6 +169,18 @@ impl AdminClient {
 
     async fn file_action<T: DeserializeOwned>(&self, route: Route, id: FileId) -> Result<T, AdminError> {
         self.call(route, self.request(route, &route.path(id))).await
+    }
+
+    /// Sends `body` to `route` on `id`, once its values are checked: an out-of-range value is
+    /// refused here with the server's message, and nothing is sent.
+    async fn send_body<B: Serialize + Validate, T: DeserializeOwned>(
+        &self,
+        route: Route,
+        id: impl Display,
+        body: &B,
+    ) -> Result<T, AdminError> {
+        body.validate()?;
+        self.call(route, self.request(route, &route.path(id)).json(body)).await
     }
 
     fn request(&self, route: Route, path: &str) -> reqwest::RequestBuilder {
@@ -248,6 +281,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn approve_reject_and_rollback_use_their_routes() {
+        let file = r#"{"file_id": "not checked here"}"#;
+        let acme = AdvertiserId::parse("acme").unwrap();
+        // The answers are not views: the requests are what is checked.
+        let (client, server) = answer_once("200 OK", file).await;
+        assert!(matches!(client.approve(FileId(7)).await, Err(AdminError::Decode { route: routes::APPROVE, .. })));
+        assert!(server.await.unwrap().starts_with("POST /admin/v1/files/7/approve HTTP/1.1\r\n"));
+        let (client, server) = answer_once("200 OK", file).await;
+        assert!(matches!(client.reject(FileId(8)).await, Err(AdminError::Decode { route: routes::REJECT, .. })));
+        assert!(server.await.unwrap().starts_with("POST /admin/v1/files/8/reject HTTP/1.1\r\n"));
+        for (to, body) in [(None, "{}"), (Some(FileId(41)), r#"{"to":41}"#)] {
+            let (client, server) = answer_once("200 OK", file).await;
+            let err = client.rollback(&acme, to).await.unwrap_err();
+            assert!(matches!(err, AdminError::Decode { route: routes::ROLLBACK, .. }), "{err:?}");
+            let seen = server.await.unwrap();
+            assert!(seen.starts_with("POST /admin/v1/advertisers/acme/rollback HTTP/1.1\r\n"), "{seen}");
+            assert!(seen.ends_with(body), "{seen}");
+        }
+    }
+
+    #[tokio::test]
     async fn an_error_answer_is_an_api_error_with_the_servers_message() {
         let (client, _server) = answer_once(
             "409 Conflict",
@@ -280,6 +334,8 @@ mod tests {
         assert!(matches!(err, AdminError::Invalid(InvalidRequest::Priority)), "{err:?}");
         let err = client.set_weight(&AdvertiserId::parse("acme").unwrap(), 0.0).await.unwrap_err();
         assert_eq!(err.to_string(), "weight must be a number in (0, 1000000]");
+        let err = client.rollback(&AdvertiserId::parse("acme").unwrap(), Some(FileId(0))).await.unwrap_err();
+        assert!(matches!(err, AdminError::Invalid(InvalidRequest::FileId(_))), "{err:?}");
         let err = client.actions(&LimitQuery { limit: Some(0) }).await.unwrap_err();
         assert!(matches!(err, AdminError::Invalid(InvalidRequest::Limit)), "{err:?}");
         let err = client.overview().await.unwrap_err();

@@ -25,11 +25,11 @@ pub use memberlake_records::ids::{AdvertiserId, FileId};
 pub use memberlake_records::records::RejectReason;
 pub use memberlake_records::states::{FileState, RangeState};
 pub use requests::{
-    parse_file_id, InvalidRequest, LimitQuery, ListFilesQuery, Listing, SetPriority, SetWeight, Validate,
+    parse_file_id, InvalidRequest, LimitQuery, ListFilesQuery, Listing, Rollback, SetPriority, SetWeight, Validate,
 };
-pub use routes::Route;
+pub use routes::{PathId, Route};
 pub use views::{
     ActionsResponse, ErrorBody, ErrorDetail, FileDetailView, FileResponse, FileView, FilesResponse, MinuteRowsView,
-    OperatorActionView, OverviewView, RangeCountsView, RangeErrorView, RejectionSampleView, RetryResponse, VersionView,
-    WeightResponse,
+    OperatorActionView, OverviewView, RangeCountsView, RangeErrorView, ReasonCountView, RejectionSampleView,
+    RetryResponse, RollbackResponse, VersionView, WeightResponse,
 };

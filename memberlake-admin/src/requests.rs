@@ -134,6 +134,27 @@ impl Validate for SetWeight {
     }
 }
 
+/// Body of [`ROLLBACK`](crate::routes::ROLLBACK), which may be left out: no body, an empty one
+/// or `{}` restores the version active before the current one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rollback {
+    /// The version (its file id) whose member set to restore; absent or null: the version that
+    /// was active before the current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<i64>, minimum = 1, example = 41)]
+    pub to: Option<FileId>,
+}
+
+impl Validate for Rollback {
+    fn validate(&self) -> Result<(), InvalidRequest> {
+        match self.to {
+            Some(FileId(id)) if id <= 0 => Err(InvalidRequest::FileId(id.to_string())),
+            _ => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +205,24 @@ mod tests {
         assert_eq!(serde_json::from_str::<SetWeight>(r#"{"weight": 2}"#).unwrap(), SetWeight { weight: 2.0 });
         let err = serde_json::from_str::<SetWeight>(r#"{"weight": 2, "advertiser": "x"}"#).unwrap_err().to_string();
         assert!(err.contains("unknown field `advertiser`"), "{err}");
+    }
+
+    #[test]
+    fn a_rollback_names_a_version_or_none() {
+        for (wire, to) in [("{}", None), (r#"{"to": null}"#, None), (r#"{"to": 41}"#, Some(FileId(41)))] {
+            let body: Rollback = serde_json::from_str(wire).unwrap();
+            assert_eq!((body, body.validate()), (Rollback { to }, Ok(())), "{wire}");
+        }
+        // The default is sent as `{}`, not `{"to": null}`.
+        assert_eq!(serde_json::to_string(&Rollback::default()).unwrap(), "{}");
+        assert_eq!(serde_json::to_string(&Rollback { to: Some(FileId(3)) }).unwrap(), r#"{"to":3}"#);
+        let err = serde_json::from_str::<Rollback>(r#"{"to": 3, "from": 2}"#).unwrap_err().to_string();
+        assert!(err.contains("unknown field `from`"), "{err}");
+        for bad in [r#"{"to": "41"}"#, r#"{"to": 1.5}"#, "41"] {
+            assert!(serde_json::from_str::<Rollback>(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Rollback { to: Some(FileId(0)) }.validate(), Err(InvalidRequest::FileId("0".into())));
+        assert_eq!(Rollback { to: Some(FileId(-2)) }.validate(), Err(InvalidRequest::FileId("-2".into())));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The admin API's routes, spelled once: meta-service mounts these templates and
-//! [`AdminClient`](crate::AdminClient) fills them in. `{id}` is a file id, or an advertiser id
-//! in [`SET_WEIGHT`].
+//! [`AdminClient`](crate::AdminClient) fills them in. What a route's `{id}` names (a file or an
+//! advertiser) is part of the route ([`Route::id`]), so the server's document and checks follow
+//! it instead of guessing from the path.
 
 use std::fmt;
 
@@ -28,16 +29,37 @@ impl fmt::Display for Method {
     }
 }
 
+/// What the `{id}` of a route's path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PathId {
+    /// A file id (a positive integer), which is also the list version's id.
+    File,
+    /// An advertiser id (`[A-Za-z0-9_-]{1,64}`).
+    Advertiser,
+}
+
 /// One route: a method and a path template (axum and OpenAPI share the `{id}` syntax).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Route {
     pub method: Method,
     pub template: &'static str,
+    /// What `{id}` in the template names; `None`: the path has no `{id}`.
+    pub id: Option<PathId>,
 }
 
 impl Route {
     const fn new(method: Method, template: &'static str) -> Self {
-        Self { method, template }
+        Self { method, template, id: None }
+    }
+
+    /// A route on one file: `{id}` is a file id.
+    const fn file(method: Method, template: &'static str) -> Self {
+        Self { method, template, id: Some(PathId::File) }
+    }
+
+    /// A route on one advertiser: `{id}` is an advertiser id.
+    const fn advertiser(method: Method, template: &'static str) -> Self {
+        Self { method, template, id: Some(PathId::Advertiser) }
     }
 
     /// The path with `{id}` filled in. Ids are digits or `[A-Za-z0-9_-]`, so nothing needs
@@ -55,16 +77,23 @@ impl fmt::Display for Route {
 
 /// Files, newest first ([`ListFilesQuery`](crate::ListFilesQuery)).
 pub const FILES: Route = Route::new(Method::Get, "/admin/v1/files");
-/// One file with progress, throughput, ETA, errors and rejection samples.
-pub const FILE: Route = Route::new(Method::Get, "/admin/v1/files/{id}");
+/// One file with progress, throughput, ETA, errors, rejection samples and its version report.
+pub const FILE: Route = Route::file(Method::Get, "/admin/v1/files/{id}");
 /// Sets a file's operator priority ([`SetPriority`](crate::SetPriority)).
-pub const SET_PRIORITY: Route = Route::new(Method::Post, "/admin/v1/files/{id}/priority");
-pub const PAUSE: Route = Route::new(Method::Post, "/admin/v1/files/{id}/pause");
-pub const RESUME: Route = Route::new(Method::Post, "/admin/v1/files/{id}/resume");
-pub const CANCEL: Route = Route::new(Method::Post, "/admin/v1/files/{id}/cancel");
-pub const RETRY: Route = Route::new(Method::Post, "/admin/v1/files/{id}/retry");
-/// Sets an advertiser's weight ([`SetWeight`](crate::SetWeight)); `{id}` is the advertiser.
-pub const SET_WEIGHT: Route = Route::new(Method::Put, "/admin/v1/advertisers/{id}/weight");
+pub const SET_PRIORITY: Route = Route::file(Method::Post, "/admin/v1/files/{id}/priority");
+pub const PAUSE: Route = Route::file(Method::Post, "/admin/v1/files/{id}/pause");
+pub const RESUME: Route = Route::file(Method::Post, "/admin/v1/files/{id}/resume");
+pub const CANCEL: Route = Route::file(Method::Post, "/admin/v1/files/{id}/cancel");
+pub const RETRY: Route = Route::file(Method::Post, "/admin/v1/files/{id}/retry");
+/// Approves a held version: it goes on to activation (the guard that held it does not ask again).
+pub const APPROVE: Route = Route::file(Method::Post, "/admin/v1/files/{id}/approve");
+/// Rejects a held version: it is cancelled and any rows it wrote are undone.
+pub const REJECT: Route = Route::file(Method::Post, "/admin/v1/files/{id}/reject");
+/// Sets an advertiser's weight ([`SetWeight`](crate::SetWeight)).
+pub const SET_WEIGHT: Route = Route::advertiser(Method::Put, "/admin/v1/advertisers/{id}/weight");
+/// Rolls an advertiser back to an earlier version ([`Rollback`](crate::Rollback)), as a new
+/// version.
+pub const ROLLBACK: Route = Route::advertiser(Method::Post, "/admin/v1/advertisers/{id}/rollback");
 /// The audit log ([`LimitQuery`](crate::LimitQuery)).
 pub const ACTIONS: Route = Route::new(Method::Get, "/admin/v1/actions");
 /// Queue per lane, files in flight, throughput, recent failures.
@@ -74,8 +103,22 @@ pub const OVERVIEW: Route = Route::new(Method::Get, "/admin/v1/overview");
 pub const OPENAPI: Route = Route::new(Method::Get, "/admin/v1/openapi.json");
 
 /// Every route of the admin API.
-pub const ALL: [Route; 11] =
-    [FILES, FILE, SET_PRIORITY, PAUSE, RESUME, CANCEL, RETRY, SET_WEIGHT, ACTIONS, OVERVIEW, OPENAPI];
+pub const ALL: [Route; 14] = [
+    FILES,
+    FILE,
+    SET_PRIORITY,
+    PAUSE,
+    RESUME,
+    CANCEL,
+    RETRY,
+    APPROVE,
+    REJECT,
+    SET_WEIGHT,
+    ROLLBACK,
+    ACTIONS,
+    OVERVIEW,
+    OPENAPI,
+];
 
 #[cfg(test)]
 mod tests {
@@ -85,6 +128,8 @@ mod tests {
     fn paths_fill_in_the_id() {
         assert_eq!(PAUSE.path(42), "/admin/v1/files/42/pause");
         assert_eq!(SET_WEIGHT.path("acme"), "/admin/v1/advertisers/acme/weight");
+        assert_eq!(APPROVE.path(7), "/admin/v1/files/7/approve");
+        assert_eq!(ROLLBACK.path("acme"), "/admin/v1/advertisers/acme/rollback");
         assert_eq!(FILES.path(1), "/admin/v1/files");
     }
 
@@ -93,5 +138,18 @@ mod tests {
         let unique: std::collections::HashSet<_> = ALL.iter().collect();
         assert_eq!(unique.len(), ALL.len());
         assert!(ALL.iter().all(|r| r.template.starts_with("/admin/v1/")));
+    }
+
+    #[test]
+    fn a_route_names_its_id_exactly_when_its_path_has_one() {
+        for route in ALL {
+            assert_eq!(route.id.is_some(), route.template.contains("{id}"), "{route}");
+            let prefix = match route.id {
+                Some(PathId::File) => "/admin/v1/files/{id}",
+                Some(PathId::Advertiser) => "/admin/v1/advertisers/{id}/",
+                None => "/admin/v1/",
+            };
+            assert!(route.template.starts_with(prefix), "{route}");
+        }
     }
 }

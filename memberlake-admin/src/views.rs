@@ -63,15 +63,25 @@ pub struct VersionView {
     pub buckets_done: i32,
     /// Distinct members, once every bucket merged.
     pub members: Option<i64>,
-    /// Members added and removed against the base version (unchanged: members - added).
+    /// Members added and removed against the base version.
     pub added: i64,
     pub removed: i64,
+    /// Members kept from the base version (`members - added`), once every bucket merged. Sent
+    /// so that each reader does not redo the arithmetic; absent (null) from servers before it.
+    pub unchanged: Option<i64>,
     /// Store rows written by merging, and deleted by undoing or retiring it.
     pub rows_written: i64,
     pub rows_deleted: i64,
-    /// Why it is held for an operator (the shrink guard), or `approved`.
+    /// Why it is held for an operator (e.g. the shrink guard's reason); once approved, how
+    /// (`approved`, as every rollback is: an operator asked for it).
     pub held_reason: Option<String>,
     pub activated_at: Option<DateTime<Utc>>,
+    /// A rollback: the earlier version whose member set it restores.
+    #[schema(value_type = Option<i64>)]
+    pub rollback_of: Option<FileId>,
+    /// When its manifest passed its retention: from then on it can be neither restored by a
+    /// rollback nor retried.
+    pub manifest_expired_at: Option<DateTime<Utc>>,
 }
 
 /// `FileState`'s wire names, from the type itself.
@@ -94,8 +104,19 @@ pub struct FileDetailView {
     /// Estimated seconds to completion at the current pace (null before any range is done).
     pub eta_seconds: Option<f64>,
     pub last_errors: Vec<RangeErrorView>,
+    /// Rejected rows by reason, most frequent first (absent from servers before it existed).
+    #[serde(default)]
+    pub rejected_by_reason: Vec<ReasonCountView>,
     /// Byte offsets and reasons of rejected rows, never their contents.
     pub rejection_samples: Vec<RejectionSampleView>,
+}
+
+/// Rows rejected for one reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReasonCountView {
+    #[schema(example = "missing_at")]
+    pub reason: String,
+    pub rows: i64,
 }
 
 /// How many of a file's ranges are in each state.
@@ -132,7 +153,7 @@ pub struct FilesResponse {
     pub files: Vec<FileView>,
 }
 
-/// The file an action changed (priority, pause, resume, cancel).
+/// The file an action changed (priority, pause, resume, cancel, approve, reject).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FileResponse {
     pub file: FileView,
@@ -143,6 +164,15 @@ pub struct FileResponse {
 pub struct RetryResponse {
     pub file: FileView,
     pub ranges_requeued: u64,
+}
+
+/// [`ROLLBACK`](crate::routes::ROLLBACK): the rollback version it created. Not the
+/// restored version (that is its `version.rollback_of`): a rollback is a new version of its own
+/// that merges the restored member set against the active one and activates like any other;
+/// follow it with [`FILE`](crate::routes::FILE).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RollbackResponse {
+    pub file: FileView,
 }
 
 /// [`SET_WEIGHT`](crate::routes::SET_WEIGHT): the weight now in force.
@@ -167,7 +197,8 @@ pub struct OperatorActionView {
     /// The token's name (`name:secret` in `MEMBERLAKE_ADMIN_TOKENS`).
     #[schema(example = "ops")]
     pub actor: String,
-    /// `prioritize`, `pause`, `resume`, `cancel`, `retry` or `weight`.
+    /// `prioritize`, `pause`, `resume`, `cancel`, `retry`, `approve`, `reject`, `rollback` or
+    /// `weight`.
     #[schema(example = "prioritize")]
     pub action: String,
     /// `file:<id>` or `advertiser:<id>`.
@@ -247,8 +278,9 @@ mod tests {
             "active": false,
             "version": {
                 "store_format": "changes", "base_version": 41, "superseded_by": null, "bucket_bits": 3,
-                "buckets_done": 8, "members": 1000, "added": 10, "removed": 12, "rows_written": 22,
-                "rows_deleted": 0, "held_reason": null, "activated_at": "2026-01-02T03:05:00Z"
+                "buckets_done": 8, "members": 1000, "added": 10, "removed": 12, "unchanged": 990, "rows_written": 22,
+                "rows_deleted": 0, "held_reason": null, "activated_at": "2026-01-02T03:05:00Z",
+                "rollback_of": 40, "manifest_expired_at": null
             }
         })
     }
@@ -267,6 +299,17 @@ mod tests {
         let fields: Vec<String> = file_json().as_object().unwrap().keys().cloned().collect();
         assert_eq!(fields.len(), 19);
         assert_eq!((f.version.members, f.version.added, f.version.removed), (Some(1000), 10, 12));
+        assert_eq!((f.version.unchanged, f.version.rollback_of), (Some(990), Some(FileId(40))));
+    }
+
+    #[test]
+    fn a_version_from_a_server_before_rollbacks_still_decodes() {
+        let mut wire = file_json();
+        for added_later in ["unchanged", "rollback_of", "manifest_expired_at"] {
+            wire["version"].as_object_mut().unwrap().remove(added_later);
+        }
+        let f: FileView = serde_json::from_value(wire).unwrap();
+        assert_eq!((f.version.unchanged, f.version.rollback_of), (None, None));
     }
 
     #[test]
@@ -278,6 +321,7 @@ mod tests {
             "rows_per_second": 33.3,
             "eta_seconds": 9.0,
             "last_errors": [{"stage": "ingest", "range_index": 3, "attempts": 2, "error": "lake unavailable"}],
+            "rejected_by_reason": [{"reason": "missing_at", "rows": 2}],
             "rejection_samples": [{"offset": 17, "reason": "missing_at"}, {"offset": 90, "reason": "line_too_long"}]
         });
         wire.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
@@ -293,6 +337,8 @@ mod tests {
         let _: FileResponse = round_trip(json!({"file": file_json()}));
         let r: RetryResponse = round_trip(json!({"file": file_json(), "ranges_requeued": 3}));
         assert_eq!(r.ranges_requeued, 3);
+        let r: RollbackResponse = round_trip(json!({"file": file_json()}));
+        assert_eq!(r.file.file_id, FileId(42));
         let w: WeightResponse = round_trip(json!({"advertiser_id": "acme", "weight": 2.5}));
         assert_eq!(w.weight, 2.5);
         let a: ActionsResponse = round_trip(json!({"actions": [{

@@ -2,6 +2,7 @@
 //! tables, or with `--json` as the API's response re-serialized from its typed view.
 
 use std::collections::HashMap;
+use std::fmt::Write;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -11,6 +12,9 @@ use memberlake_admin::{
     ListFilesQuery,
 };
 use serde::Serialize;
+
+/// How times are printed: UTC, to the second.
+const TIME: &str = "%Y-%m-%dT%H:%M:%SZ";
 
 #[derive(Args, Debug, Clone)]
 pub struct AdminArgs {
@@ -39,7 +43,8 @@ pub enum AdminCommand {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
-    /// One file with progress, throughput, ETA, errors and rejection samples.
+    /// One file with progress, throughput, ETA, errors, rejection samples and its version report
+    /// (members, added, removed, unchanged, rows written and deleted, base version, held reason).
     File {
         #[arg(value_parser = parse_file_id)]
         id: FileId,
@@ -70,6 +75,23 @@ pub enum AdminCommand {
     Retry {
         #[arg(value_parser = parse_file_id)]
         id: FileId,
+    },
+    /// Approve a held version: it goes on to activation (the guard that held it does not ask again).
+    Approve {
+        #[arg(value_parser = parse_file_id)]
+        id: FileId,
+    },
+    /// Reject a held version: it is cancelled and any rows it wrote are undone.
+    Reject {
+        #[arg(value_parser = parse_file_id)]
+        id: FileId,
+    },
+    /// Roll an advertiser back to an earlier version, as a new version that restores its members.
+    Rollback {
+        advertiser: AdvertiserId,
+        /// The version (file id) to restore; by default the one active before the current one.
+        #[arg(long, value_parser = parse_file_id)]
+        to: Option<FileId>,
     },
     /// Set an advertiser's weight in the effective priority (1 = neutral).
     Weight { advertiser: AdvertiserId, weight: f64 },
@@ -106,6 +128,11 @@ pub async fn run(args: AdminArgs, command: AdminCommand) -> anyhow::Result<()> {
             print_done("retry", &r.file);
             println!("{} failed ranges queued again", r.ranges_requeued);
         }),
+        AdminCommand::Approve { id } => show(json, &client.approve(id).await?, |r| print_done("approve", &r.file)),
+        AdminCommand::Reject { id } => show(json, &client.reject(id).await?, |r| print_done("reject", &r.file)),
+        AdminCommand::Rollback { advertiser, to } => {
+            show(json, &client.rollback(&advertiser, to).await?, |r| print!("{}", rollback_started(&r.file)))
+        }
         AdminCommand::Weight { advertiser, weight } => {
             show(json, &client.set_weight(&advertiser, weight).await?, |r| {
                 println!("advertiser {}: weight {}", r.advertiser_id, r.weight)
@@ -164,15 +191,65 @@ fn print_detail(d: &FileDetailView) {
         d.rows_per_second,
         d.eta_seconds.map_or("-".to_owned(), |s| format!("{s:.0}s")),
     );
+    print!("\n{}", version_report(&d.file));
     if let Some(reason) = &d.file.failure_reason {
         println!("failure: {reason}");
     }
     for e in &d.last_errors {
         println!("range {} (attempts {}): {}", e.range_index, e.attempts, e.error);
     }
+    if !d.rejected_by_reason.is_empty() {
+        let reasons: Vec<String> = d.rejected_by_reason.iter().map(|r| format!("{} {}", r.reason, r.rows)).collect();
+        println!("rejected by reason: {}", reasons.join(", "));
+    }
     for s in d.rejection_samples.iter().take(10) {
         println!("rejected at byte {}: {}", s.offset, s.reason.as_str());
     }
+}
+
+/// A file as a list version: what it changed against its base and what it wrote to the store;
+/// if it is held, how to decide on it.
+fn version_report(f: &FileView) -> String {
+    let v = &f.version;
+    let known = |n: Option<i64>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
+    let mut lines = vec![
+        ("members", known(v.members)),
+        ("added", v.added.to_string()),
+        ("removed", v.removed.to_string()),
+        ("unchanged", known(v.unchanged)),
+        ("rows written", v.rows_written.to_string()),
+        ("rows deleted", v.rows_deleted.to_string()),
+        ("base version", v.base_version.map_or_else(|| "none (written in full)".to_owned(), |b| b.to_string())),
+        ("held reason", v.held_reason.clone().unwrap_or_else(|| "-".to_owned())),
+    ];
+    // What only some versions have.
+    let optional = [
+        ("rollback of", v.rollback_of.map(|r| r.to_string())),
+        ("superseded by", v.superseded_by.map(|s| s.to_string())),
+        ("activated at", v.activated_at.map(|t| t.format(TIME).to_string())),
+        ("manifest expired", v.manifest_expired_at.map(|t| t.format(TIME).to_string())),
+    ];
+    lines.extend(optional.into_iter().filter_map(|(label, value)| Some((label, value?))));
+    let mut out = format!("version ({} format):\n", v.store_format);
+    for (label, value) in lines {
+        let _ = writeln!(out, "  {label:<17}{value}");
+    }
+    if f.state == FileState::Held {
+        let id = f.file_id;
+        let _ = writeln!(out, "held for an operator: `memberlake approve {id}` or `memberlake reject {id}`");
+    }
+    out
+}
+
+/// What `memberlake rollback` started: the new version and the one it restores.
+fn rollback_started(f: &FileView) -> String {
+    let restores = f.version.rollback_of.map_or_else(|| "the previous version".to_owned(), |v| format!("version {v}"));
+    format!(
+        "advertiser {}: rollback to {restores} started as version {id} ({}); follow it with `memberlake file {id}`\n",
+        f.advertiser_id,
+        f.state,
+        id = f.file_id,
+    )
 }
 
 fn print_done(action: &str, f: &FileView) {
@@ -181,14 +258,7 @@ fn print_done(action: &str, f: &FileView) {
 
 fn print_actions(r: &ActionsResponse) {
     for a in &r.actions {
-        println!(
-            "{}  {:<12} {:<10} {:<20} {}",
-            a.at.format("%Y-%m-%dT%H:%M:%SZ"),
-            a.actor,
-            a.action,
-            a.target,
-            a.details
-        );
+        println!("{}  {:<12} {:<10} {:<20} {}", a.at.format(TIME), a.actor, a.action, a.target, a.details);
     }
 }
 
@@ -225,5 +295,103 @@ async fn watch(client: &AdminClient, interval: Duration) -> anyhow::Result<()> {
             keep
         });
         tokio::time::sleep(interval).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use memberlake_admin::views::VersionView;
+
+    use super::*;
+
+    fn file(state: FileState, version: VersionView) -> FileView {
+        FileView {
+            file_id: FileId(42),
+            advertiser_id: AdvertiserId::parse("acme").unwrap(),
+            object_key: "advertisers/acme/v2.csv".into(),
+            etag: "\"e\"".into(),
+            size_bytes: 1024,
+            compression: "none".into(),
+            state,
+            priority: 0,
+            paused: false,
+            ranges_total: 1,
+            ranges_done: 1,
+            rows_ingested: 10,
+            rows_rejected: 0,
+            failure_reason: None,
+            registered_at: Default::default(),
+            finished_at: None,
+            retired_at: None,
+            active: false,
+            version,
+        }
+    }
+
+    fn version() -> VersionView {
+        VersionView {
+            store_format: "changes".into(),
+            base_version: Some(FileId(41)),
+            superseded_by: None,
+            bucket_bits: Some(2),
+            buckets_done: 4,
+            members: Some(10),
+            added: 2,
+            removed: 92,
+            unchanged: Some(8),
+            rows_written: 94,
+            rows_deleted: 0,
+            held_reason: Some("shrinks the active list from 100 to 10 members".into()),
+            activated_at: None,
+            rollback_of: None,
+            manifest_expired_at: None,
+        }
+    }
+
+    #[test]
+    fn a_held_versions_report_says_what_it_changed_and_how_to_decide() {
+        let report = version_report(&file(FileState::Held, version()));
+        let expected = "version (changes format):
+  members          10
+  added            2
+  removed          92
+  unchanged        8
+  rows written     94
+  rows deleted     0
+  base version     41
+  held reason      shrinks the active list from 100 to 10 members
+held for an operator: `memberlake approve 42` or `memberlake reject 42`
+";
+        assert_eq!(report, expected);
+    }
+
+    #[test]
+    fn a_report_shows_what_is_unknown_and_what_only_some_versions_have() {
+        let v = VersionView {
+            base_version: None,
+            members: None,
+            unchanged: None,
+            held_reason: None,
+            rollback_of: Some(FileId(40)),
+            superseded_by: Some(FileId(43)),
+            ..version()
+        };
+        let report = version_report(&file(FileState::Ingested, v));
+        for line in [
+            "  members          -\n",
+            "  unchanged        -\n",
+            "  base version     none (written in full)\n",
+            "  held reason      -\n",
+            "  rollback of      40\n",
+            "  superseded by    43\n",
+        ] {
+            assert!(report.contains(line), "{line:?} in {report}");
+        }
+        assert!(!report.contains("activated at") && !report.contains("memberlake approve"), "{report}");
+        let v = VersionView { rollback_of: Some(FileId(40)), ..version() };
+        assert_eq!(
+            rollback_started(&file(FileState::Merging, v)),
+            "advertiser acme: rollback to version 40 started as version 42 (merging); follow it with `memberlake file 42`\n"
+        );
     }
 }

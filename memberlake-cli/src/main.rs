@@ -2,9 +2,12 @@
 //!
 //! - `memberlake migrate`: applies the Postgres and CQL schema migrations (idempotent); only
 //!   with the default feature `migrate`, the one part that needs the services' I/O stack.
-//! - `memberlake files | file | prioritize | pause | resume | cancel | retry | weight | actions
-//!   | watch`: the operator API (meta-service, `MEMBERLAKE_ADMIN_ADDR`, token in
-//!   `MEMBERLAKE_ADMIN_TOKEN`), through `memberlake_admin::AdminClient`.
+//! - `memberlake files | file | prioritize | pause | resume | cancel | retry | approve | reject
+//!   | rollback | weight | actions | watch`: the operator API (meta-service,
+//!   `MEMBERLAKE_ADMIN_ADDR`, token in `MEMBERLAKE_ADMIN_TOKEN`), through
+//!   `memberlake_admin::AdminClient`. `file` prints the file's version report; `approve` and
+//!   `reject` decide on a held version; `rollback <advertiser> [--to <file
+//!   id>]` restores an earlier version as a new one.
 
 mod admin;
 #[cfg(feature = "migrate")]
@@ -66,7 +69,18 @@ mod tests {
         let cli = Cli::try_parse_from(["memberlake", "files", "--state", "failed", "--advertiser", "acme"]).unwrap();
         let Command::Admin(admin::AdminCommand::Files { state, advertiser, limit }) = cli.command else { panic!() };
         assert_eq!((state.map(|s| s.as_str()), advertiser.unwrap().as_str(), limit), (Some("failed"), "acme", 50));
-        for bad in [&["file", "0"][..], &["files", "--state", "done"], &["weight", "a b", "1"], &["pause", "x"]] {
+        for bad in [
+            &["file", "0"][..],
+            &["files", "--state", "done"],
+            &["weight", "a b", "1"],
+            &["pause", "x"],
+            &["approve", "-1"],
+            &["reject"],
+            &["rollback"],
+            &["rollback", "a.b"],
+            &["rollback", "acme", "--to", "0"],
+            &["rollback", "acme", "41"],
+        ] {
             let args = std::iter::once("memberlake").chain(bad.iter().copied());
             assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
         }
@@ -75,5 +89,23 @@ mod tests {
             cli.command,
             Command::Admin(admin::AdminCommand::Prioritize { id: memberlake_admin::FileId(7), priority: -5 })
         ));
+    }
+
+    #[test]
+    fn held_versions_and_rollbacks_have_commands() {
+        use memberlake_admin::FileId;
+        let parse = |args: &[&str]| match Cli::try_parse_from(std::iter::once("memberlake").chain(args.iter().copied()))
+        {
+            Ok(Cli { command: Command::Admin(command), .. }) => command,
+            other => panic!("{args:?}: {other:?}"),
+        };
+        assert!(matches!(parse(&["approve", "12"]), admin::AdminCommand::Approve { id: FileId(12) }));
+        assert!(matches!(parse(&["reject", "13", "--json"]), admin::AdminCommand::Reject { id: FileId(13) }));
+        let admin::AdminCommand::Rollback { advertiser, to } = parse(&["rollback", "acme"]) else { panic!() };
+        assert_eq!((advertiser.as_str(), to), ("acme", None));
+        let admin::AdminCommand::Rollback { advertiser, to } = parse(&["rollback", "globex", "--to", "41"]) else {
+            panic!()
+        };
+        assert_eq!((advertiser.as_str(), to), ("globex", Some(FileId(41))));
     }
 }

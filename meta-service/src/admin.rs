@@ -6,29 +6,33 @@
 //! | route | what |
 //! |---|---|
 //! | `GET  /admin/v1/files?state=&advertiser_id=&limit=` | files, newest first |
-//! | `GET  /admin/v1/files/{id}` | one file with progress, throughput, ETA, errors, rejection samples |
+//! | `GET  /admin/v1/files/{id}` | one file with progress, throughput, ETA, errors, rejection samples, version report |
 //! | `POST /admin/v1/files/{id}/priority` `{"priority": n}` | set operator priority |
 //! | `POST /admin/v1/files/{id}/pause` · `/resume` · `/cancel` · `/retry` | lifecycle |
+//! | `POST /admin/v1/files/{id}/approve` · `/reject` | decide on a held version (409 unless held) |
 //! | `PUT  /admin/v1/advertisers/{id}/weight` `{"weight": w}` | advertiser weight |
+//! | `POST /admin/v1/advertisers/{id}/rollback` `{"to": v}` (body optional) | restore version `v`, or the previous one, as a new version |
 //! | `GET  /admin/v1/actions?limit=` | the audit log |
 //! | `GET  /admin/v1/overview` | queue per lane, files in flight, throughput, failures |
 //! | `GET  /admin/v1/openapi.json` | this API's OpenAPI document (no token needed) |
 //!
 //! An unknown query parameter or body field, or a value out of range, is a 400 saying which.
 
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::handler::Handler;
 use axum::http::request::Parts;
 use axum::routing::{on, MethodFilter};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use memberlake::catalog::{CatalogError, FileFilter, FileRecord};
 use memberlake::http::ApiError;
 use memberlake::ids::{AdvertiserId, FileId};
-use memberlake_admin::routes::{self, Method, Route};
+use memberlake_admin::routes::{self, Method, PathId, Route};
 use memberlake_admin::{
     parse_file_id, ActionsResponse, ErrorBody, FileDetailView, FileResponse, FilesResponse, InvalidRequest, LimitQuery,
-    ListFilesQuery, Listing, OverviewView, RetryResponse, SetPriority, SetWeight, Validate, WeightResponse,
+    ListFilesQuery, Listing, OverviewView, RetryResponse, Rollback, RollbackResponse, SetPriority, SetWeight, Validate,
+    WeightResponse,
 };
 use serde::de::DeserializeOwned;
 
@@ -46,7 +50,10 @@ pub fn api() -> Router<AdminState> {
         .mount(routes::RESUME, resume)
         .mount(routes::CANCEL, cancel)
         .mount(routes::RETRY, retry)
+        .mount(routes::APPROVE, approve)
+        .mount(routes::REJECT, reject)
         .mount(routes::SET_WEIGHT, set_weight)
+        .mount(routes::ROLLBACK, rollback)
         .mount(routes::ACTIONS, actions)
         .mount(routes::OVERVIEW, overview)
 }
@@ -103,15 +110,61 @@ fn body<T: DeserializeOwned + Validate>(body: Result<Json<T>, JsonRejection>) ->
     Ok(body)
 }
 
-/// A call on one file's route: the state, the caller (as the token check established it) and
-/// the file id from the path, parsed (an invalid one is a 400).
-struct FileCall {
-    state: AdminState,
-    actor: Actor,
-    id: FileId,
+/// A JSON body that may be left out: no bytes (or only whitespace) is `T::default()`; any other
+/// body is read as [`body`] reads one (JSON content type, no unknown field, [`Validate`]d
+/// values). Not axum's `Option<Json<T>>`, which ignores a body sent without a content type: a
+/// rollback's `{"to": v}` sent that way would silently restore the previous version instead.
+struct OptionalBody<T>(T);
+
+impl<T: DeserializeOwned + Validate + Default, S: Send + Sync> FromRequest<S> for OptionalBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let headers = request.headers().clone();
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|e| ApiError::from_rejection(e.status(), e.body_text()))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(T::default()));
+        }
+        let mut request = Request::new(Body::from(bytes));
+        *request.headers_mut() = headers;
+        body(Json::<T>::from_request(request, state).await).map(Self)
+    }
 }
 
-impl FromRequestParts<AdminState> for FileCall {
+/// The `{id}` of a route's path as its type ([`PathId`] says which route has which), parsed
+/// once for every route: an invalid id is a 400 saying what is expected.
+trait FromPathId: Sized {
+    fn from_path(raw: &str) -> Result<Self, ApiError>;
+}
+
+impl FromPathId for FileId {
+    fn from_path(raw: &str) -> Result<Self, ApiError> {
+        parse_file_id(raw).map_err(invalid)
+    }
+}
+
+impl FromPathId for AdvertiserId {
+    fn from_path(raw: &str) -> Result<Self, ApiError> {
+        AdvertiserId::parse(raw).map_err(|e| ApiError::bad_request(e.to_string()))
+    }
+}
+
+/// A call on one file's or advertiser's route: the state, the caller (as the token check
+/// established it) and the id from the path, parsed.
+struct Call<Id> {
+    state: AdminState,
+    actor: Actor,
+    id: Id,
+}
+
+/// A call on a file's route ([`PathId::File`]).
+type FileCall = Call<FileId>;
+/// A call on an advertiser's route ([`PathId::Advertiser`]).
+type AdvertiserCall = Call<AdvertiserId>;
+
+impl<Id: FromPathId + Send> FromRequestParts<AdminState> for Call<Id> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AdminState) -> Result<Self, ApiError> {
@@ -121,12 +174,13 @@ impl FromRequestParts<AdminState> for FileCall {
             tracing::error!("admin route without the token check");
             ApiError::internal("internal error; see the meta-service log")
         })?;
-        Ok(Self { state: state.clone(), actor, id: parse_file_id(&raw).map_err(invalid)? })
+        Ok(Self { state: state.clone(), actor, id: Id::from_path(&raw)? })
     }
 }
 
 impl FileCall {
-    /// Logs an operator's pause, resume or cancel and answers with the file.
+    /// Logs an operator's action on the file (pause, resume, cancel, approve, reject) and
+    /// answers with the file.
     fn changed(&self, action: &'static str, file: FileRecord) -> Json<FileResponse> {
         tracing::info!(actor = %self.actor.0, file_id = self.id.0, action, "operator changed a file");
         Json(FileResponse { file: file.into_view() })
@@ -141,6 +195,16 @@ impl FileCall {
 struct FileIdParam {
     /// File id: a positive integer.
     id: i64,
+}
+
+/// The `{id}` of an advertiser's routes, for the document (added by [`OperatorAuth`]);
+/// handlers parse it with [`AdvertiserId::parse`].
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct AdvertiserIdParam {
+    /// Advertiser id: `[A-Za-z0-9_-]{1,64}`.
+    id: String,
 }
 
 /// Files, newest first.
@@ -256,11 +320,39 @@ async fn retry(call: FileCall) -> Result<Json<RetryResponse>, ApiError> {
     Ok(Json(RetryResponse { file: file.into_view(), ranges_requeued: ranges }))
 }
 
+/// Approves a held version: it goes on to activation, and the guard that held it does not ask
+/// again.
+#[utoipa::path(
+    post,
+    path = routes::APPROVE.template,
+    responses(
+        (status = 200, description = "The approved file, on its way to activation", body = FileResponse),
+        (status = 409, description = "The file is not held", body = ErrorBody),
+    )
+)]
+async fn approve(call: FileCall) -> Result<Json<FileResponse>, ApiError> {
+    let file = call.state.catalog.approve_file(&call.actor.0, call.id).await.map_err(map_err)?;
+    Ok(call.changed("approve", file))
+}
+
+/// Rejects a held version: it is cancelled, never activates, and any rows it wrote are undone.
+#[utoipa::path(
+    post,
+    path = routes::REJECT.template,
+    responses(
+        (status = 200, description = "The rejected (cancelled) file", body = FileResponse),
+        (status = 409, description = "The file is not held", body = ErrorBody),
+    )
+)]
+async fn reject(call: FileCall) -> Result<Json<FileResponse>, ApiError> {
+    let file = call.state.catalog.reject_file(&call.actor.0, call.id).await.map_err(map_err)?;
+    Ok(call.changed("reject", file))
+}
+
 /// Sets an advertiser's weight in the effective priority (1 = neutral).
 #[utoipa::path(
     put,
     path = routes::SET_WEIGHT.template,
-    params(("id" = String, Path, description = "Advertiser id, [A-Za-z0-9_-]{1,64}")),
     request_body = SetWeight,
     responses(
         (status = 200, description = "The weight now in force", body = WeightResponse),
@@ -268,16 +360,52 @@ async fn retry(call: FileCall) -> Result<Json<RetryResponse>, ApiError> {
     )
 )]
 async fn set_weight(
-    State(s): State<AdminState>,
-    Extension(a): Extension<Actor>,
-    Path(advertiser): Path<String>,
+    call: AdvertiserCall,
     b: Result<Json<SetWeight>, JsonRejection>,
 ) -> Result<Json<WeightResponse>, ApiError> {
-    let advertiser = AdvertiserId::parse(&advertiser).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let Call { state, actor, id: advertiser } = call;
     let SetWeight { weight } = body(b)?;
-    s.catalog.set_weight(&a.0, &advertiser, weight).await.map_err(map_err)?;
-    tracing::info!(actor = %a.0, %advertiser, weight, "operator set advertiser weight");
+    state.catalog.set_weight(&actor.0, &advertiser, weight).await.map_err(map_err)?;
+    tracing::info!(actor = %actor.0, %advertiser, weight, "operator set advertiser weight");
     Ok(Json(WeightResponse { advertiser_id: advertiser, weight }))
+}
+
+/// Rolls an advertiser back to version `to`, or by default to the version active before the
+/// current one. The rollback is a new version (no lake object) that merges the restored member
+/// set against the active one, so it costs the difference; it is never held (an operator asked).
+#[utoipa::path(
+    post,
+    path = routes::ROLLBACK.template,
+    request_body(
+        content = Option<Rollback>,
+        description = "Optional: no body, an empty one or `{}` restores the previous version"
+    ),
+    responses(
+        (status = 200, description = "The rollback version, merging until it activates", body = RollbackResponse),
+        (status = 400, description = "Invalid advertiser id or body", body = ErrorBody),
+        (status = 404, description = "The advertiser or the version `to` is unknown", body = ErrorBody),
+        (
+            status = 409,
+            description = "Nothing to roll back to (no earlier version, or its manifest expired), another version \
+                           in flight, or a legacy active version",
+            body = ErrorBody
+        ),
+    )
+)]
+async fn rollback(
+    call: AdvertiserCall,
+    OptionalBody(Rollback { to }): OptionalBody<Rollback>,
+) -> Result<Json<RollbackResponse>, ApiError> {
+    let Call { state, actor, id: advertiser } = call;
+    let file = state.catalog.rollback(&actor.0, &advertiser, to).await.map_err(map_err)?;
+    tracing::info!(
+        actor = %actor.0,
+        %advertiser,
+        to = ?to.map(|v| v.0),
+        file_id = file.file_id.0,
+        "operator rolled an advertiser back"
+    );
+    Ok(Json(RollbackResponse { file: file.into_view() }))
 }
 
 /// The audit log, newest first.
@@ -323,17 +451,20 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 /// `memberlake-admin`.
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    info(title = "memberlake admin API", description = "Operate ingestion: files, priorities, lifecycle, advertiser weights, the audit log."),
-    paths(list_files, file_detail, set_priority, pause, resume, cancel, retry, set_weight, actions, overview, openapi),
+    info(title = "memberlake admin API", description = "Operate ingestion: files, priorities, lifecycle, held versions, rollbacks, advertiser weights, the audit log."),
+    paths(
+        list_files, file_detail, set_priority, pause, resume, cancel, retry, approve, reject, set_weight, rollback,
+        actions, overview, openapi
+    ),
     components(schemas(ErrorBody)),
     modifiers(&OperatorAuth)
 )]
 pub struct ApiDoc;
 
 /// What routes share, added once: the bearer scheme; on every route but the document itself
-/// the token requirement with its 401 and the 503 of an unavailable catalog; on a file's
-/// routes the `{id}` parameter, the 400 of an invalid id and the 404 of a missing file. Every route may answer 429
-/// over `MEMBERLAKE_ADMIN_RATE_LIMIT`.
+/// the token requirement with its 401 and the 503 of an unavailable catalog; on a route with an
+/// `{id}` ([`Route::id`]) that parameter and the 400 of an invalid one, and on a file's routes
+/// the 404 of a missing file. Every route may answer 429 over `MEMBERLAKE_ADMIN_RATE_LIMIT`.
 struct OperatorAuth;
 
 impl utoipa::Modify for OperatorAuth {
@@ -360,17 +491,22 @@ impl utoipa::Modify for OperatorAuth {
             for op in [&mut item.get, &mut item.post, &mut item.put].into_iter().flatten() {
                 let responses = &mut op.responses.responses;
                 responses.insert("429".into(), error("Over MEMBERLAKE_ADMIN_RATE_LIMIT; retry (Retry-After)").into());
-                if path.starts_with(routes::FILE.template) {
-                    let id = FileIdParam::into_params(|| Some(utoipa::openapi::path::ParameterIn::Path));
-                    op.parameters.get_or_insert_with(Vec::new).splice(0..0, id);
-                    responses.entry("400".into()).or_insert_with(|| error("Invalid file id").into());
-                    responses.insert("404".into(), error("No such file").into());
-                }
                 if !open {
                     op.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
                     responses.insert("401".into(), error("Missing or invalid operator token").into());
                     responses.insert("503".into(), error("Catalog unavailable; retry (Retry-After)").into());
                 }
+                let in_path = || Some(utoipa::openapi::path::ParameterIn::Path);
+                let (id, invalid) = match routes::ALL.iter().find(|r| r.template == path).and_then(|r| r.id) {
+                    Some(PathId::File) => {
+                        responses.insert("404".into(), error("No such file").into());
+                        (FileIdParam::into_params(in_path), "Invalid file id")
+                    }
+                    Some(PathId::Advertiser) => (AdvertiserIdParam::into_params(in_path), "Invalid advertiser id"),
+                    None => continue,
+                };
+                op.parameters.get_or_insert_with(Vec::new).splice(0..0, id);
+                responses.entry("400".into()).or_insert_with(|| error(invalid).into());
             }
         }
     }

@@ -1,13 +1,16 @@
 //! The status page: server-rendered HTML (no JavaScript needed), refreshed every 5 s.
-//! Queue depth per lane, files in flight with progress bars, throughput over the last 15
-//! minutes as a small bar chart, and recent failures with their reasons.
+//! Queue depth per lane, versions held for an operator (first, with why and the commands that
+//! decide them), files in flight with their progress (ranges hashed, then buckets merged) and
+//! their change so far (members added and removed), throughput over the last 15 minutes as a
+//! small bar chart, and recent failures with their reasons.
 
 use std::fmt::Write;
 
 use axum::extract::State;
 use axum::response::{Html, IntoResponse, Response};
-use memberlake::catalog::{FileRecord, MinuteRows, Overview};
+use memberlake::catalog::{FileRecord, FileState, MinuteRows, Overview};
 use memberlake::http::ApiError;
+use memberlake_admin::routes;
 
 use crate::state::AdminState;
 
@@ -22,28 +25,83 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
 
+/// Whether a file in flight is past hashing: merging its buckets, or held after merging them (a
+/// version can also be held before, for too many rejected rows, with no bucket merged).
+fn diffing(f: &FileRecord) -> bool {
+    f.state == FileState::Merging || (f.state == FileState::Held && f.version.buckets_done > 0)
+}
+
+/// How far a file in flight is: ranges hashed, then buckets merged (a rollback has no ranges).
+/// `(done, total, unit)`.
+fn progress(f: &FileRecord) -> (i64, i64, &'static str) {
+    if diffing(f) {
+        let total = f.version.bucket_bits.map_or(0, |bits| 1i64 << bits.clamp(0, 30));
+        (f.version.buckets_done.into(), total, "buckets merged")
+    } else {
+        (f.ranges_done.into(), f.ranges_total.into(), "ranges")
+    }
+}
+
+/// A version's change against the active one: members added and removed, counted as its
+/// buckets merge (nothing to show before).
+fn change(f: &FileRecord) -> String {
+    if diffing(f) {
+        format!("+{} −{}", f.version.added, f.version.removed)
+    } else {
+        "–".to_owned()
+    }
+}
+
+/// The object cell: the key, and for a rollback the version it restores.
+fn object(f: &FileRecord) -> String {
+    let rollback = f.version.rollback_of.map_or(String::new(), |v| format!(" <b>rollback to {v}</b>"));
+    format!("<td class=key>{}{rollback}</td>", esc(&f.object_key))
+}
+
 fn file_row(out: &mut String, f: &FileRecord) {
-    let pct = if f.ranges_total > 0 { 100.0 * f.ranges_done as f64 / f.ranges_total as f64 } else { 0.0 };
+    let (done, total, unit) = progress(f);
+    let pct = if total > 0 { 100.0 * done as f64 / total as f64 } else { 0.0 };
+    let held = f.state == FileState::Held;
     let _ = write!(
         out,
-        "<tr data-file-id=\"{id}\"><td>{id}</td><td>{adv}</td><td class=key>{key}</td><td>{size}</td><td>{prio}{paused}</td>\
-         <td><div class=bar><div class=fill style=\"width:{pct:.1}%\"></div></div>\
-         <span class=pct>{done}/{total} ranges ({pct:.0}%)</span></td><td>{rows}</td><td>{rej}</td></tr>",
+        "<tr data-file-id=\"{id}\"{class}><td>{id}</td><td>{adv}</td>{object}<td>{size}</td><td>{prio}{paused}</td>\
+         <td class=state>{state}</td><td><div class=bar><div class=fill style=\"width:{pct:.1}%\"></div></div>\
+         <span class=pct>{done}/{total} {unit} ({pct:.0}%)</span></td><td class=change>{change}</td><td>{rows}</td>\
+         <td>{rej}</td></tr>",
         id = f.file_id,
+        class = if held { " class=held" } else { "" },
         adv = esc(f.advertiser_id.as_str()),
-        key = esc(&f.object_key),
+        object = object(f),
         size = memberlake::config::format_bytes(f.size_bytes.max(0) as u64),
         prio = f.priority,
         paused = if f.paused { " <b>paused</b>" } else { "" },
-        done = f.ranges_done,
-        total = f.ranges_total,
+        state = if held { "<b>held</b>" } else { f.state.as_str() },
+        change = change(f),
         rows = f.rows_ingested,
         rej = f.rows_rejected,
     );
 }
 
+/// A held version: why the guard held it, and how an operator decides.
+fn held_row(out: &mut String, f: &FileRecord) {
+    let v = &f.version;
+    let _ = write!(
+        out,
+        "<tr class=held data-held-file-id=\"{id}\"><td>{id}</td><td>{adv}</td>{object}<td>{members}</td>\
+         <td class=change>{change}</td><td class=reason>{reason}</td>\
+         <td><code>memberlake approve {id}</code> or <code>memberlake reject {id}</code></td></tr>",
+        id = f.file_id,
+        adv = esc(f.advertiser_id.as_str()),
+        object = object(f),
+        members = v.members.map_or("–".to_owned(), |m| m.to_string()),
+        change = change(f),
+        reason = esc(v.held_reason.as_deref().unwrap_or("")),
+    );
+}
+
 /// Renders the page from an overview.
 pub fn render(o: &Overview) -> String {
+    let held: Vec<&FileRecord> = o.files_in_flight.iter().filter(|f| f.state == FileState::Held).collect();
     let mut html = String::with_capacity(8192);
     html.push_str(
         "<!doctype html><html><head><meta charset=utf-8><meta http-equiv=refresh content=5>\
@@ -53,7 +111,9 @@ pub fn render(o: &Overview) -> String {
          .key{font-family:monospace;font-size:12px}.bar{display:inline-block;width:160px;height:12px;background:#eee;\
          border-radius:3px;vertical-align:middle;margin-right:8px}.fill{height:100%;background:#2a7;border-radius:3px}\
          .cards{display:flex;gap:16px}.card{border:1px solid #ddd;border-radius:6px;padding:10px 16px}\
-         .card b{display:block;font-size:22px}.fail{color:#b22}</style></head><body>\
+         .card b{display:block;font-size:22px}.fail{color:#b22}.held{background:#fff4d6}\
+         .card.warn{border-color:#d90;background:#fff4d6}\
+         code{background:#f3f3f3;padding:1px 4px;white-space:nowrap}</style></head><body>\
          <h1>memberlake — ingestion status</h1>",
     );
     let _ = write!(
@@ -61,18 +121,42 @@ pub fn render(o: &Overview) -> String {
         "<div class=cards><div class=card id=queued-express><b>{}</b>queued ranges · express lane</div>\
          <div class=card id=queued-bulk><b>{}</b>queued ranges · bulk lane</div>\
          <div class=card id=leased><b>{}</b>ranges being processed</div>\
-         <div class=card><b>{}</b>files in flight</div></div>",
+         <div class=card><b>{}</b>files in flight</div>\
+         <div class=\"card{}\" id=held-count><b>{}</b>held for an operator</div></div>",
         o.queued_express,
         o.queued_bulk,
         o.leased,
-        o.files_in_flight.len()
+        o.files_in_flight.len(),
+        if held.is_empty() { "" } else { " warn" },
+        held.len(),
     );
+
+    if !held.is_empty() {
+        html.push_str(
+            "<h2 class=fail>Held for an operator</h2><p>A guard held these versions (see why). Their advertiser's \
+             active version keeps answering until an operator approves one (it goes on to activation) or rejects \
+             it (it is cancelled and any rows it wrote undone).</p><table id=held><tr><th>id</th><th>advertiser</th>\
+             <th>object</th><th>members</th><th>change</th><th>why</th><th>decide</th></tr>",
+        );
+        for f in &held {
+            held_row(&mut html, f);
+        }
+        let _ = write!(
+            html,
+            "</table><p>Over the API: <code>{}</code> or <code>{}</code>.</p>",
+            routes::APPROVE,
+            routes::REJECT
+        );
+    }
 
     html.push_str("<h2>Files in flight</h2>");
     if o.files_in_flight.is_empty() {
         html.push_str("<p>No file is being ingested.</p>");
     } else {
-        html.push_str("<table id=in-flight><tr><th>id</th><th>advertiser</th><th>object</th><th>size</th><th>priority</th><th>progress</th><th>rows</th><th>rejected</th></tr>");
+        html.push_str(
+            "<table id=in-flight><tr><th>id</th><th>advertiser</th><th>object</th><th>size</th><th>priority</th>\
+             <th>state</th><th>progress</th><th>change</th><th>rows</th><th>rejected</th></tr>",
+        );
         for f in &o.files_in_flight {
             file_row(&mut html, f);
         }
@@ -106,26 +190,125 @@ pub fn render(o: &Overview) -> String {
         for f in &o.recent_failures {
             let _ = write!(
                 html,
-                "<tr class=fail><td>{}</td><td>{}</td><td class=key>{}</td><td>{}</td></tr>",
+                "<tr class=fail><td>{}</td><td>{}</td>{}<td>{}</td></tr>",
                 f.file_id,
                 esc(f.advertiser_id.as_str()),
-                esc(&f.object_key),
+                object(f),
                 esc(f.failure_reason.as_deref().unwrap_or("")),
             );
         }
         html.push_str("</table>");
     }
-    let json = memberlake_admin::routes::OVERVIEW.template;
+    let json = routes::OVERVIEW.template;
     let _ = write!(html, "<p style=\"color:#888\">Refreshes every 5 s. JSON: {json}</p></body></html>");
     html
 }
 
 #[cfg(test)]
 mod tests {
+    use chrono::Utc;
+    use memberlake::catalog::VersionRecord;
+    use memberlake::ids::{AdvertiserId, FileId};
+    use memberlake::lake::Compression;
+
     use super::*;
 
     #[test]
     fn escapes_what_it_shows() {
         assert_eq!(esc("<script>&\"'"), "&lt;script&gt;&amp;&quot;&#39;");
+    }
+
+    fn file(id: i64, state: FileState, version: VersionRecord) -> FileRecord {
+        FileRecord {
+            file_id: FileId(id),
+            advertiser_id: AdvertiserId::parse("acme").unwrap(),
+            object_key: format!("advertisers/acme/v{id}.csv"),
+            etag: "\"e\"".into(),
+            size_bytes: 4096,
+            compression: Compression::None,
+            state,
+            priority: 0,
+            paused: false,
+            ranges_total: 4,
+            ranges_done: 3,
+            rows_ingested: 300,
+            rows_rejected: 0,
+            failure_reason: None,
+            registered_at: Utc::now(),
+            finished_at: None,
+            retired_at: None,
+            active: false,
+            version,
+        }
+    }
+
+    fn overview(files_in_flight: Vec<FileRecord>) -> Overview {
+        Overview {
+            queued_express: 0,
+            queued_bulk: 0,
+            leased: 0,
+            files_in_flight,
+            rows_per_minute: Vec::new(),
+            recent_failures: Vec::new(),
+        }
+    }
+
+    /// The `<tr>` of `marker` (an attribute of the row) in `html`.
+    fn row<'a>(html: &'a str, marker: &str) -> &'a str {
+        let start = html.find(marker).unwrap_or_else(|| panic!("no {marker} in {html}"));
+        let start = html[..start].rfind("<tr").unwrap();
+        &html[start..start + html[start..].find("</tr>").unwrap()]
+    }
+
+    #[test]
+    fn a_held_version_stands_out_with_why_and_how_to_decide() {
+        let reason = "shrinks the active list from 100 to 10 members (90.0% fewer; <the guard>)";
+        let held = VersionRecord {
+            bucket_bits: Some(2),
+            buckets_done: 4,
+            members: Some(10),
+            added: 2,
+            removed: 92,
+            held_reason: Some(reason.into()),
+            ..Default::default()
+        };
+        let html = render(&overview(vec![file(12, FileState::Held, held)]));
+        assert!(html.contains("<div class=\"card warn\" id=held-count><b>1</b>held for an operator"), "{html}");
+        let decide = row(&html, "data-held-file-id=\"12\"");
+        assert!(decide.contains(&esc(reason)) && !decide.contains("<the guard>"), "escaped: {decide}");
+        assert!(decide.contains("<td>10</td><td class=change>+2 −92</td>"), "{decide}");
+        assert!(decide.contains("<code>memberlake approve 12</code> or <code>memberlake reject 12</code>"), "{decide}");
+        assert!(html.contains("POST /admin/v1/files/{id}/approve"), "{html}");
+        let in_flight = row(&html, "data-file-id=\"12\"");
+        assert!(in_flight.contains("class=held") && in_flight.contains("<b>held</b>"), "{in_flight}");
+        assert!(in_flight.contains("4/4 buckets merged (100%)"), "{in_flight}");
+
+        // Held before merging (too many rejected rows): its ranges, and no change yet.
+        let rejects =
+            VersionRecord { bucket_bits: Some(2), held_reason: Some("too many".into()), ..Default::default() };
+        let html = render(&overview(vec![file(13, FileState::Held, rejects)]));
+        let in_flight = row(&html, "data-file-id=\"13\"");
+        assert!(in_flight.contains("3/4 ranges") && in_flight.contains("<td class=change>–</td>"), "{in_flight}");
+        assert!(row(&html, "data-held-file-id=\"13\"").contains("<code>memberlake reject 13</code>"));
+    }
+
+    #[test]
+    fn versions_in_flight_show_their_progress_and_change() {
+        let merging =
+            VersionRecord { bucket_bits: Some(3), buckets_done: 2, added: 7, removed: 1, ..Default::default() };
+        let rollback = VersionRecord { bucket_bits: Some(1), rollback_of: Some(FileId(3)), ..Default::default() };
+        let html = render(&overview(vec![
+            file(21, FileState::Ingesting, VersionRecord::default()),
+            file(22, FileState::Merging, merging),
+            file(23, FileState::Merging, rollback),
+        ]));
+        assert!(!html.contains("id=held>") && html.contains("id=held-count><b>0</b>"), "nothing held: {html}");
+        let ingesting = row(&html, "data-file-id=\"21\"");
+        assert!(ingesting.contains("<td class=state>ingesting</td>") && ingesting.contains("3/4 ranges (75%)"));
+        assert!(ingesting.contains("<td class=change>–</td>"), "not diffed yet: {ingesting}");
+        let merging = row(&html, "data-file-id=\"22\"");
+        assert!(merging.contains("2/8 buckets merged (25%)") && merging.contains("+7 −1"), "{merging}");
+        let rollback = row(&html, "data-file-id=\"23\"");
+        assert!(rollback.contains("<b>rollback to 3</b>") && rollback.contains("0/2 buckets merged"), "{rollback}");
     }
 }

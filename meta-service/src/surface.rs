@@ -58,7 +58,7 @@ mod tests {
     use memberlake::catalog::{Catalog, PriorityKnobs};
     use memberlake::config::LaneArgs;
     use memberlake::http::Tokens;
-    use memberlake_admin::routes::{self, Method};
+    use memberlake_admin::routes::{self, Method, PathId};
     use memberlake_admin::ErrorBody;
     use serde_json::json;
     use tower::ServiceExt;
@@ -113,7 +113,7 @@ mod tests {
     #[tokio::test]
     async fn bad_requests_are_400s_that_say_why() {
         let app = router(state(&[]), None);
-        let cases: [(Method, &str, Option<&str>, &str); 10] = [
+        let cases: [(Method, &str, Option<&str>, &str); 16] = [
             (Method::Get, "/admin/v1/files?stat=failed", None, "unknown field `stat`"),
             (Method::Get, "/admin/v1/files?state=done", None, "unknown variant `done`"),
             (Method::Get, "/admin/v1/files?advertiser_id=a%20b", None, "advertiser_id must match"),
@@ -129,6 +129,17 @@ mod tests {
             (Method::Post, "/admin/v1/files/1/priority", Some(r#"{"priority": 2000000}"#), "priority must be between"),
             (Method::Put, "/admin/v1/advertisers/acme/weight", Some(r#"{"weight": 0}"#), "weight must be a number in"),
             (Method::Put, "/admin/v1/advertisers/a.b/weight", Some(r#"{"weight": 1}"#), "advertiser_id must match"),
+            (Method::Post, "/admin/v1/files/0/approve", None, "file id must be a positive integer, got \"0\""),
+            (Method::Post, "/admin/v1/files/x/reject", None, "file id must be a positive integer, got \"x\""),
+            (Method::Post, "/admin/v1/advertisers/a.b/rollback", None, "advertiser_id must match"),
+            (
+                Method::Post,
+                "/admin/v1/advertisers/acme/rollback",
+                Some(r#"{"to": 3, "from": 2}"#),
+                "unknown field `from`",
+            ),
+            (Method::Post, "/admin/v1/advertisers/acme/rollback", Some(r#"{"to": 0}"#), "file id must be a positive"),
+            (Method::Post, "/admin/v1/advertisers/acme/rollback", Some(r#"{"to": "x"}"#), "invalid type"),
         ];
         for (method, uri, body, says) in cases {
             let (status, message) = refused(&app, method, uri, body).await;
@@ -140,6 +151,29 @@ mod tests {
         // A valid request reaches the catalog, which is unreachable here.
         let (status, message) = refused(&app, Method::Get, "/admin/v1/files?state=failed&limit=3", None).await;
         assert_eq!(status, 503, "{message}");
+    }
+
+    #[tokio::test]
+    async fn a_rollbacks_body_may_be_left_out_but_not_left_unread() {
+        let app = router(state(&[]), None);
+        let rollback = routes::ROLLBACK.path("acme");
+        // No body, an empty or blank one, `{}` and `{"to": v}` all reach the (unreachable) catalog.
+        for body in [None, Some(""), Some(" \n"), Some("{}"), Some(r#"{"to": null}"#), Some(r#"{"to": 41}"#)] {
+            let (status, message) = refused(&app, Method::Post, &rollback, body).await;
+            assert_eq!(status, 503, "{body:?}: {message}");
+        }
+        // A body sent without a JSON content type is refused, not ignored: it may name `to`.
+        let request = Request::post(&rollback).body(Body::from(r#"{"to": 41}"#)).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        let ErrorBody { error } = serde_json::from_slice(&bytes).unwrap();
+        assert!(error.message.contains("Content-Type: application/json"), "{}", error.message);
+        for bad in ["not json", "41", "{\"to\": 4"] {
+            assert_eq!(refused(&app, Method::Post, &rollback, Some(bad)).await.0, 400, "{bad}");
+        }
+        let big = format!(r#"{{"pad": "{}"}}"#, "x".repeat(MAX_BODY_BYTES));
+        assert_eq!(refused(&app, Method::Post, &rollback, Some(&big)).await.0, 413);
     }
 
     #[tokio::test]
@@ -183,17 +217,45 @@ mod tests {
             assert_eq!(op["security"][0]["bearer"].is_array(), guarded, "{route}");
             assert_eq!(op["responses"]["401"].is_object(), guarded, "{route}");
         }
-        for route in [routes::FILE, routes::SET_PRIORITY, routes::PAUSE, routes::RESUME, routes::CANCEL, routes::RETRY]
-        {
+        for route in routes::ALL {
             let op = &paths[route.template][route.method.as_str().to_ascii_lowercase()];
-            assert_eq!((&op["parameters"][0]["name"], &op["parameters"][0]["in"]), (&json!("id"), &json!("path")));
-            assert!(op["responses"]["400"].is_object() && op["responses"]["404"].is_object(), "{route}");
+            let Some(id) = route.id else {
+                assert!(op["parameters"].as_array().is_none_or(|p| p.iter().all(|p| p["in"] != "path")), "{route}");
+                continue;
+            };
+            let param = &op["parameters"][0];
+            assert_eq!(
+                (&param["name"], &param["in"], param["required"].as_bool()),
+                (&json!("id"), &json!("path"), Some(true))
+            );
+            assert!(op["responses"]["400"].is_object(), "{route}");
+            match id {
+                PathId::File => {
+                    assert_eq!(param["schema"]["type"], "integer", "{route}");
+                    assert_eq!(op["responses"]["404"]["description"], "No such file", "{route}");
+                }
+                PathId::Advertiser => assert_eq!(param["schema"]["type"], "string", "{route}"),
+            }
+        }
+        let rollback = &paths[routes::ROLLBACK.template]["post"];
+        assert_eq!(rollback["requestBody"]["required"].as_bool(), None, "a rollback's body is optional");
+        for route in [routes::APPROVE, routes::REJECT] {
+            assert!(paths[route.template]["post"]["responses"]["409"].is_object(), "{route}: 409 unless held");
         }
         let body_400 = &paths[routes::SET_PRIORITY.template]["post"]["responses"]["400"]["description"];
         assert_eq!(body_400, "Invalid file id or body");
         let methods: usize = paths.values().map(|item| item.as_object().unwrap().len()).sum();
         assert_eq!(methods, routes::ALL.len(), "the document lists exactly the routes");
-        for schema in ["FileView", "FileDetailView", "OverviewView", "SetPriority", "SetWeight", "ErrorBody"] {
+        for schema in [
+            "FileView",
+            "FileDetailView",
+            "OverviewView",
+            "SetPriority",
+            "SetWeight",
+            "Rollback",
+            "RollbackResponse",
+            "ErrorBody",
+        ] {
             assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
         }
         let state = &doc["components"]["schemas"]["FileView"]["properties"]["state"];

@@ -5,12 +5,12 @@
 //! added to a catalog type does not compile until someone decides whether operators see it.
 
 use memberlake::catalog::{
-    FileDetail, FileRecord, MinuteRows, OperatorAction, Overview, RangeCounts, RangeError, RejectionSample,
-    VersionRecord,
+    FileDetail, FileRecord, MinuteRows, OperatorAction, Overview, RangeCounts, RangeError, ReasonCount,
+    RejectionSample, VersionRecord,
 };
 use memberlake_admin::views::{
     FileDetailView, FileView, MinuteRowsView, OperatorActionView, OverviewView, RangeCountsView, RangeErrorView,
-    RejectionSampleView, VersionView,
+    ReasonCountView, RejectionSampleView, VersionView,
 };
 
 /// A catalog value as its admin API view.
@@ -77,6 +77,7 @@ impl IntoView for FileRecord {
 impl IntoView for VersionRecord {
     type View = VersionView;
     fn into_view(self) -> VersionView {
+        let unchanged = self.unchanged();
         let VersionRecord {
             store_format,
             base_version,
@@ -90,6 +91,8 @@ impl IntoView for VersionRecord {
             rows_deleted,
             held_reason,
             activated_at,
+            rollback_of,
+            manifest_expired_at,
         } = self;
         VersionView {
             store_format,
@@ -100,10 +103,13 @@ impl IntoView for VersionRecord {
             members,
             added,
             removed,
+            unchanged,
             rows_written,
             rows_deleted,
             held_reason,
             activated_at,
+            rollback_of,
+            manifest_expired_at,
         }
     }
 }
@@ -118,6 +124,7 @@ impl IntoView for FileDetail {
             rows_per_second,
             eta_seconds,
             last_errors,
+            rejected_by_reason,
             rejection_samples,
         } = self;
         FileDetailView {
@@ -127,6 +134,10 @@ impl IntoView for FileDetail {
             rows_per_second,
             eta_seconds,
             last_errors: last_errors.into_view(),
+            rejected_by_reason: rejected_by_reason
+                .into_iter()
+                .map(|ReasonCount { reason, rows }| ReasonCountView { reason, rows })
+                .collect(),
             rejection_samples: rejection_samples.into_view(),
         }
     }
@@ -190,7 +201,8 @@ impl IntoView for Overview {
 #[cfg(test)]
 mod tests {
     //! The views keep the wire format the catalog types had when the server serialized them
-    //! directly: each view serializes to the same JSON as its source.
+    //! directly: each view serializes to the same JSON as its source, plus the fields views
+    //! derive from it (a version's `unchanged`).
 
     use chrono::{TimeZone, Utc};
     use memberlake::catalog::FileState;
@@ -231,18 +243,44 @@ mod tests {
                 removed: 5,
                 rows_written: 9,
                 held_reason: Some("shrinks".into()),
+                rollback_of: Some(FileId(id - 2)),
                 ..Default::default()
             },
         }
     }
 
+    /// `domain`'s JSON is its view's, less the derived fields (each checked against its source).
     fn same_json<T: Serialize + IntoView>(domain: T)
     where
         T::View: Serialize,
     {
         let before = serde_json::to_value(&domain).unwrap();
-        let after = serde_json::to_value(domain.into_view()).unwrap();
+        let mut after = serde_json::to_value(domain.into_view()).unwrap();
+        without_derived(&mut after);
         assert_eq!(after, before);
+    }
+
+    /// Removes each version's `unchanged` from a view's JSON, checking it is `members - added`.
+    fn without_derived(view: &mut serde_json::Value) {
+        match view {
+            serde_json::Value::Object(fields) => {
+                if let Some(unchanged) = fields.remove("unchanged") {
+                    let expected = fields["members"].as_i64().map(|m| m - fields["added"].as_i64().unwrap());
+                    assert_eq!(unchanged.as_i64(), expected, "{fields:?}");
+                }
+                fields.values_mut().for_each(without_derived);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(without_derived),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn a_version_view_says_how_many_members_it_kept() {
+        let merged = record(7, FileState::Held).version;
+        assert_eq!((merged.members, merged.added, merged.into_view().unchanged), (Some(100), 4, Some(96)));
+        let merging = VersionRecord { members: None, added: 3, ..Default::default() };
+        assert_eq!(merging.into_view().unchanged, None, "unknown until every bucket merged");
     }
 
     #[test]
@@ -260,6 +298,7 @@ mod tests {
                 attempts: 3,
                 error: "timed out".into(),
             }],
+            rejected_by_reason: vec![ReasonCount { reason: "multiple_at".into(), rows: 7 }],
             rejection_samples: vec![RejectionSample { offset: 40, reason: RejectReason::MultipleAt }],
         });
         same_json(OperatorAction {

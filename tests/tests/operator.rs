@@ -4,7 +4,7 @@ use memberlake::catalog::FileState;
 use memberlake::ids::FileId;
 use std::time::{Duration, Instant};
 
-use memberlake_admin::{routes, AdminClient, FilesResponse, LimitQuery};
+use memberlake_admin::{routes, AdminClient, FileResponse, FilesResponse, LimitQuery};
 use memberlake_tests::*;
 use serde_json::{json, Value};
 
@@ -53,6 +53,21 @@ impl Admin {
         let r = r.send().await.unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Runs the `memberlake` CLI against this meta-service with `token`: success, stdout, stderr.
+    fn cli(&self, token: &str, args: &[&str]) -> (bool, String, String) {
+        let out = std::process::Command::new(binary("memberlake"))
+            .args(args)
+            .env("MEMBERLAKE_ADMIN_ADDR", self.url.trim_start_matches("http://"))
+            .env("MEMBERLAKE_ADMIN_TOKEN", token)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 }
 
@@ -295,19 +310,7 @@ async fn operator_actions_need_the_operator_token_and_are_audited() {
     admin.client.cancel(id).await.unwrap();
 
     // The CLI speaks the same API with the other operator's token.
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new(binary("memberlake"))
-            .args(args)
-            .env("MEMBERLAKE_ADMIN_ADDR", admin.url.trim_start_matches("http://"))
-            .env("MEMBERLAKE_ADMIN_TOKEN", "second-secret")
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let cli = |args: &[&str]| admin.cli("second-secret", args);
     let (ok, out, err) = cli(&["files", "--json"]);
     assert!(ok, "{err}");
     let listed: FilesResponse = serde_json::from_str(&out).unwrap();
@@ -336,6 +339,117 @@ async fn operator_actions_need_the_operator_token_and_are_audited() {
     .collect();
     assert_eq!(actions, expected);
     assert_eq!(log[0].details["weight"].as_f64(), Some(3.0), "{}", log[0].details);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_versions_are_approved_or_rejected_by_operators_and_a_rollback_is_refused_what_it_cannot_do() {
+    let world = TestWorld::new().await;
+    let admin = Admin::start(&world, Some("ops:op-secret,other:second-secret")).await;
+    let _splitter = world.spawn("splitter", "splitter-a", &[("MEMBERLAKE_RANGE_SIZE", "16KiB")]);
+    let _worker = world.spawn("compute-worker", "worker-0", &[]);
+    // A first version of three lists; then two of them emptied, which the shrink guard holds.
+    let mut first = Vec::new();
+    for (i, advertiser) in ["acme", "globex", "initech"].into_iter().enumerate() {
+        first.push(world.upload(advertiser, "v1.csv", list_of(i * 1_000, 200)).await);
+    }
+    let mut v1 = Vec::new();
+    for key in &first {
+        let f = world.wait_finished(key, FINISH).await;
+        assert_eq!((f.state, f.active), (FileState::Ingested, true), "{f:?}");
+        v1.push(f.file_id);
+    }
+    let acme_v2 = world.upload("acme", "v2.csv", Vec::new()).await;
+    let globex_v2 = world.upload("globex", "v2.csv", Vec::new()).await;
+    let approved = file_id_of(&world, &acme_v2, FileState::Held).await;
+    let rejected = file_id_of(&world, &globex_v2, FileState::Held).await;
+
+    // The status page puts them first, with why and the commands that decide them.
+    let page = reqwest::Client::new()
+        .get(format!("{}/status", admin.url))
+        .bearer_auth("op-secret")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for id in [approved, rejected] {
+        assert!(page.contains(&format!("data-held-file-id=\"{id}\"")), "{id} held: {page}");
+        assert!(page.contains(&format!("<code>memberlake approve {id}</code>")), "{page}");
+    }
+    assert!(page.contains("shrinks the active list from 200 to 0 members"), "{page}");
+
+    // Only a held version can be approved or rejected: anything else is a 409 and stays as it was.
+    for err in [admin.client.approve(v1[0]).await.unwrap_err(), admin.client.reject(v1[0]).await.unwrap_err()] {
+        assert_eq!(err.status(), Some(409), "{err}");
+        assert!(err.to_string().contains("only held versions"), "{err}");
+    }
+    assert!(world.file(v1[0]).await.active);
+    assert_eq!(admin.client.approve(FileId(999_999)).await.unwrap_err().status(), Some(404));
+
+    // One operator approves over the API (the version goes back to merging, its hold marked)...
+    let r = admin.client.approve(approved).await.unwrap();
+    assert_eq!(r.file.version.held_reason.as_deref(), Some("approved"), "{:?}", r.file);
+    assert_ne!(r.file.state, FileState::Held);
+    // ...the other reads the held version's report and rejects it with the CLI.
+    let cli = |args: &[&str]| admin.cli("second-secret", args);
+    let (ok, out, err) = cli(&["file", &rejected.to_string()]);
+    assert!(ok, "{err}");
+    for line in
+        ["  members          0\n", "  removed          200\n", "  unchanged        0\n", "  held reason      shrinks"]
+    {
+        assert!(out.contains(line), "{line:?} in {out}");
+    }
+    assert!(out.contains(&format!("  base version     {}\n", v1[1])), "{out}");
+    assert!(out.contains(&format!("`memberlake reject {rejected}`")), "{out}");
+    let (ok, out, err) = cli(&["reject", &rejected.to_string(), "--json"]);
+    assert!(ok, "{err}");
+    let r: FileResponse = serde_json::from_str(&out).unwrap();
+    assert_eq!((r.file.state, r.file.failure_reason.as_deref()), (FileState::Cancelled, Some("rejected by other")));
+    // Decided, neither is held any more.
+    let (ok, _, err) = cli(&["approve", &rejected.to_string()]);
+    assert!(!ok && err.contains("409"), "{err}");
+    let err = admin.client.reject(approved).await.unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err}");
+    // The approved version activates; the rejected one never does.
+    let acme = world.wait_finished(&acme_v2, FINISH).await;
+    assert_eq!((acme.state, acme.active), (FileState::Ingested, true), "{acme:?}");
+    assert!(world.file(v1[1]).await.active, "globex keeps its first version");
+    assert!(!world.file(rejected).await.active);
+
+    // Rollback: a body it cannot read is a 400; an advertiser whose active version is its first
+    // has nothing to roll back to: 409, whether asked with no body, `{}` or the CLI. Nothing is
+    // created.
+    let files = world.files().await.len();
+    let rollback = routes::ROLLBACK.path("initech");
+    for (body, says) in [
+        (json!({"to": v1[2].0, "from": 1}), "unknown field `from`"),
+        (json!({"to": "first"}), "invalid type"),
+        (json!({"to": 0}), "file id must be a positive integer"),
+    ] {
+        let (s, v) = admin.raw(reqwest::Method::POST, &rollback, Some(body.clone())).await;
+        assert_eq!(s, 400, "{body}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{body}: {message:?} should say {says:?}");
+    }
+    for body in [None, Some(json!({}))] {
+        let (s, v) = admin.raw(reqwest::Method::POST, &rollback, body).await;
+        assert_eq!((s, &v["error"]["code"]), (409, &json!("conflict")), "{v}");
+    }
+    let initech = memberlake::ids::AdvertiserId::parse("initech").unwrap();
+    assert_eq!(admin.client.rollback(&initech, None).await.unwrap_err().status(), Some(409));
+    let (ok, _, err) = cli(&["rollback", "initech"]);
+    assert!(!ok && err.contains("409"), "{err}");
+    assert_eq!(world.files().await.len(), files, "a refused rollback creates no version");
+
+    // The audit log has each decision with its actor, and nothing of what was refused.
+    let log = admin.client.actions(&LimitQuery::default()).await.unwrap().actions;
+    let actions: Vec<(&str, &str, String)> =
+        log.iter().rev().map(|a| (a.actor.as_str(), a.action.as_str(), a.target.clone())).collect();
+    assert_eq!(
+        actions,
+        [("ops", "approve", format!("file:{approved}")), ("other", "reject", format!("file:{rejected}"))]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
