@@ -146,6 +146,48 @@ impl RunSpill {
     }
 }
 
+/// The indexes of the ingest runs a worker has read, by key. A merge unit reads bucket `b` of
+/// every run of its version, so without it each run's index (16 bytes per bucket) would be
+/// fetched once per bucket — for a 2 GB list, ~100 runs × 512 buckets. Only runs are cached:
+/// a run's bytes never change once written (a redone ingest range writes the same sorted,
+/// de-duplicated hashes under the same key), whereas a diff is rewritten against another base
+/// when a failed version is retried. Bounded: emptied when it would pass [`Self::LIMIT`] bytes.
+#[derive(Clone, Default)]
+pub struct RunIndexCache {
+    inner: std::sync::Arc<std::sync::Mutex<IndexEntries>>,
+}
+
+#[derive(Default)]
+struct IndexEntries {
+    indexes: std::collections::HashMap<String, std::sync::Arc<RunIndex>>,
+    bytes: usize,
+}
+
+impl RunIndexCache {
+    /// Bytes of indexes held at most (a few thousand runs of a 2 GB list's width).
+    pub const LIMIT: usize = 32 << 20;
+
+    fn get(&self, key: &str) -> Option<std::sync::Arc<RunIndex>> {
+        self.inner.lock().expect("index cache lock").indexes.get(key).cloned()
+    }
+
+    fn remove(&self, key: &str) {
+        self.inner.lock().expect("index cache lock").indexes.remove(key);
+    }
+
+    fn insert(&self, key: &str, index: std::sync::Arc<RunIndex>) {
+        let size = key.len() + 16 * index.buckets().count() as usize + 64;
+        let mut entries = self.inner.lock().expect("index cache lock");
+        if entries.bytes + size > Self::LIMIT {
+            entries.indexes.clear();
+            entries.bytes = 0;
+        }
+        if entries.indexes.insert(key.to_owned(), index).is_none() {
+            entries.bytes += size;
+        }
+    }
+}
+
 /// Fetches a run's index: one suffix GET of the tail for `expected` bucket bits, and a second
 /// one if the run turns out to have wider buckets.
 async fn read_index(work: &WorkLocation, key: &str, expected: Buckets) -> Result<RunIndex, VersionError> {
@@ -169,6 +211,39 @@ pub async fn read_bucket(
     b: u32,
 ) -> Result<Vec<EmailHash>, VersionError> {
     let index = read_index(work, key, want).await?;
+    read_indexed_bucket(work, key, &index, want, b).await
+}
+
+/// [`read_bucket`] of an ingest run, its index from the worker's [`RunIndexCache`].
+async fn read_run_bucket(
+    work: &WorkLocation,
+    key: &str,
+    want: Buckets,
+    b: u32,
+) -> Result<Vec<EmailHash>, VersionError> {
+    let cache = work.run_indexes();
+    if let Some(index) = cache.get(key) {
+        match read_indexed_bucket(work, key, &index, want, b).await {
+            // A run rewritten since (a zombie worker's late spill, under another spill size)
+            // fails its checksums, or its length, against the old index: read the index afresh
+            // (on any failure: a transient one then costs one more GET).
+            Err(_) => cache.remove(key),
+            other => return other,
+        }
+    }
+    let index = std::sync::Arc::new(read_index(work, key, want).await?);
+    cache.insert(key, index.clone());
+    read_indexed_bucket(work, key, &index, want, b).await
+}
+
+/// Bucket `b` at width `want` of the run under `key` whose index is `index`.
+async fn read_indexed_bucket(
+    work: &WorkLocation,
+    key: &str,
+    index: &RunIndex,
+    want: Buckets,
+    b: u32,
+) -> Result<Vec<EmailHash>, VersionError> {
     let have = index.buckets();
     // The run's buckets that cover bucket `b` at width `want`.
     let covering: Range<u32> = if have.bits() >= want.bits() {
@@ -267,7 +342,7 @@ async fn read_runs_bucket(
     loop {
         while in_flight.len() < RUN_READS_IN_FLIGHT {
             match keys.next() {
-                Some(key) => in_flight.push(read_bucket(work, key, want, b)),
+                Some(key) => in_flight.push(read_run_bucket(work, key, want, b)),
                 None => break,
             }
         }
@@ -449,6 +524,27 @@ mod tests {
         assert_eq!(members, 3000);
         assert_eq!(sorted(added), sorted((0..30).map(h).collect()));
         assert_eq!(sorted(removed), sorted((3000..3030).map(h).collect()));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_merge_reads_each_runs_index_once_and_again_if_the_run_changed() {
+        let (work, dir) = work();
+        let adv = AdvertiserId::parse("acme").unwrap();
+        let v = VersionObjects::new(&adv, ListVersion(5), 3).unwrap();
+        let key = v.dir.run(0, 0);
+        put_run(&work, &key, (0..2000).map(h).collect(), v.buckets).await.unwrap();
+        let runs = vec![key.clone()];
+        let first = read_runs_bucket(&work, &runs, v.buckets, 0).await.unwrap();
+        assert!(work.run_indexes().get(&key).is_some(), "cached after the first read");
+        // Rewritten under the same key with other contents: the stale index fails the checksums,
+        // and the run is read afresh.
+        put_run(&work, &key, (5000..9000).map(h).collect(), v.buckets).await.unwrap();
+        let again = read_runs_bucket(&work, &runs, v.buckets, 0).await.unwrap();
+        let want: Vec<EmailHash> =
+            sorted((5000..9000).map(h).collect()).into_iter().filter(|x| v.buckets.bucket_of(&x.0) == 0).collect();
+        assert_eq!(again, vec![want]);
+        assert_ne!(first, again);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -42,10 +42,11 @@ pub enum WorkError {
     InsideLake { work: String, lake: String },
 }
 
-/// A handle on the work location. Cheap to clone.
+/// A handle on the work location. Cheap to clone (clones share the run-index cache).
 #[derive(Clone)]
 pub struct WorkLocation {
     root: ObjectRoot,
+    run_indexes: crate::versions::RunIndexCache,
 }
 
 impl std::fmt::Debug for WorkLocation {
@@ -66,7 +67,12 @@ impl WorkLocation {
         if lake.root().contains(&root) {
             return Err(WorkError::InsideLake { work: url, lake: lake.url().to_owned() });
         }
-        Ok(Self { root })
+        Ok(Self { root, run_indexes: Default::default() })
+    }
+
+    /// The indexes of runs read so far (see [`crate::versions::RunIndexCache`]).
+    pub(crate) fn run_indexes(&self) -> &crate::versions::RunIndexCache {
+        &self.run_indexes
     }
 
     pub fn url(&self) -> &str {
