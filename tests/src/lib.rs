@@ -490,3 +490,226 @@ pub fn assert_logs_free_of(logs: &[PathBuf], emails: &[String]) {
     }
     assert!(scanned > 1000, "the logs are empty: nothing was scanned");
 }
+
+// ---- Faults around list-version stages (tests/tests/version_faults.rs, store_outage_merge.rs):
+// the pipeline is stopped at a chosen stage by row locks a test holds in Postgres (the splitter's
+// lease row, a version's queued merge units), never by timing; a scan of the store by version;
+// the exact-answer check of a version.
+
+use memberlake::catalog::{FileState, LeaderInfo};
+
+/// How long a stage of a small test version may take on a busy machine.
+const STAGE_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// Row locks held in one open Postgres transaction; released by [`RowLocks::release`] (rolled
+/// back if dropped).
+pub struct RowLocks {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    /// The backend holding the locks.
+    pub pid: i32,
+    /// The rows locked.
+    pub rows: usize,
+}
+
+impl RowLocks {
+    async fn begin(catalog: &Catalog) -> Self {
+        let mut tx = catalog.pool().begin().await.unwrap();
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *tx).await.unwrap();
+        Self { tx, pid, rows: 0 }
+    }
+
+    /// The backends waiting for these locks, directly or behind another waiter (Postgres queues
+    /// a row's waiters: the second waits for the first).
+    pub async fn waiters(&self, catalog: &Catalog) -> Vec<i32> {
+        let waiters = "WITH RECURSIVE w(pid) AS ( \
+                           SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)) \
+                           UNION \
+                           SELECT a.pid FROM pg_stat_activity a JOIN w ON w.pid = ANY(pg_blocking_pids(a.pid))) \
+                       SELECT pid FROM w";
+        sqlx::query_scalar(waiters).bind(self.pid).fetch_all(catalog.pool()).await.unwrap()
+    }
+
+    pub async fn release(self) {
+        self.tx.commit().await.unwrap();
+    }
+}
+
+impl TestWorld {
+    /// The file registered from `key`, if it is registered.
+    pub async fn file_by_key(&self, key: &str) -> Option<FileRecord> {
+        self.files().await.into_iter().find(|f| f.object_key.ends_with(key))
+    }
+
+    /// Freezes the splitter role: locks its lease row, which every leader transaction first
+    /// takes FOR SHARE (`hold_term.sql`) and every renewal or takeover updates. Until release, no
+    /// splitter splits, reaps, settles or queues cleanup, and none takes over; workers go on.
+    /// Returns the lock and the last leader (the frozen one, if its process lives).
+    pub async fn hold_leadership(&self) -> (RowLocks, LeaderInfo) {
+        let mut locks = RowLocks::begin(&self.catalog).await;
+        let leader: LeaderInfo =
+            sqlx::query_as("SELECT holder, term, expires_at FROM leader_leases WHERE role = 'splitter' FOR UPDATE")
+                .fetch_optional(&mut *locks.tx)
+                .await
+                .unwrap()
+                .expect("no splitter lease row to hold");
+        locks.rows = 1;
+        (locks, leader)
+    }
+
+    /// Locks `file`'s queued merge units except the first `open` (by bucket). Workers claim
+    /// with SKIP LOCKED, so they merge only the open ones until release; a cancellation of the
+    /// file (which revokes its queued units) waits for the release too.
+    pub async fn hold_merge_units(&self, file: FileId, open: i64) -> RowLocks {
+        let mut locks = RowLocks::begin(&self.catalog).await;
+        let queued = "SELECT range_index FROM ranges WHERE file_id = $1 AND stage = 'merge' AND state = 'queued'";
+        let open: Vec<i32> = sqlx::query_scalar(&format!("{queued} ORDER BY range_index LIMIT $2"))
+            .bind(file)
+            .bind(open)
+            .fetch_all(&mut *locks.tx)
+            .await
+            .unwrap();
+        let locked: Vec<i32> =
+            sqlx::query_scalar(&format!("{queued} AND range_index <> ALL($2) FOR UPDATE SKIP LOCKED"))
+                .bind(file)
+                .bind(&open)
+                .fetch_all(&mut *locks.tx)
+                .await
+                .unwrap();
+        locks.rows = locked.len();
+        locks
+    }
+
+    /// Locks the merge unit of `file` that worker `owner` holds, if it still holds one once
+    /// locked; returns the lock and the unit's bucket. Until release the unit can be neither
+    /// recorded done nor renewed, nor revoked (a cancellation waits).
+    pub async fn hold_leased_merge_unit(&self, file: FileId, owner: &str) -> Option<(RowLocks, i32)> {
+        let leased = "SELECT range_index FROM ranges \
+                      WHERE file_id = $1 AND stage = 'merge' AND state = 'leased' AND lease_owner = $2";
+        let bucket: i32 =
+            sqlx::query_scalar(leased).bind(file).bind(owner).fetch_optional(self.catalog.pool()).await.unwrap()?;
+        let mut locks = RowLocks::begin(&self.catalog).await;
+        let locked: Option<i32> = sqlx::query_scalar(&format!("{leased} AND range_index = $3 FOR UPDATE"))
+            .bind(file)
+            .bind(owner)
+            .bind(bucket)
+            .fetch_optional(&mut *locks.tx)
+            .await
+            .unwrap();
+        locks.rows = 1;
+        locked.map(|b| (locks, b))
+    }
+
+    /// Brings the version uploaded under `key` (with no worker running) to the boundary between
+    /// its stages: every ingest unit done (by a worker started and stopped here), the merge stage
+    /// not started, because the splitter leader is frozen ([`hold_leadership`](Self::hold_leadership),
+    /// returned). Returns the version, the lock and the frozen leader.
+    pub async fn ingested_not_merging(&self, key: &str) -> (FileRecord, RowLocks, LeaderInfo) {
+        let split = wait_for(STAGE_TIMEOUT, "the version split into ingest units", || async {
+            self.file_by_key(key).await.filter(|f| f.state == FileState::Ingesting && f.ranges_total > 0)
+        })
+        .await;
+        let (hold, leader) = self.hold_leadership().await;
+        let mut worker = self.spawn("compute-worker", "worker-ingest", &[]);
+        wait_for(STAGE_TIMEOUT, "every ingest unit done", || async {
+            Some(self.file(split.file_id).await).filter(|f| f.ranges_done == f.ranges_total)
+        })
+        .await;
+        assert!(worker.terminate().await.success(), "worker-ingest exits cleanly");
+        let file = self.file(split.file_id).await;
+        assert_eq!(file.state, FileState::Ingesting, "the frozen leader cannot have started the merge: {file:?}");
+        assert_eq!(file.version.buckets_done, 0);
+        (file, hold, leader)
+    }
+
+    /// Once the leader has queued `file`'s merge units (with no worker running), holds all but
+    /// the first `open` ([`hold_merge_units`](Self::hold_merge_units), returned) and starts a
+    /// worker (`name`, `env`); returns when it has merged exactly the open ones: the version is
+    /// mid-diff, its other units queued behind the lock.
+    pub async fn mid_diff(
+        &self,
+        file: FileId,
+        open: i64,
+        name: &str,
+        env: &[(&str, &str)],
+    ) -> (Service, RowLocks, FileRecord) {
+        let merging = wait_for(STAGE_TIMEOUT, "the merge stage to start", || async {
+            Some(self.file(file).await).filter(|f| f.state == FileState::Merging)
+        })
+        .await;
+        let buckets = 1i64 << merging.version.bucket_bits.unwrap();
+        assert!(buckets > open, "{buckets} buckets");
+        let gate = self.hold_merge_units(file, open).await;
+        assert_eq!(gate.rows as i64, buckets - open, "no worker ran: every merge unit was queued");
+        let worker = self.spawn("compute-worker", name, env);
+        let file = wait_for(STAGE_TIMEOUT, "the open merge units done", || async {
+            Some(self.file(file).await).filter(|f| i64::from(f.version.buckets_done) == open)
+        })
+        .await;
+        assert_eq!(file.state, FileState::Merging, "{file:?}");
+        (worker, gate, file)
+    }
+
+    /// Rows of `membership_changes` by (advertiser, since_version, present): a scan of the table.
+    pub async fn count_rows_by_version(&self) -> HashMap<(String, i64, bool), u64> {
+        use futures::TryStreamExt;
+        let cql = format!("SELECT advertiser_id, since_version, present FROM {}.membership_changes", self.keyspace);
+        let mut rows = self
+            .store
+            .session()
+            .query_iter(cql, ())
+            .await
+            .unwrap()
+            .rows_stream::<(String, i64, Option<bool>)>()
+            .unwrap();
+        let mut counts = HashMap::new();
+        while let Some((advertiser, since, present)) = rows.try_next().await.unwrap() {
+            *counts.entry((advertiser, since, present.unwrap_or(false))).or_insert(0) += 1;
+        }
+        counts
+    }
+}
+
+/// The exact check of a version: every hash of `members` is a member of `advertiser`'s list at
+/// `version` and no hash of `others` is, as the store says (`member_at` over each partition)
+/// and as the matcher at `url` answers — every hash, once the matcher follows the activation
+/// (until then, or while it answers 503, the whole check is asked again, up to 60 s).
+pub async fn assert_exact_answers(
+    world: &TestWorld,
+    url: &str,
+    advertiser: &str,
+    version: FileId,
+    members: &[EmailHash],
+    others: &[EmailHash],
+) {
+    use futures::StreamExt;
+    assert_eq!(stored_members(&world.store, advertiser, version, members).await, members.len(), "members in the store");
+    assert_eq!(stored_members(&world.store, advertiser, version, others).await, 0, "non-members in the store");
+    let client = reqwest::Client::new();
+    let expected: Vec<(EmailHash, bool)> =
+        members.iter().map(|h| (*h, true)).chain(others.iter().map(|h| (*h, false))).collect();
+    let wrong = |sample: Vec<(EmailHash, bool)>| {
+        let client = &client;
+        futures::stream::iter(sample)
+            .map(move |(h, want)| async move {
+                let url = format!("{url}/v1/match?advertiser_id={advertiser}&email_hash={h}");
+                match client.get(url).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        let body: serde_json::Value = r.json().await.unwrap();
+                        body["member"].as_bool() != Some(want)
+                    }
+                    _ => true,
+                }
+            })
+            .buffer_unordered(16)
+            .filter(|wrong| futures::future::ready(*wrong))
+            .count()
+    };
+    wait_for(Duration::from_secs(60), "the matcher to answer every hash exactly", || async {
+        let sample = expected.iter().step_by(97).copied().collect();
+        if wrong(sample).await > 0 {
+            return None;
+        }
+        (wrong(expected.clone()).await == 0).then_some(())
+    })
+    .await;
+}

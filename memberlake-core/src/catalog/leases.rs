@@ -252,6 +252,8 @@ impl Catalog {
     /// Completes the unit if the lease is still ours; `false` means the lease was lost and the
     /// report discarded (another worker will redo or has redone the unit).
     async fn complete_unit(&self, lease: &RangeLease, report: &UnitReport) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(sql!("files", "lock_for_completion")).bind(lease.file_id).execute(&mut *tx).await?;
         let done: Option<FileId> = match report {
             UnitReport::Ingest(report) => {
                 sqlx::query_scalar(sql!("ranges", "complete"))
@@ -263,7 +265,7 @@ impl Catalog {
                     .bind(Json(&report.samples))
                     .bind(report.run_parts as i32)
                     .bind(Json(&report.rejected_by_reason))
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *tx)
                     .await?
             }
             UnitReport::Merge(report) => {
@@ -275,7 +277,7 @@ impl Catalog {
                     .bind(report.added as i64)
                     .bind(report.removed as i64)
                     .bind(report.rows_written as i64)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *tx)
                     .await?
             }
             UnitReport::Cleanup { rows_deleted } => {
@@ -284,10 +286,11 @@ impl Catalog {
                     .bind(lease.range_index)
                     .bind(lease.token)
                     .bind(*rows_deleted as i64)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *tx)
                     .await?
             }
         };
+        tx.commit().await?;
         Ok(done.is_some())
     }
 

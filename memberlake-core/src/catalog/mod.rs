@@ -174,7 +174,7 @@ pub fn query_files() -> Vec<(String, &'static str)> {
         "advertisers": ["activate", "active_versions", "ensure", "lock_active", "notify_activation", "set_weight"],
         "files": [
             "all", "approve", "begin_retirement", "by_id", "expire_manifests", "fail", "finish_cleanup",
-            "finish_retirement", "hold", "in_flight_of", "insert_rollback", "list", "lock_for_retry",
+            "finish_retirement", "hold", "in_flight_of", "insert_rollback", "list", "lock_for_completion", "lock_for_retry",
             "lock_rollback_target", "lock_state", "lock_with_failed_ranges", "mark_ingested", "mark_split",
             "mark_superseded", "pace", "queue_cleanup", "ready_to_activate", "ready_to_settle", "register",
             "registered_objects", "reopen", "reregister", "set_paused", "set_priority", "split_in_flight", "start_merge", "supersede_stale",
