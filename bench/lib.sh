@@ -15,6 +15,8 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 bench_setup() { # name: isolated database and keyspace named after the benchmark
   local name=$1
   "$REPO_ROOT/deploy/local/stack.sh" up ${BENCH_STACK_ARGS:-} >&2
+  # Keyspaces left by test runs cost the CQL node heap and CPU per row (stack.sh clean-tests).
+  "$REPO_ROOT/deploy/local/stack.sh" clean-tests >&2
   eval "$("$REPO_ROOT/deploy/local/stack.sh" env)"
   say "release build"
   # --workspace and the examples: one feature set for every benchmark, so no build undoes another

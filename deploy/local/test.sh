@@ -45,6 +45,7 @@ timed "chromium" install_chromium
 timed "python for deploy checks" deploy_python
 timed "stack up" "$SCRIPT_DIR/stack.sh" up
 eval "$("$SCRIPT_DIR/stack.sh" env)"
+timed "drop earlier runs' test keyspaces" "$SCRIPT_DIR/stack.sh" clean-tests
 timed "build (bins and tests)" cargo build --workspace --bins --tests
 timed "migrate" env MEMBERLAKE_LOG=warn "$CARGO_TARGET_DIR/debug/memberlake" migrate
 # Bounded fuzzing of the line parser, the range scanner and the matcher's request grammar.

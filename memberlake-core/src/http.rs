@@ -148,6 +148,12 @@ impl IntoResponse for ApiError {
             StatusCode::UNAUTHORIZED => {
                 headers.insert(header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
             }
+            // The rest of an oversized body is never read, so the connection cannot carry another
+            // request: say so, or a client's pool reuses it and its next request fails
+            // (`IncompleteMessage`) when the server drops it.
+            StatusCode::PAYLOAD_TOO_LARGE => {
+                headers.insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+            }
             _ => {}
         }
         response

@@ -103,6 +103,7 @@ async fn status_codes_and_error_bodies() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
+    assert_eq!(r.headers().get("connection").map(|v| v.to_str().unwrap()), Some("close"), "not reusable after a 413");
 
     let doc: Value = c.get(format!("{url}/v1/openapi.json")).send().await.unwrap().json().await.unwrap();
     assert!(doc["paths"]["/v1/match"].is_object() && doc["paths"]["/v1/suppress"].is_object());
