@@ -320,8 +320,9 @@ async fn retry(call: FileCall) -> Result<Json<RetryResponse>, ApiError> {
     Ok(Json(RetryResponse { file: file.into_view(), ranges_requeued: ranges }))
 }
 
-/// Approves a held version: it goes on to activation, and the guard that held it does not ask
-/// again.
+/// Approves a held version: held by the shrink guard, it activates without asking the guard
+/// again; held for too many rejected rows (before merging), it merges and still meets the
+/// shrink guard.
 #[utoipa::path(
     post,
     path = routes::APPROVE.template,

@@ -316,6 +316,16 @@ pub fn md5_email(email: &str) -> EmailHash {
     EmailHash(Md5::digest(email.trim().to_lowercase().as_bytes()).into())
 }
 
+/// A member list file: one email per line.
+pub fn list(members: &[String]) -> Vec<u8> {
+    members.iter().flat_map(|e| format!("{e}\n").into_bytes()).collect()
+}
+
+/// The hashes of `members` ([`md5_email`]).
+pub fn hashes(members: &[String]) -> Vec<EmailHash> {
+    members.iter().map(|e| md5_email(e)).collect()
+}
+
 /// `n` distinct synthetic emails starting at index `from`.
 pub fn emails(from: usize, n: usize) -> Vec<String> {
     (from..from + n).map(|i| format!("member.{i}@domain{}.example", i % 13)).collect()

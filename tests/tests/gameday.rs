@@ -19,10 +19,6 @@ const FINISH: Duration = Duration::from_secs(240);
 /// Game-day scenarios share the stack's servers: one at a time.
 static SERIAL: Mutex<()> = Mutex::const_new(());
 
-fn list(members: &[String]) -> Vec<u8> {
-    members.iter().flat_map(|e| format!("{e}\n").into_bytes()).collect()
-}
-
 async fn assert_exact(world: &TestWorld, advertiser: &str, key: &str, members: &[String]) {
     let f = world.wait_finished(key, FINISH).await;
     assert_eq!(f.state, FileState::Ingested, "{f:?}");

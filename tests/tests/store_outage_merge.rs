@@ -8,18 +8,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use memberlake::catalog::FileState;
-use memberlake::ids::EmailHash;
 use memberlake_tests::*;
 
 const FINISH: Duration = Duration::from_secs(300);
-
-fn list(members: &[String]) -> Vec<u8> {
-    members.iter().flat_map(|e| format!("{e}\n").into_bytes()).collect()
-}
-
-fn hashes(members: &[String]) -> Vec<EmailHash> {
-    members.iter().map(|e| md5_email(e)).collect()
-}
 
 /// The stopped CQL node; started again on drop, also when the test fails.
 struct CqlOutage {

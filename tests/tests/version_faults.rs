@@ -25,14 +25,6 @@ const BUCKET_TARGET: &str = "256";
 const SLOW_WRITES: [(&str, &str); 3] =
     [("MEMBERLAKE_WORKER_LANES", "bulk"), ("MEMBERLAKE_WRITE_BATCH_ROWS", "1"), ("MEMBERLAKE_WRITE_CONCURRENCY", "1")];
 
-fn list(members: &[String]) -> Vec<u8> {
-    members.iter().flat_map(|e| format!("{e}\n").into_bytes()).collect()
-}
-
-fn hashes(members: &[String]) -> Vec<EmailHash> {
-    members.iter().map(|e| md5_email(e)).collect()
-}
-
 /// v1: 6,000 members.
 fn v1_members() -> Vec<String> {
     emails(0, 6_000)

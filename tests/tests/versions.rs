@@ -13,14 +13,6 @@ use memberlake_tests::*;
 
 const FINISH: Duration = Duration::from_secs(120);
 
-fn list(members: &[String]) -> Vec<u8> {
-    members.iter().flat_map(|e| format!("{e}\n").into_bytes()).collect()
-}
-
-fn hashes(members: &[String]) -> Vec<EmailHash> {
-    members.iter().map(|e| md5_email(e)).collect()
-}
-
 /// Every hash of `members` is a member, and every hash of `others` is not, as the matcher
 /// answers (every 7th, to keep it quick) and as the store says at the file's version (all).
 async fn assert_answers(world: &TestWorld, url: &str, file: &FileRecord, members: &[EmailHash], others: &[EmailHash]) {

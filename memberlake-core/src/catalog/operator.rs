@@ -427,7 +427,7 @@ impl Catalog {
                 "version {target_id}'s manifest passed its retention at {at} and is deleted: upload the list to restore it"
             ))).await;
         }
-        let (id, bits): (FileId, Option<i16>) = sqlx::query_as(sql!("files", "insert_rollback"))
+        let id: FileId = sqlx::query_scalar(sql!("files", "insert_rollback"))
             .bind(advertiser)
             .bind(target_id)
             .bind(active_id)
@@ -435,7 +435,8 @@ impl Catalog {
             .bind(super::APPROVED)
             .fetch_one(&mut *tx)
             .await?;
-        let bits = bits.unwrap_or(target.bucket_bits.unwrap_or(0));
+        // The rollback merges at the restored version's bucket width (insert_rollback copies it).
+        let bits = target.bucket_bits.unwrap_or(0);
         sqlx::query(sql!("ranges", "insert_units"))
             .bind(id)
             .bind(WorkStage::Merge)

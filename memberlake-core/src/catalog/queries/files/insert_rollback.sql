@@ -13,4 +13,4 @@ SELECT id.file_id, t.advertiser_id, t.bucket, t.object_key, 'rollback:' || id.fi
        now(), now(), $3, t.file_id, t.bucket_bits, $5
 FROM id, files t
 WHERE t.file_id = $2 AND t.advertiser_id = $1
-RETURNING file_id, bucket_bits
+RETURNING file_id
