@@ -162,18 +162,44 @@ async fn on_rayon<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     rx.await.expect("rayon task panicked")
 }
 
+/// Says when a unit has read its inputs and only writes rows from then on: its slot may then
+/// claim the next unit, whose reads overlap these writes. Without it the store idles while each
+/// merge unit of a large file reads its bucket of ~100 runs (measured: 0.85x the batched loop
+/// on a 68M-row list). Dropping it says the same, so a unit that never signals (an ingest range,
+/// which holds its memory to the end) lets the slot claim again only when it ends. At most two
+/// units per slot, one of them reading: memory stays one ingest range plus one bucket per slot.
+#[derive(Debug)]
+pub struct InputsRead(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl InputsRead {
+    /// A signal and what the slot waits on.
+    pub fn channel() -> (Self, tokio::sync::oneshot::Receiver<()>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (Self(Some(tx)), rx)
+    }
+
+    fn signal(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
 /// Works on one leased unit, by stage. Stops early with [`RangeError::LeaseLost`] when `lost`
 /// is cancelled.
 pub async fn process_unit(
     ctx: &UnitContext<'_>,
     lease: &RangeLease,
     lost: CancellationToken,
+    mut inputs_read: InputsRead,
 ) -> Result<(UnitReport, Timings), RangeError> {
     let work = async {
         match lease.stage {
             WorkStage::Ingest => process_range(ctx, lease).await.map(|(r, t)| (UnitReport::Ingest(r), t)),
-            WorkStage::Merge => merge_unit(ctx, lease).await.map(|(r, t)| (UnitReport::Merge(r), t)),
-            WorkStage::Undo | WorkStage::Retire => cleanup_unit(ctx, lease).await,
+            WorkStage::Merge => {
+                merge_unit(ctx, lease, &mut inputs_read).await.map(|(r, t)| (UnitReport::Merge(r), t))
+            }
+            WorkStage::Undo | WorkStage::Retire => cleanup_unit(ctx, lease, &mut inputs_read).await,
         }
     };
     tokio::select! {
@@ -221,7 +247,11 @@ async fn process_range(ctx: &UnitContext<'_>, lease: &RangeLease) -> Result<(Ran
 
 /// Merge: one bucket of the version. The diff reaches the work location before any row
 /// reaches the store, so an undo always knows what the version may have written.
-async fn merge_unit(ctx: &UnitContext<'_>, lease: &RangeLease) -> Result<(BucketReport, Timings), RangeError> {
+async fn merge_unit(
+    ctx: &UnitContext<'_>,
+    lease: &RangeLease,
+    inputs_read: &mut InputsRead,
+) -> Result<(BucketReport, Timings), RangeError> {
     let objects = version_objects(lease)?;
     let b = bucket_of(lease)?;
     let started = Instant::now();
@@ -248,6 +278,7 @@ async fn merge_unit(ctx: &UnitContext<'_>, lease: &RangeLease) -> Result<(Bucket
         }
     };
     let read_secs = started.elapsed().as_secs_f64();
+    inputs_read.signal();
     let started = Instant::now();
     let version = lease.list_version();
     let (added, removed) = (merged.added.len() as u64, merged.removed.len() as u64);
@@ -260,7 +291,11 @@ async fn merge_unit(ctx: &UnitContext<'_>, lease: &RangeLease) -> Result<(Bucket
 /// Undo: deletes exactly the rows this version's diff bucket recorded. Retire: for the hashes
 /// the successor removed, deletes every row up to the successor (this version's `present` row
 /// and the successor's `absent` one): nothing answers from them any more.
-async fn cleanup_unit(ctx: &UnitContext<'_>, lease: &RangeLease) -> Result<(UnitReport, Timings), RangeError> {
+async fn cleanup_unit(
+    ctx: &UnitContext<'_>,
+    lease: &RangeLease,
+    inputs_read: &mut InputsRead,
+) -> Result<(UnitReport, Timings), RangeError> {
     let b = bucket_of(lease)?;
     let started = Instant::now();
     let rows = match lease.stage {
@@ -272,6 +307,7 @@ async fn cleanup_unit(ctx: &UnitContext<'_>, lease: &RangeLease) -> Result<(Unit
             let mut all = added;
             all.extend(removed);
             let n = all.len() as u64;
+            inputs_read.signal();
             write_rows(ctx, lease, ChangeOp::Undo, lease.list_version(), all).await?;
             n
         }
@@ -282,6 +318,7 @@ async fn cleanup_unit(ctx: &UnitContext<'_>, lease: &RangeLease) -> Result<(Unit
             let objects = VersionObjects::new(&lease.advertiser_id, successor, bits).map_err(unit_error)?;
             let removed = versions::read_diff(ctx.work, &objects, true, b, DiffSide::Removed).await?;
             let n = removed.len() as u64;
+            inputs_read.signal();
             write_rows(ctx, lease, ChangeOp::RetireThrough, successor, removed).await?;
             n
         }

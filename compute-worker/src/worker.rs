@@ -17,7 +17,14 @@ use memberlake::work::WorkLocation;
 use rand::Rng;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::process::{process_unit, ProcessConfig, RangeError, Timings, UnitContext};
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use tokio::sync::oneshot;
+
+use crate::process::{process_unit, InputsRead, ProcessConfig, RangeError, Timings, UnitContext};
+
+/// Units a slot works on at once: one writing rows while the next reads its inputs.
+pub const UNITS_PER_SLOT: usize = 2;
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -102,56 +109,80 @@ impl Worker {
         }
     }
 
-    /// Claims and processes ranges allowed by slot `slot`'s policy until shutdown.
+    /// Claims and processes units allowed by slot `slot`'s policy until shutdown. A slot works on
+    /// at most [`UNITS_PER_SLOT`] units, and claims the next one only once the newest has read
+    /// its inputs ([`InputsRead`]): a merge unit's reads overlap the previous unit's writes.
     async fn run_slot(&self, slot: usize, shutdown: Shutdown) {
         let policy: &ClaimPolicy = &self.cfg.slots[slot];
         let mut idle = self.cfg.idle_poll;
         let mut failures = 0u32;
-        while !shutdown.is_triggered() {
-            let pause = match self.catalog.claim_range(&self.cfg.worker_id, self.cfg.lease_ttl, policy).await {
-                Ok(Some(guard)) => {
-                    idle = self.cfg.idle_poll;
-                    let lease = guard.lease();
-                    let span = info_span!(
-                        "unit",
-                        file_id = lease.file_id.0,
-                        stage = %lease.stage,
-                        range = lease.range_index,
-                        advertiser_id = %lease.advertiser_id,
-                        attempt = lease.attempt,
-                        token = lease.token,
-                    );
-                    match self.work_on(guard, &shutdown).instrument(span).await {
-                        Next::Continue => {
-                            failures = 0;
-                            continue;
-                        }
-                        Next::BackOff => {
-                            failures += 1;
-                            Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(30) }
-                                .delay(failures - 1)
-                        }
+        let mut running = FuturesUnordered::new();
+        // The newest unit, until it has read its inputs.
+        let mut reading: Option<oneshot::Receiver<()>> = None;
+        let mut next_claim = Instant::now();
+        loop {
+            let stopping = shutdown.is_triggered();
+            if stopping && running.is_empty() {
+                break;
+            }
+            let may_claim = !stopping && reading.is_none() && running.len() < UNITS_PER_SLOT;
+            if may_claim && Instant::now() >= next_claim {
+                match self.catalog.claim_range(&self.cfg.worker_id, self.cfg.lease_ttl, policy).await {
+                    Ok(Some(guard)) => {
+                        idle = self.cfg.idle_poll;
+                        let lease = guard.lease();
+                        let span = info_span!(
+                            "unit",
+                            file_id = lease.file_id.0,
+                            stage = %lease.stage,
+                            range = lease.range_index,
+                            advertiser_id = %lease.advertiser_id,
+                            attempt = lease.attempt,
+                            token = lease.token,
+                        );
+                        let (inputs_read, read) = InputsRead::channel();
+                        reading = Some(read);
+                        running.push(self.work_on(guard, inputs_read, &shutdown).instrument(span));
+                        continue;
+                    }
+                    Ok(None) => {
+                        idle = self.cfg.idle_poll;
+                        next_claim = Instant::now() + jitter(idle);
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "claiming a range failed; backing off");
+                        idle = (idle * 2).min(Duration::from_secs(10));
+                        next_claim = Instant::now() + jitter(idle);
                     }
                 }
-                Ok(None) => {
-                    idle = self.cfg.idle_poll;
-                    jitter(idle)
-                }
-                Err(e) => {
-                    warn!(error = %e, "claiming a range failed; backing off");
-                    idle = (idle * 2).min(Duration::from_secs(10));
-                    jitter(idle)
+            }
+            let claim_time = async {
+                if may_claim {
+                    tokio::time::sleep_until(next_claim.into()).await
+                } else {
+                    std::future::pending().await
                 }
             };
             tokio::select! {
-                _ = shutdown.wait() => break,
-                _ = tokio::time::sleep(pause) => {}
+                Some(next) = running.next(), if !running.is_empty() => match next {
+                    Next::Continue => failures = 0,
+                    Next::BackOff => {
+                        failures += 1;
+                        let delay = Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(30) }
+                            .delay(failures - 1);
+                        next_claim = next_claim.max(Instant::now() + delay);
+                    }
+                },
+                // Read its inputs, or ended (the sender dropped): either way, claim again.
+                _ = async { reading.as_mut().expect("guarded").await }, if reading.is_some() => reading = None,
+                _ = claim_time => {}
+                _ = shutdown.wait(), if !stopping => {}
             }
         }
     }
 
     /// Works on one lease and ends it.
-    async fn work_on(&self, guard: LeaseGuard, shutdown: &Shutdown) -> Next {
+    async fn work_on(&self, guard: LeaseGuard, inputs_read: InputsRead, shutdown: &Shutdown) -> Next {
         let started = Instant::now();
         let lease = guard.lease();
         debug!(start = lease.range.start, end = lease.range.end, "leased range");
@@ -162,7 +193,7 @@ impl Worker {
             catalog: &self.catalog,
             cfg: &self.cfg.process,
         };
-        let work = process_unit(&ctx, lease, guard.lost());
+        let work = process_unit(&ctx, lease, guard.lost(), inputs_read);
         // On shutdown the range in hand gets `shutdown_grace` to finish, then is given back.
         let deadline = async {
             shutdown.wait().await;
