@@ -7,11 +7,11 @@ RUNS=${MEMBERLAKE_BENCH_RUNS:-10}
 BENCH_STACK_ARGS=--no-s3 bench_setup freshness
 trap stop_all EXIT
 export MEMBERLAKE_POLL_INTERVAL=1s MEMBERLAKE_SPLITTER_INTERVAL=1s MEMBERLAKE_WORKER_POLL_INTERVAL=500ms MEMBERLAKE_VERSIONS_REFRESH=1s
-start_service meta meta-service MEMBERLAKE_ADMIN_ADDR=127.0.0.1:18381
+start_service meta meta-service MEMBERLAKE_ADMIN_ADDR=127.0.0.1:18381 MEMBERLAKE_METRICS_ADDR=127.0.0.1:18391
 start_service splitter splitter MEMBERLAKE_METRICS_ADDR=127.0.0.1:18302
 start_service worker compute-worker MEMBERLAKE_METRICS_ADDR=127.0.0.1:18303
-start_service matcher matcher-api MEMBERLAKE_MATCHER_ADDR=127.0.0.1:18380
-wait_http http://127.0.0.1:18380/readyz
+start_service matcher matcher-api MEMBERLAKE_MATCHER_ADDR=127.0.0.1:18380 MEMBERLAKE_METRICS_ADDR=127.0.0.1:18390
+wait_http http://127.0.0.1:18390/readyz
 root=${MEMBERLAKE_LAKE_URL#file://}
 mkdir -p "$root/advertisers"
 work=$(mktemp -d)

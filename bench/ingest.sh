@@ -77,7 +77,7 @@ pipeline_run() { # workers
   local workers=$1 key="advertisers/bench/run-$1-$(date +%s).csv"
   fresh_catalog
   servers_before=$(server_cpu)
-  start_service meta meta-service MEMBERLAKE_ADMIN_ADDR=127.0.0.1:18181 MEMBERLAKE_POLL_INTERVAL=500ms
+  start_service meta meta-service MEMBERLAKE_ADMIN_ADDR=127.0.0.1:18181 MEMBERLAKE_METRICS_ADDR=127.0.0.1:18191 MEMBERLAKE_POLL_INTERVAL=500ms
   start_service splitter splitter MEMBERLAKE_METRICS_ADDR=127.0.0.1:18202 MEMBERLAKE_SPLITTER_INTERVAL=200ms
   for i in $(seq 1 "$workers"); do
     start_service "worker-$i" compute-worker MEMBERLAKE_METRICS_ADDR=127.0.0.1:1821$i \

@@ -23,15 +23,16 @@ BENCH_STACK_ARGS=--no-s3 bench_setup matcher
 trap stop_all EXIT
 PORT=18080
 MATCHER=http://127.0.0.1:$PORT
+OPS=http://127.0.0.1:18090   # the matcher's operations port (/readyz, /metrics)
 
-start_service matcher matcher-api MEMBERLAKE_MATCHER_ADDR=127.0.0.1:$PORT MEMBERLAKE_MATCHER_RATE_LIMIT=0
-wait_http "$MATCHER/readyz"
+start_service matcher matcher-api MEMBERLAKE_MATCHER_ADDR=127.0.0.1:$PORT MEMBERLAKE_METRICS_ADDR=${OPS#http://} MEMBERLAKE_MATCHER_RATE_LIMIT=0
+wait_http "$OPS/readyz"
 keys=$RUN_DIR/matcher-keys
 mkdir -p "$keys"
 if ! [[ -s $keys/all.hashes ]] || ! curl -fsS "$MATCHER/v1/match?advertiser_id=bench&email_hash=$(head -1 "$keys/all.hashes")" | grep -q '"member":true'; then
   say "ingesting $ROWS memberships through the pipeline"
   python3 "$REPO_ROOT/deploy/local/genlist.py" --count "$ROWS" --seed 7 --out "$keys/list.csv" --hashes "$keys/all.hashes"
-  start_service meta meta-service MEMBERLAKE_ADMIN_ADDR=127.0.0.1:18081 MEMBERLAKE_POLL_INTERVAL=1s
+  start_service meta meta-service MEMBERLAKE_ADMIN_ADDR=127.0.0.1:18081 MEMBERLAKE_METRICS_ADDR=127.0.0.1:18091 MEMBERLAKE_POLL_INTERVAL=1s
   start_service splitter splitter MEMBERLAKE_METRICS_ADDR=127.0.0.1:18102 MEMBERLAKE_SPLITTER_INTERVAL=200ms
   start_service worker compute-worker MEMBERLAKE_METRICS_ADDR=127.0.0.1:18103
   root=${MEMBERLAKE_LAKE_URL#file://}
@@ -89,7 +90,7 @@ if (( DURING_ROWS > 0 )); then
   # merges and writes rows in batches to the same CQL node, all on the same two cores.
   during=$keys/during-$DURING_ROWS.csv
   [[ -s $during ]] || python3 "$REPO_ROOT/deploy/local/genlist.py" --count "$DURING_ROWS" --seed 11 --out "$during"
-  start_service meta meta-service MEMBERLAKE_ADMIN_ADDR=127.0.0.1:18081 MEMBERLAKE_POLL_INTERVAL=1s
+  start_service meta meta-service MEMBERLAKE_ADMIN_ADDR=127.0.0.1:18081 MEMBERLAKE_METRICS_ADDR=127.0.0.1:18091 MEMBERLAKE_POLL_INTERVAL=1s
   start_service splitter splitter MEMBERLAKE_METRICS_ADDR=127.0.0.1:18102 MEMBERLAKE_SPLITTER_INTERVAL=200ms
   start_service worker compute-worker MEMBERLAKE_METRICS_ADDR=127.0.0.1:18103
   wait_http http://127.0.0.1:18081/healthz
@@ -115,6 +116,6 @@ if (( DURING_ROWS > 0 )); then
   echo "(e) then the list finished: $(state)"
   stop_service worker; stop_service splitter; stop_service meta
 fi
-start_service matcher matcher-api MEMBERLAKE_MATCHER_ADDR=127.0.0.1:$PORT MEMBERLAKE_MATCHER_RATE_LIMIT=0 MEMBERLAKE_CACHE_ENTRIES=0
-wait_http "$MATCHER/readyz"
+start_service matcher matcher-api MEMBERLAKE_MATCHER_ADDR=127.0.0.1:$PORT MEMBERLAKE_METRICS_ADDR=${OPS#http://} MEMBERLAKE_MATCHER_RATE_LIMIT=0 MEMBERLAKE_CACHE_ENTRIES=0
+wait_http "$OPS/readyz"
 run "d-uncached-random" --urls-from-file "$keys/random.urls"

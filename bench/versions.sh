@@ -40,6 +40,7 @@ LEASE_TTL=${MEMBERLAKE_BENCH_VERSIONS_LEASE_TTL:-4s}
 WORKERS=${MEMBERLAKE_BENCH_VERSIONS_WORKERS:-1}
 ADV=bench
 ADMIN_PORT=18581 SPLITTER_PORT=18502 MATCHER_PORT=18580 WORKER_PORT0=18510
+ADMIN_OPS_PORT=18591 MATCHER_OPS_PORT=18590   # operations ports (/readyz, /metrics)
 MATCHER=http://127.0.0.1:$MATCHER_PORT
 
 # Like bench_setup (lib.sh), but the binaries are copied (hard links) to a directory of this
@@ -151,14 +152,14 @@ delta() { # before after field(1-4)
 
 # ---- the pipeline -----------------------------------------------------------------------------
 say "starting meta-service, splitter, $WORKERS compute-worker(s), matcher-api (release builds)"
-start_service versions-meta meta-service MEMBERLAKE_ADMIN_ADDR=127.0.0.1:$ADMIN_PORT MEMBERLAKE_POLL_INTERVAL=500ms
+start_service versions-meta meta-service MEMBERLAKE_ADMIN_ADDR=127.0.0.1:$ADMIN_PORT MEMBERLAKE_METRICS_ADDR=127.0.0.1:$ADMIN_OPS_PORT MEMBERLAKE_POLL_INTERVAL=500ms
 start_service versions-splitter splitter MEMBERLAKE_METRICS_ADDR=127.0.0.1:$SPLITTER_PORT MEMBERLAKE_SPLITTER_INTERVAL=200ms
 for i in $(seq 1 "$WORKERS"); do
   start_service "versions-worker-$i" compute-worker MEMBERLAKE_METRICS_ADDR=127.0.0.1:$((WORKER_PORT0 + i))
 done
 # The cache off: every check below is answered from the store as it is then.
-start_service versions-matcher matcher-api MEMBERLAKE_MATCHER_ADDR=127.0.0.1:$MATCHER_PORT MEMBERLAKE_CACHE_ENTRIES=0 MEMBERLAKE_MATCHER_RATE_LIMIT=0
-wait_http "$MATCHER/readyz" 60
+start_service versions-matcher matcher-api MEMBERLAKE_MATCHER_ADDR=127.0.0.1:$MATCHER_PORT MEMBERLAKE_METRICS_ADDR=127.0.0.1:$MATCHER_OPS_PORT MEMBERLAKE_CACHE_ENTRIES=0 MEMBERLAKE_MATCHER_RATE_LIMIT=0
+wait_http "127.0.0.1:$MATCHER_OPS_PORT/readyz" 60
 wait_http "127.0.0.1:$SPLITTER_PORT/readyz" 60
 for i in $(seq 1 "$WORKERS"); do wait_http "127.0.0.1:$((WORKER_PORT0 + i))/readyz" 60; done
 

@@ -30,7 +30,7 @@ use memberlake::shutdown::Shutdown;
 use memberlake::store::{MembershipStore, WriteWindow};
 use memberlake::work::WorkLocation;
 
-pub use process::RangeError;
+pub use process::UnitError;
 
 /// The compute-worker's configuration.
 #[derive(Parser, Debug, Clone)]

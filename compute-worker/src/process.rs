@@ -1,6 +1,7 @@
 //! Processing one lease, by stage (see `docs/versions.md`).
 //!
-//! **Ingest** (a byte range): a three-stage pipeline with bounded buffers.
+//! **Ingest** (a byte range): a three-stage pipeline with bounded buffers, the first two of
+//! which are [`memberlake::ingest::read_range`] (shared with `memberlake check`).
 //!
 //! ```text
 //! ranged GET ──chunks──▶ RangeScanner ──blocks (≤2 queued)──▶ rayon: parse+normalize+MD5
@@ -20,33 +21,24 @@
 //! Store writes go through the worker's [`WriteWindow`]: one bound on rows in flight for the
 //! whole worker, kept full across block and unit boundaries.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use futures::stream::FuturesUnordered;
-use futures::{Stream, StreamExt, TryStreamExt};
-use memberlake::catalog::{
-    BucketReport, Catalog, CatalogError, RangeLease, RangeReport, RejectionSample, UnitReport, WorkStage,
-    MAX_REJECTION_SAMPLES,
-};
+use futures::StreamExt;
+use memberlake::catalog::{BucketReport, Catalog, CatalogError, RangeReport, UnitLease, UnitReport, WorkStage};
 use memberlake::ids::EmailHash;
-use memberlake::lake::{Compression, Lake, LakeError};
+use memberlake::ingest::{self, ObjectToRead};
+use memberlake::lake::{Lake, LakeError};
 use memberlake::manifest::ManifestError;
-use memberlake::ranges::{Block, ByteRange, RangeScanner, ScanItem};
-use memberlake::records::{parse_lines, Record, RejectReason};
 use memberlake::store::{ChangeOp, MembershipStore, StoreError, WriteWindow};
 use memberlake::versions::{self, DiffSide, MergeSource, RunSpill, VersionError, VersionObjects};
 use memberlake::work::WorkLocation;
-use rayon::prelude::*;
-use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
-use tokio_util::io::{ReaderStream, StreamReader};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, thiserror::Error)]
-pub enum RangeError {
+pub enum UnitError {
     #[error(transparent)]
     Lake(#[from] LakeError),
     #[error(transparent)]
@@ -64,17 +56,17 @@ pub enum RangeError {
     Shutdown,
 }
 
-impl RangeError {
+impl UnitError {
     /// Permanent errors fail the whole file; the others give the lease back for a retry. A
     /// fault of this worker's own configuration is never permanent for the file.
     pub fn is_permanent(&self) -> bool {
         use memberlake::error::Classify;
         match self {
-            RangeError::Lake(e) => e.is_permanent() && !e.is_replica_fault(),
+            UnitError::Lake(e) => e.is_permanent() && !e.is_replica_fault(),
             // A corrupt or missing run of our own: redoing the merge cannot help; the version
             // fails (and is undone), the operator retries it.
-            RangeError::Version(e) => e.is_permanent() && !self.is_replica_fault(),
-            RangeError::Unit(_) => true,
+            UnitError::Version(e) => e.is_permanent() && !self.is_replica_fault(),
+            UnitError::Unit(_) => true,
             _ => false,
         }
     }
@@ -83,7 +75,7 @@ impl RangeError {
     /// range goes back without spending an attempt, for a correctly configured worker.
     pub fn is_replica_fault(&self) -> bool {
         match self {
-            RangeError::Lake(e) | RangeError::Version(VersionError::Work(e)) => e.is_replica_fault(),
+            UnitError::Lake(e) | UnitError::Version(VersionError::Work(e)) => e.is_replica_fault(),
             _ => false,
         }
     }
@@ -119,49 +111,6 @@ pub struct Timings {
     pub write_secs: f64,
 }
 
-/// What hashing one block produced.
-#[derive(Debug, Default)]
-struct HashedBlock {
-    hashes: Vec<EmailHash>,
-    rejected: u64,
-    rejected_by_reason: BTreeMap<RejectReason, u64>,
-    samples: Vec<RejectionSample>,
-}
-
-/// Parses, normalizes and hashes the lines of `block` that `range` owns, on the rayon pool.
-fn hash_block(block: &Block, range: ByteRange) -> HashedBlock {
-    let lines: Vec<(u64, &[u8])> = block.owned_lines(range).collect();
-    // Batches of lines across the rayon pool; each batch hashes its emails four at a time.
-    let records: Vec<(u64, Record)> = lines.par_chunks(4096).flat_map_iter(parse_lines).collect();
-    let mut out = HashedBlock { hashes: Vec::with_capacity(records.len()), ..Default::default() };
-    for (offset, record) in records {
-        match record {
-            Record::Member(h) => out.hashes.push(h),
-            Record::Skipped => {}
-            Record::Rejected(reason) => out.reject(offset, reason),
-        }
-    }
-    out
-}
-
-impl HashedBlock {
-    fn reject(&mut self, offset: u64, reason: RejectReason) {
-        self.rejected += 1;
-        *self.rejected_by_reason.entry(reason).or_default() += 1;
-        if self.samples.len() < MAX_REJECTION_SAMPLES {
-            self.samples.push(RejectionSample { offset, reason });
-        }
-    }
-}
-
-async fn on_rayon<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    rayon::spawn(move || {
-        let _ = tx.send(f());
-    });
-    rx.await.expect("rayon task panicked")
-}
-
 /// Says when a unit has read its inputs and only writes rows from then on: its slot may then
 /// claim the next unit, whose reads overlap these writes. Without it the store idles while each
 /// merge unit of a large file reads its bucket of ~100 runs (measured: 0.85x the batched loop
@@ -185,14 +134,14 @@ impl InputsRead {
     }
 }
 
-/// Works on one leased unit, by stage. Stops early with [`RangeError::LeaseLost`] when `lost`
+/// Works on one leased unit, by stage. Stops early with [`UnitError::LeaseLost`] when `lost`
 /// is cancelled.
 pub async fn process_unit(
     ctx: &UnitContext<'_>,
-    lease: &RangeLease,
+    lease: &UnitLease,
     lost: CancellationToken,
     mut inputs_read: InputsRead,
-) -> Result<(UnitReport, Timings), RangeError> {
+) -> Result<(UnitReport, Timings), UnitError> {
     let work = async {
         match lease.stage {
             WorkStage::Ingest => process_range(ctx, lease).await.map(|(r, t)| (UnitReport::Ingest(r), t)),
@@ -204,31 +153,33 @@ pub async fn process_unit(
     };
     tokio::select! {
         result = work => result,
-        _ = lost.cancelled() => Err(RangeError::LeaseLost),
+        _ = lost.cancelled() => Err(UnitError::LeaseLost),
     }
 }
 
 /// The objects of the lease's version at the work location.
-fn version_objects(lease: &RangeLease) -> Result<VersionObjects, RangeError> {
+fn version_objects(lease: &UnitLease) -> Result<VersionObjects, UnitError> {
     let bits =
-        lease.bucket_bits.ok_or_else(|| RangeError::Unit(format!("file {} has no bucket width", lease.file_id)))?;
+        lease.bucket_bits.ok_or_else(|| UnitError::Unit(format!("file {} has no bucket width", lease.file_id)))?;
     VersionObjects::new(&lease.advertiser_id, lease.list_version(), bits).map_err(unit_error)
 }
 
-fn unit_error(e: ManifestError) -> RangeError {
-    RangeError::Unit(e.to_string())
+fn unit_error(e: ManifestError) -> UnitError {
+    UnitError::Unit(e.to_string())
 }
 
 /// Ingest: reads and hashes one leased range and writes its hashes as sorted runs. The three
 /// stages run concurrently, joined by bounded channels.
-async fn process_range(ctx: &UnitContext<'_>, lease: &RangeLease) -> Result<(RangeReport, Timings), RangeError> {
+async fn process_range(ctx: &UnitContext<'_>, lease: &UnitLease) -> Result<(RangeReport, Timings), UnitError> {
     let objects = version_objects(lease)?;
-    let source = open_range(ctx.lake, lease).await?;
-    let (block_tx, block_rx) = mpsc::channel::<ScanItem>(2);
+    let object = ObjectToRead {
+        key: &lease.object_key,
+        etag: &lease.etag,
+        size: lease.object_size,
+        compression: lease.compression,
+    };
     let (hash_tx, mut hash_rx) = mpsc::channel::<Vec<EmailHash>>(2);
-    let range = source.range;
-    let reader = read_stage(source, ctx.cfg.block_size, block_tx);
-    let hasher = hash_stage(block_rx, range, hash_tx);
+    let reader = ingest::read_range(ctx.lake, &object, lease.range, ctx.cfg.block_size, hash_tx);
     let spiller = async {
         let started = Instant::now();
         let mut spill = RunSpill::new(objects, lease.range_index, ctx.cfg.run_spill_hashes);
@@ -236,22 +187,22 @@ async fn process_range(ctx: &UnitContext<'_>, lease: &RangeLease) -> Result<(Ran
             spill.push(ctx.work, block).await?;
         }
         let parts = spill.finish(ctx.work).await?;
-        Ok::<_, RangeError>((parts, started.elapsed().as_secs_f64()))
+        Ok::<_, UnitError>((parts, started.elapsed().as_secs_f64()))
     };
-    let (read_secs, (mut report, hash_secs), spilled) = tokio::join!(reader, hasher, spiller);
-    let read_secs = read_secs?;
+    let (read, spilled) = tokio::join!(reader, spiller);
+    let (mut report, timings) = read?;
     let (parts, write_secs) = spilled?;
     report.run_parts = parts;
-    Ok((report, Timings { read_secs, hash_secs, write_secs }))
+    Ok((report, Timings { read_secs: timings.read_secs, hash_secs: timings.hash_secs, write_secs }))
 }
 
 /// Merge: one bucket of the version. The diff reaches the work location before any row
 /// reaches the store, so an undo always knows what the version may have written.
 async fn merge_unit(
     ctx: &UnitContext<'_>,
-    lease: &RangeLease,
+    lease: &UnitLease,
     inputs_read: &mut InputsRead,
-) -> Result<(BucketReport, Timings), RangeError> {
+) -> Result<(BucketReport, Timings), UnitError> {
     let objects = version_objects(lease)?;
     let b = bucket_of(lease)?;
     let started = Instant::now();
@@ -293,9 +244,9 @@ async fn merge_unit(
 /// and the successor's `absent` one): nothing answers from them any more.
 async fn cleanup_unit(
     ctx: &UnitContext<'_>,
-    lease: &RangeLease,
+    lease: &UnitLease,
     inputs_read: &mut InputsRead,
-) -> Result<(UnitReport, Timings), RangeError> {
+) -> Result<(UnitReport, Timings), UnitError> {
     let b = bucket_of(lease)?;
     let started = Instant::now();
     let rows = match lease.stage {
@@ -314,7 +265,7 @@ async fn cleanup_unit(
         _ => {
             let (successor, bits) = lease
                 .successor
-                .ok_or_else(|| RangeError::Unit(format!("file {} has no successor to retire by", lease.file_id)))?;
+                .ok_or_else(|| UnitError::Unit(format!("file {} has no successor to retire by", lease.file_id)))?;
             let objects = VersionObjects::new(&lease.advertiser_id, successor, bits).map_err(unit_error)?;
             let removed = versions::read_diff(ctx.work, &objects, true, b, DiffSide::Removed).await?;
             let n = removed.len() as u64;
@@ -327,18 +278,18 @@ async fn cleanup_unit(
     Ok((UnitReport::Cleanup { rows_deleted: rows }, timings))
 }
 
-fn bucket_of(lease: &RangeLease) -> Result<u32, RangeError> {
-    u32::try_from(lease.range_index).map_err(|_| RangeError::Unit(format!("bucket {} is negative", lease.range_index)))
+fn bucket_of(lease: &UnitLease) -> Result<u32, UnitError> {
+    u32::try_from(lease.range_index).map_err(|_| UnitError::Unit(format!("bucket {} is negative", lease.range_index)))
 }
 
 /// Writes `op` for every hash through the worker's write window, in replica-grouped batches.
 async fn write_rows(
     ctx: &UnitContext<'_>,
-    lease: &RangeLease,
+    lease: &UnitLease,
     op: ChangeOp,
     version: memberlake::ids::ListVersion,
     hashes: Vec<EmailHash>,
-) -> Result<f64, RangeError> {
+) -> Result<f64, UnitError> {
     if hashes.is_empty() {
         return Ok(0.0);
     }
@@ -355,100 +306,6 @@ async fn write_rows(
     tx.send(hashes).await.expect("the receiver is alive");
     drop(tx);
     write_stage(sink, rx).await
-}
-
-/// The bytes a range's scanner reads: the range, the stream of the window fetched, where that
-/// window starts, and whether it ends at the end of the (decompressed) object.
-struct RangeSource {
-    range: ByteRange,
-    stream: futures::stream::BoxStream<'static, Result<Bytes, LakeError>>,
-    window_start: u64,
-    at_end: bool,
-}
-
-/// Opens the ranged GET of a lease's window (a compressed object: the whole object, decoded).
-async fn open_range(lake: &Lake, lease: &RangeLease) -> Result<RangeSource, RangeError> {
-    Ok(match lease.compression {
-        Compression::None => {
-            let window = lease.range.read_window(lease.object_size);
-            let stream = lake.read(&lease.object_key, &lease.etag, Some(window)).await?;
-            RangeSource {
-                range: lease.range,
-                stream: stream.boxed(),
-                window_start: window.start,
-                at_end: window.end == lease.object_size,
-            }
-        }
-        compression => {
-            // One range covers the whole object; offsets are in decompressed bytes.
-            let raw = lake.read(&lease.object_key, &lease.etag, None).await?;
-            let decoded = decompress(raw, compression);
-            RangeSource { range: ByteRange::new(0, u64::MAX), stream: decoded.boxed(), window_start: 0, at_end: true }
-        }
-    })
-}
-
-/// Stage 1: streams the window through the range scanner into blocks of whole lines the range
-/// owns. Returns its busy seconds.
-async fn read_stage(source: RangeSource, block_size: usize, blocks: mpsc::Sender<ScanItem>) -> Result<f64, RangeError> {
-    let started = Instant::now();
-    let RangeSource { range, mut stream, window_start, at_end } = source;
-    let mut scanner = RangeScanner::new(range, window_start, block_size);
-    let mut items = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk?;
-        metrics::counter!("memberlake_worker_bytes_read_total").increment(chunk.len() as u64);
-        scanner.push(&chunk, &mut items);
-        for item in items.drain(..) {
-            if blocks.send(item).await.is_err() {
-                return Ok(started.elapsed().as_secs_f64());
-            }
-        }
-    }
-    scanner.finish(at_end, &mut items);
-    for item in items.drain(..) {
-        let _ = blocks.send(item).await;
-    }
-    Ok(started.elapsed().as_secs_f64())
-}
-
-/// Stage 2: hashes blocks on rayon, in order; counts rows and rejects. Returns the range's
-/// report and its hashing seconds.
-async fn hash_stage(
-    mut blocks: mpsc::Receiver<ScanItem>,
-    range: ByteRange,
-    hashes: mpsc::Sender<Vec<EmailHash>>,
-) -> (RangeReport, f64) {
-    let mut report = RangeReport::default();
-    let mut hash_secs = 0.0;
-    while let Some(item) = blocks.recv().await {
-        let hashed = match item {
-            ScanItem::Lines(block) => {
-                let started = Instant::now();
-                let hashed = on_rayon(move || hash_block(&block, range)).await;
-                hash_secs += started.elapsed().as_secs_f64();
-                hashed
-            }
-            ScanItem::OverlongLine { offset } => {
-                let mut h = HashedBlock::default();
-                h.reject(offset, RejectReason::LineTooLong);
-                h
-            }
-        };
-        report.rows += hashed.hashes.len() as u64;
-        report.rejected += hashed.rejected;
-        for (reason, rows) in hashed.rejected_by_reason {
-            *report.rejected_by_reason.entry(reason).or_default() += rows;
-        }
-        let room = MAX_REJECTION_SAMPLES.saturating_sub(report.samples.len());
-        report.samples.extend(hashed.samples.into_iter().take(room));
-        if !hashed.hashes.is_empty() && hashes.send(hashed.hashes).await.is_err() {
-            break;
-        }
-    }
-    metrics::counter!("memberlake_worker_rows_hashed_total").increment(report.rows);
-    metrics::counter!("memberlake_worker_rows_rejected_total").increment(report.rejected);
-    (report, hash_secs)
 }
 
 /// Where a unit's rows go: one change to one advertiser's version, through the worker's write
@@ -511,7 +368,7 @@ impl Batcher {
 /// cut by a [`Batcher`]. The window stays full across block boundaries (no drain per block);
 /// each request is retried on its own. Returns its busy seconds (requests queued or in flight),
 /// not its idle waits.
-async fn write_stage(sink: RowSink, mut blocks: mpsc::Receiver<Vec<EmailHash>>) -> Result<f64, RangeError> {
+async fn write_stage(sink: RowSink, mut blocks: mpsc::Receiver<Vec<EmailHash>>) -> Result<f64, UnitError> {
     let sink = &sink;
     let replicas = sink.store.replica_groups();
     let mut batcher = Batcher::new(rows_per_batch(sink.batch_rows, &sink.advertiser));
@@ -559,31 +416,6 @@ async fn write_stage(sink: RowSink, mut blocks: mpsc::Receiver<Vec<EmailHash>>) 
         busy_secs += since.elapsed().as_secs_f64();
     }
     Ok(busy_secs)
-}
-
-fn decompress(
-    raw: impl Stream<Item = Result<Bytes, LakeError>> + Send + Unpin + 'static,
-    compression: Compression,
-) -> impl Stream<Item = Result<Bytes, LakeError>> + Send {
-    let reader = tokio::io::BufReader::new(StreamReader::new(raw.map_err(std::io::Error::other)));
-    let decoder: Box<dyn AsyncRead + Send + Unpin> = match compression {
-        Compression::Gzip => {
-            let mut d = async_compression::tokio::bufread::GzipDecoder::new(reader);
-            d.multiple_members(true);
-            Box::new(d)
-        }
-        _ => {
-            let mut d = async_compression::tokio::bufread::ZstdDecoder::new(reader);
-            d.multiple_members(true);
-            Box::new(d)
-        }
-    };
-    ReaderStream::with_capacity(decoder, 256 << 10).map(|r| {
-        r.map_err(|e| match e.downcast::<LakeError>() {
-            Ok(lake) => lake,
-            Err(e) => LakeError::Corrupt(e.to_string()),
-        })
-    })
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The pull loop: claim a range lease, work on it, then end the lease with one transition.
 //!
-//! As in River's job executor, working on a range returns one value, [`RangeResult`], and one
+//! As in River's job executor, working on a range returns one value, [`UnitResult`], and one
 //! function, [`Worker::end_lease`], maps it to one lease transition (complete, give back, fail
 //! the file, or nothing when the lease is already gone). The lease itself is owned by a
 //! [`LeaseGuard`], which keeps it alive while the range is worked on.
@@ -21,7 +21,7 @@ use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tokio::sync::oneshot;
 
-use crate::process::{process_unit, InputsRead, ProcessConfig, RangeError, Timings, UnitContext};
+use crate::process::{process_unit, InputsRead, ProcessConfig, UnitError, Timings, UnitContext};
 
 /// Units a slot works on at once: one writing rows while the next reads its inputs.
 pub const UNITS_PER_SLOT: usize = 2;
@@ -49,31 +49,31 @@ pub struct Worker {
 
 /// How working on one range ended.
 #[derive(Debug)]
-enum RangeResult {
+enum UnitResult {
     /// The unit's work is durable (an ingest range's runs, a bucket's diff and rows, a cleanup's
     /// deletes).
     Done { report: UnitReport, timings: Timings },
     /// Retrying cannot help: the object is gone, changed, or corrupt.
-    Permanent(RangeError),
+    Permanent(UnitError),
     /// Another attempt may succeed (lake, store or network trouble).
-    Transient(RangeError),
+    Transient(UnitError),
     /// This worker's configuration is at fault (its lake credentials were refused): another
     /// worker may succeed, and no attempt is spent.
-    ReplicaFault(RangeError),
+    ReplicaFault(UnitError),
     /// The lease was lost while working (expired and re-leased, file failed or cancelled).
     LeaseLost,
     /// Shutdown was requested and the grace period ran out.
     Shutdown,
 }
 
-impl From<Result<(UnitReport, Timings), RangeError>> for RangeResult {
-    fn from(r: Result<(UnitReport, Timings), RangeError>) -> Self {
+impl From<Result<(UnitReport, Timings), UnitError>> for UnitResult {
+    fn from(r: Result<(UnitReport, Timings), UnitError>) -> Self {
         match r {
-            Ok((report, timings)) => RangeResult::Done { report, timings },
-            Err(RangeError::LeaseLost) => RangeResult::LeaseLost,
-            Err(e) if e.is_replica_fault() => RangeResult::ReplicaFault(e),
-            Err(e) if e.is_permanent() => RangeResult::Permanent(e),
-            Err(e) => RangeResult::Transient(e),
+            Ok((report, timings)) => UnitResult::Done { report, timings },
+            Err(UnitError::LeaseLost) => UnitResult::LeaseLost,
+            Err(e) if e.is_replica_fault() => UnitResult::ReplicaFault(e),
+            Err(e) if e.is_permanent() => UnitResult::Permanent(e),
+            Err(e) => UnitResult::Transient(e),
         }
     }
 }
@@ -200,20 +200,20 @@ impl Worker {
             tokio::time::sleep(self.cfg.shutdown_grace).await;
         };
         let result = tokio::select! {
-            r = work => RangeResult::from(r),
-            _ = deadline => RangeResult::Shutdown,
+            r = work => UnitResult::from(r),
+            _ = deadline => UnitResult::Shutdown,
         };
         self.end_lease(guard, result, started).await
     }
 
     /// The one place where a range's result becomes a lease transition.
-    async fn end_lease(&self, guard: LeaseGuard, result: RangeResult, started: Instant) -> Next {
+    async fn end_lease(&self, guard: LeaseGuard, result: UnitResult, started: Instant) -> Next {
         let guard_stage = guard.lease().stage;
         let failed = |kind: &'static str| {
             metrics::counter!("memberlake_worker_ranges_failed_total", "kind" => kind).increment(1);
         };
         match result {
-            RangeResult::Done { report, timings } => match guard.complete(&report).await {
+            UnitResult::Done { report, timings } => match guard.complete(&report).await {
                 Ok(true) => {
                     record_done(guard_stage, &report, &timings, started);
                     Next::Continue
@@ -227,7 +227,7 @@ impl Worker {
                     Next::BackOff
                 }
             },
-            RangeResult::Permanent(e) => {
+            UnitResult::Permanent(e) => {
                 warn!(error = %e, "permanent error: failing the file");
                 failed("permanent");
                 if let Err(db) = guard.fail_file(&e.to_string()).await {
@@ -235,26 +235,26 @@ impl Worker {
                 }
                 Next::Continue
             }
-            RangeResult::LeaseLost => {
+            UnitResult::LeaseLost => {
                 warn!("lease lost while working; dropping the range");
                 failed("lease_lost");
                 drop(guard);
                 Next::Continue
             }
-            RangeResult::Transient(e) => {
+            UnitResult::Transient(e) => {
                 warn!(error = %e, "transient error: giving the range back");
                 failed("transient");
                 let why = GiveBack::AfterError { error: e.to_string(), max_attempts: self.cfg.max_attempts };
                 give_back(guard, why).await;
                 Next::BackOff
             }
-            RangeResult::ReplicaFault(e) => {
+            UnitResult::ReplicaFault(e) => {
                 warn!(error = %e, "this worker cannot read the lake: giving the range back without spending an attempt");
                 failed("replica_fault");
                 give_back(guard, GiveBack::ReplicaFault { error: e.to_string() }).await;
                 Next::BackOff
             }
-            RangeResult::Shutdown => {
+            UnitResult::Shutdown => {
                 info!("shutdown grace ran out: giving the range back");
                 failed("shutdown");
                 give_back(guard, GiveBack::AtShutdown).await;

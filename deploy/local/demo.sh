@@ -74,8 +74,9 @@ start worker-1 compute-worker MEMBERLAKE_METRICS_ADDR=127.0.0.1:9103 MEMBERLAKE_
 start worker-2 compute-worker MEMBERLAKE_METRICS_ADDR=127.0.0.1:9104 MEMBERLAKE_INSTANCE_ID=worker-2
 start matcher-api matcher-api
 MATCHER=http://${MEMBERLAKE_MATCHER_ADDR:-127.0.0.1:8080}
-for _ in $(seq 1 100); do curl -fsS "$MATCHER/readyz" >/dev/null 2>&1 && break; sleep 0.3; done
-curl -fsS "$MATCHER/readyz" >/dev/null || { echo "matcher-api did not become ready; see $dir/matcher-api.log"; exit 1; }
+MATCHER_OPS=http://127.0.0.1:9100   # the matcher's operations port (/readyz, /metrics): its default
+for _ in $(seq 1 100); do curl -fsS "$MATCHER_OPS/readyz" >/dev/null 2>&1 && break; sleep 0.3; done
+curl -fsS "$MATCHER_OPS/readyz" >/dev/null || { echo "matcher-api did not become ready; see $dir/matcher-api.log"; exit 1; }
 
 step "5/6 upload two advertisers' lists ($ROWS emails each) to $MEMBERLAKE_LAKE_URL"
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
@@ -135,7 +136,7 @@ cat <<MSG
 
 The services keep running (logs in $dir). Try:
   curl '$MATCHER/v1/match?advertiser_id=acme&email_hash=\$(printf %s 'someone@example.com' | md5sum | cut -d" " -f1)'
-  curl $MATCHER/metrics | grep memberlake_
+  curl $MATCHER_OPS/metrics | grep memberlake_
 Drop another list into $MEMBERLAKE_LAKE_URL/advertisers/<advertiser_id>/ and it replaces that
 advertiser's list once ingested. Stop with: deploy/local/demo.sh stop && deploy/local/stack.sh down
 MSG

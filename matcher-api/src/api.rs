@@ -3,20 +3,21 @@
 //! - `POST /v1/suppress` `{"email_hash","advertiser_ids":[..]}` → `{"email_hash","members":[..]}`
 //!   (one partition read whatever the number of advertisers)
 //!
-//! Bad input → 400 with a JSON error; missing/invalid token → 401; store unavailable → 503 with
-//! `Retry-After`, never a "not a member". That holds for every store error, whatever its
-//! [`memberlake::error::ErrorClass`]: a permanent one (a dropped table, revoked credentials) is
-//! the operator's to fix, and the client's answer is still "ask again later".
+//! Bad input → 400 with a JSON error; missing/invalid token → 401; over the caller's rate limit →
+//! 429; store unavailable → 503 with `Retry-After`, never a "not a member". That holds for every
+//! store error, whatever its [`memberlake::error::ErrorClass`]: a permanent one (a dropped table,
+//! revoked credentials) is the operator's to fix, and the client's answer is still "ask again
+//! later". Tokens, rate limits, overload (503) and timeouts (503) are the API surface's layers
+//! (`memberlake::http::surface`), added by `run`.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{RawQuery, Request, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use memberlake::http::{ApiError, Tokens};
+use memberlake::http::surface::require_caller;
+use memberlake::http::ApiError;
 use memberlake::ids::EmailHash;
 pub use memberlake_records::requests::MAX_SUPPRESS_ADVERTISERS;
 use memberlake_records::requests::{parse_match_query, parse_suppress_body};
@@ -32,7 +33,6 @@ pub const MAX_BODY_BYTES: usize = 128 * 1024;
 pub struct AppState {
     pub active: ActiveVersions,
     pub memberships: Memberships,
-    pub tokens: Tokens,
 }
 
 /// Query of `GET /v1/match`.
@@ -89,7 +89,8 @@ pub struct ErrorBody {
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
-    /// `bad_request`, `unauthorized` or `unavailable`.
+    /// `bad_request`, `unauthorized`, `payload_too_large`, `rate_limited` (429), `unavailable`
+    /// (the store), `overloaded` or `timeout` (503s).
     #[schema(example = "bad_request")]
     code: String,
     #[schema(example = "email_hash must be 32 hexadecimal digits")]
@@ -123,15 +124,14 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(<ApiDoc as utoipa::OpenApi>::openapi())
 }
 
-pub fn router(state: AppState, limit: Option<memberlake::http::RateLimit>) -> Router {
-    let mut api = Router::new()
+/// The API's routes: `/v1/match` and `/v1/suppress` for callers with a token, the document
+/// open. The caller's identity, rate limit, overload and timeout come from the surface's layers.
+pub fn router(state: AppState) -> Router {
+    Router::new()
         .route("/v1/match", get(match_one))
         .route("/v1/suppress", post(suppress))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), require_token));
-    if let Some(limit) = limit {
-        api = api.route_layer(axum::middleware::from_fn_with_state(limit, memberlake::http::rate_limit));
-    }
-    api.with_state(state)
+        .route_layer(axum::middleware::from_fn(require_caller))
+        .with_state(state)
         .route("/v1/openapi.json", get(openapi))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
@@ -149,7 +149,8 @@ fn snapshot(state: &AppState) -> Result<Snapshot, ApiError> {
         (status = 200, description = "Answer from the active list", body = MatchResponse),
         (status = 400, description = "Invalid query", body = ErrorBody),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 503, description = "Store unavailable; retry (Retry-After). Never a false `member: false`.", body = ErrorBody),
+        (status = 429, description = "Over the caller's rate limit; retry after Retry-After", body = ErrorBody),
+        (status = 503, description = "Store unavailable, replica overloaded or request timed out; retry (Retry-After). Never a false `member: false`.", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -183,7 +184,8 @@ async fn match_one(State(state): State<AppState>, RawQuery(query): RawQuery) -> 
         (status = 400, description = "Invalid body (or more than 1,000 advertiser ids)", body = ErrorBody),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
         (status = 413, description = "Body larger than 128 KiB", body = ErrorBody),
-        (status = 503, description = "Store unavailable; retry (Retry-After)", body = ErrorBody),
+        (status = 429, description = "Over the caller's rate limit; retry after Retry-After", body = ErrorBody),
+        (status = 503, description = "Store unavailable, replica overloaded or request timed out; retry (Retry-After)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -228,15 +230,6 @@ async fn suppress(
 /// re-reads such an entry), answered as unavailable rather than guessed.
 fn stale_partition() -> ApiError {
     ApiError::unavailable("membership partition read without its legacy rows; retry")
-}
-
-/// Rejects requests without a configured bearer token (when tokens are configured).
-async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    match state.tokens.authorize(authorization) {
-        Ok(_) => next.run(request).await,
-        Err(e) => e.into_response(),
-    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ pub mod api;
 pub mod lookup;
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +21,8 @@ use clap::Parser;
 use memberlake::bootstrap;
 use memberlake::catalog::Catalog;
 use memberlake::config::{parse_duration, DatabaseArgs, LogArgs, StoreArgs};
-use memberlake::http::{ops_router, ReadinessCheck, Tokens};
+use memberlake::http::surface::{ApiSurface, CallerRate, SurfaceLimits};
+use memberlake::http::{health_router, ops_router, ReadinessCheck, Tokens};
 use memberlake::service::{Server, ServiceError};
 use memberlake::shutdown::Shutdown;
 use memberlake::store::MembershipStore;
@@ -35,18 +37,30 @@ pub struct Config {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub store: StoreArgs,
-    /// Address of the API (and its /healthz, /readyz, /metrics).
+    /// Address of the API (and of a /healthz for load balancers that probe it).
     #[arg(long, env = "MEMBERLAKE_MATCHER_ADDR", default_value = "127.0.0.1:8080")]
     pub matcher_addr: SocketAddr,
+    /// Operations port: /healthz, /readyz and /metrics, for probes and the scraper only.
+    #[arg(long, env = "MEMBERLAKE_METRICS_ADDR", default_value = "127.0.0.1:9100")]
+    pub metrics_addr: SocketAddr,
     /// Bearer tokens accepted from callers (comma-separated). Unset: open (warned).
     #[arg(long, env = "MEMBERLAKE_MATCHER_TOKENS", value_delimiter = ',', hide_env_values = true)]
     pub matcher_tokens: Vec<String>,
     /// A file of caller tokens (one per line or comma-separated), e.g. a mounted secret.
     #[arg(long, env = "MEMBERLAKE_MATCHER_TOKENS_FILE")]
     pub matcher_tokens_file: Option<std::path::PathBuf>,
-    /// Requests per second this replica accepts on /v1 (0: unlimited); over it: 429.
-    #[arg(long, env = "MEMBERLAKE_MATCHER_RATE_LIMIT", default_value_t = 50_000)]
-    pub matcher_rate_limit: u32,
+    /// Requests each caller (token name) may make on this replica: N per second or
+    /// N/<duration> (e.g. 1/1h), bursts up to N; 0: unlimited. Over it: 429 with Retry-After.
+    #[arg(long, env = "MEMBERLAKE_MATCHER_RATE_LIMIT", default_value = "50000")]
+    pub matcher_rate_limit: CallerRate,
+    /// Requests this replica handles at once; one more is refused at once (503, Retry-After),
+    /// never queued. Normal load keeps about RPS x latency in flight (10K x 1 ms = 10).
+    #[arg(long, env = "MEMBERLAKE_MATCHER_MAX_CONCURRENCY", default_value = "1024")]
+    pub matcher_max_concurrency: NonZeroUsize,
+    /// Longest time a request may take, body included; beyond it: 503 with Retry-After. Above
+    /// MEMBERLAKE_SCYLLA_TIMEOUT, so that a slow store answers with its own 503 first.
+    #[arg(long, env = "MEMBERLAKE_MATCHER_REQUEST_TIMEOUT", value_parser = parse_duration, default_value = "5s")]
+    pub matcher_request_timeout: Duration,
     /// Partitions (email hashes) kept in the cache.
     #[arg(long, env = "MEMBERLAKE_CACHE_ENTRIES", default_value_t = 1_000_000)]
     pub cache_entries: u64,
@@ -84,8 +98,8 @@ impl Deps {
     }
 }
 
-/// Serves the API with `/healthz`, `/readyz` and `/metrics` on `matcher_addr` until `shutdown`,
-/// following activations in the background.
+/// Serves the API on `matcher_addr` and `/healthz`, `/readyz` and `/metrics` on `metrics_addr`
+/// until `shutdown`, following activations in the background.
 pub async fn run(deps: Deps, config: &Config, shutdown: Shutdown) -> Result<(), ServiceError> {
     let Deps { catalog, store, tokens } = deps;
     let active = active::ActiveVersions::default();
@@ -95,12 +109,25 @@ pub async fn run(deps: Deps, config: &Config, shutdown: Shutdown) -> Result<(), 
     tokio::spawn(active.clone().run(catalog.clone(), config.versions_refresh, shutdown.clone()));
 
     let memberships = lookup::Memberships::new(store.clone(), config.cache_entries, config.cache_ttl);
-    let state = api::AppState { active: active.clone(), memberships, tokens };
+    let state = api::AppState { active: active.clone(), memberships };
     let checks = vec![bootstrap::cql_ready(&store), versions_loaded(&active)];
-    let app = api::router(state, memberlake::http::RateLimit::per_second(config.matcher_rate_limit))
-        .merge(ops_router(checks))
-        .layer(axum::middleware::from_fn(memberlake::http::record_metrics));
-    Server::bind(config.matcher_addr, app, shutdown).await?.stopped().await
+    let surface = ApiSurface::new(tokens, config.limits());
+    let app = surface.wrap(api::router(state)).merge(health_router());
+    let api = Server::bind(config.matcher_addr, app, shutdown.clone()).await?;
+    let ops = Server::bind(config.metrics_addr, ops_router(checks), shutdown).await?;
+    api.stopped().await?;
+    ops.stopped().await
+}
+
+impl Config {
+    /// The API surface's limits (`MEMBERLAKE_MATCHER_*`).
+    pub fn limits(&self) -> SurfaceLimits {
+        SurfaceLimits {
+            request_timeout: self.matcher_request_timeout,
+            max_concurrency: self.matcher_max_concurrency,
+            per_caller: self.matcher_rate_limit,
+        }
+    }
 }
 
 /// `/readyz` check: the active versions were loaded at least once (before that, no answer can

@@ -240,8 +240,9 @@ pub struct ErrorBody {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
-    /// `bad_request`, `unauthorized`, `not_found`, `conflict`, `payload_too_large`,
-    /// `rate_limited`, `unavailable` or `internal`.
+    /// `bad_request`, `unauthorized`, `not_found`, `method_not_allowed`, `conflict`,
+    /// `payload_too_large`, `rate_limited` (429), `unavailable`, `overloaded` or `timeout`
+    /// (503s), or `internal`.
     #[schema(example = "conflict")]
     pub code: String,
     /// Safe to show the caller.

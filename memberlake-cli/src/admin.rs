@@ -13,6 +13,8 @@ use memberlake_admin::{
 };
 use serde::Serialize;
 
+use crate::outcome::{Exit, Failed};
+
 /// How times are printed: UTC, to the second.
 const TIME: &str = "%Y-%m-%dT%H:%M:%SZ";
 
@@ -101,6 +103,15 @@ pub enum AdminCommand {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Wait for a file to end, with a progress bar: exit code 0 when its version is ingested, 7
+    /// when it failed or was cancelled, 8 when it is held for an operator.
+    Wait {
+        #[arg(value_parser = parse_file_id)]
+        id: FileId,
+        /// Refresh interval in seconds.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
     /// Live progress bars of the files in flight (ctrl-c to stop).
     Watch {
         /// Refresh interval in seconds.
@@ -109,10 +120,10 @@ pub enum AdminCommand {
     },
 }
 
-pub async fn run(args: AdminArgs, command: AdminCommand) -> anyhow::Result<()> {
+pub async fn run(args: AdminArgs, command: AdminCommand) -> Result<(), Failed> {
     let client = AdminClient::new(&args.admin_addr, args.admin_token);
     let json = args.json;
-    match command {
+    let shown = match command {
         AdminCommand::Files { state, advertiser, limit } => {
             let query = ListFilesQuery { state, advertiser_id: advertiser, limit: Some(limit) };
             show(json, &client.files(&query).await?, |r| print_files(&r.files))
@@ -142,7 +153,11 @@ pub async fn run(args: AdminArgs, command: AdminCommand) -> anyhow::Result<()> {
             show(json, &client.actions(&LimitQuery { limit: Some(limit) }).await?, print_actions)
         }
         AdminCommand::Watch { interval } => watch(&client, Duration::from_secs_f64(interval.max(0.2))).await,
-    }
+        AdminCommand::Wait { id, interval } => {
+            return wait(&client, id, Duration::from_secs_f64(interval.max(0.2)), json).await;
+        }
+    };
+    Ok(shown?)
 }
 
 /// Prints `response` as pretty JSON with `--json`, else as `table` prints it.
@@ -156,26 +171,84 @@ fn show<T: Serialize>(json: bool, response: &T, table: impl FnOnce(&T)) -> anyho
 }
 
 fn print_files(files: &[FileView]) {
-    println!(
-        "{:>6}  {:<20} {:<10} {:>10} {:>5} {:>14} {:>12} {:>9}  object",
-        "id", "advertiser", "state", "size", "prio", "ranges", "rows", "rejected"
-    );
-    for f in files {
-        println!(
-            "{:>6}  {:<20} {:<10} {:>10} {:>5} {:>14} {:>12} {:>9}  {}{}{}",
-            f.file_id,
-            f.advertiser_id,
-            f.state,
-            HumanBytes(f.size_bytes.max(0) as u64).to_string(),
-            f.priority,
-            format!("{}/{}", f.ranges_done, f.ranges_total),
-            f.rows_ingested,
-            f.rows_rejected,
-            f.object_key,
-            if f.paused { "  [paused]" } else { "" },
-            if f.active { "  [active]" } else { "" },
-        );
+    print!("{}", files_table(files));
+}
+
+/// The files as a table whose columns are as wide as their widest cell.
+fn files_table(files: &[FileView]) -> String {
+    use Align::{Left, Right};
+    let columns = [
+        ("id", Right),
+        ("advertiser", Left),
+        ("state", Left),
+        ("size", Right),
+        ("prio", Right),
+        ("ranges", Right),
+        ("rows", Right),
+        ("rejected", Right),
+        ("object", Left),
+    ];
+    let rows = files
+        .iter()
+        .map(|f| {
+            vec![
+                f.file_id.to_string(),
+                f.advertiser_id.to_string(),
+                f.state.to_string(),
+                HumanBytes(f.size_bytes.max(0) as u64).to_string(),
+                f.priority.to_string(),
+                format!("{}/{}", f.ranges_done, f.ranges_total),
+                f.rows_ingested.to_string(),
+                f.rows_rejected.to_string(),
+                format!(
+                    "{}{}{}",
+                    f.object_key,
+                    if f.paused { "  [paused]" } else { "" },
+                    if f.active { "  [active]" } else { "" }
+                ),
+            ]
+        })
+        .collect();
+    table(&columns, rows)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Align {
+    Left,
+    Right,
+}
+
+/// Renders `rows` under `columns`, each column as wide as its widest cell (counted in
+/// characters), two spaces apart; the last column is not padded.
+fn table(columns: &[(&str, Align)], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = columns.iter().map(|(h, _)| h.chars().count()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
     }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len().saturating_sub(1);
+        let mut out = String::new();
+        for (i, ((cell, (_, align)), width)) in cells.into_iter().zip(columns).zip(&widths).enumerate() {
+            let pad = width.saturating_sub(cell.chars().count());
+            match (align, i == last) {
+                (_, true) if *align == Align::Left => out.push_str(cell),
+                (Align::Left, _) => out.push_str(&format!("{cell}{}", " ".repeat(pad))),
+                (Align::Right, _) => out.push_str(&format!("{}{cell}", " ".repeat(pad))),
+            }
+            if i != last {
+                out.push_str("  ");
+            }
+        }
+        out.push('\n');
+        out
+    };
+    let mut out = line(columns.iter().map(|(h, _)| *h).collect());
+    for row in &rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
 }
 
 fn print_detail(d: &FileDetailView) {
@@ -257,8 +330,75 @@ fn print_done(action: &str, f: &FileView) {
 }
 
 fn print_actions(r: &ActionsResponse) {
-    for a in &r.actions {
-        println!("{}  {:<12} {:<10} {:<20} {}", a.at.format(TIME), a.actor, a.action, a.target, a.details);
+    use Align::Left;
+    let columns = [("at", Left), ("actor", Left), ("action", Left), ("target", Left), ("details", Left)];
+    let rows = r
+        .actions
+        .iter()
+        .map(|a| {
+            vec![a.at.format(TIME).to_string(), a.actor.clone(), a.action.to_string(), a.target.to_string(), a.details.to_string()]
+        })
+        .collect();
+    print!("{}", table(&columns, rows));
+}
+
+/// Waits for file `id` to end, with a progress bar over its units (ranges, then buckets).
+async fn wait(client: &AdminClient, id: FileId, interval: Duration, json: bool) -> Result<(), Failed> {
+    use indicatif::{ProgressBar, ProgressStyle};
+    let bar = if json { ProgressBar::hidden() } else { ProgressBar::new(0) };
+    bar.set_style(
+        ProgressStyle::with_template("file {prefix} [{bar:40}] {pos}/{len} {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(id.to_string());
+    loop {
+        let d = client.file(id).await?;
+        let f = &d.file;
+        match f.state {
+            FileState::Merging => {
+                let buckets = f.version.bucket_bits.map_or(0, |b| 1u64 << b);
+                bar.set_length(buckets);
+                bar.set_position(f.version.buckets_done.max(0) as u64);
+                bar.set_message("buckets merged (writing the difference)");
+            }
+            _ => {
+                bar.set_length(f.ranges_total.max(0) as u64);
+                bar.set_position(f.ranges_done.max(0) as u64);
+                bar.set_message(format!("ranges · {} rows · {}", f.rows_ingested, f.state));
+            }
+        }
+        let ended = match f.state {
+            FileState::Ingested => Some(Ok(())),
+            FileState::Failed | FileState::Cancelled => Some(Err(Failed::new(
+                Exit::FileFailed,
+                anyhow::anyhow!(
+                    "file {id} {}: {}",
+                    f.state,
+                    f.failure_reason.as_deref().unwrap_or("no reason recorded")
+                ),
+            )
+            .hint(format!("`memberlake file {id}` shows its errors; `memberlake retry {id}` queues it again")))),
+            FileState::Held => Some(Err(Failed::new(
+                Exit::FileHeld,
+                anyhow::anyhow!(
+                    "file {id} is held: {}",
+                    f.version.held_reason.as_deref().unwrap_or("awaiting an operator")
+                ),
+            )
+            .hint(format!("`memberlake approve {id}` or `memberlake reject {id}`")))),
+            _ => None,
+        };
+        if let Some(outcome) = ended {
+            bar.finish_and_clear();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&d).map_err(anyhow::Error::from)?);
+            } else {
+                print_files(std::slice::from_ref(f));
+            }
+            return outcome;
+        }
+        tokio::time::sleep(interval).await;
     }
 }
 
@@ -346,6 +486,32 @@ mod tests {
             rollback_of: None,
             manifest_expired_at: None,
         }
+    }
+
+    #[test]
+    fn tables_align_whatever_the_cell_widths() {
+        let mut long = file(FileState::Ingested, version());
+        long.advertiser_id = AdvertiserId::parse("a-very-long-advertiser-identifier-of-forty-chars").unwrap();
+        long.rows_ingested = 123_456_789;
+        long.active = true;
+        let short = file(FileState::Cancelled, version());
+        let text = files_table(&[long, short]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        // Every column starts at the same character offset on every line.
+        let starts = |line: &str, word: &str| line.find(word).unwrap_or_else(|| panic!("{word} in {line:?}"));
+        let object = starts(lines[0], "object");
+        assert!(lines[1..].iter().all(|l| starts(l, "advertisers/acme/v2.csv") == object), "{text}");
+        let state = starts(lines[0], "state");
+        assert_eq!((starts(lines[1], "ingested"), starts(lines[2], "cancelled")), (state, state), "{text}");
+        // Numbers are right-aligned: their last digits share a column.
+        let rows_end = starts(lines[0], "rows") + "rows".len();
+        let end_of = |line: &str, n: &str| {
+            let end = line[..rows_end + 10].rfind(n).unwrap_or_else(|| panic!("{n} in {line:?}")) + n.len();
+            end
+        };
+        assert!(end_of(lines[1], "123456789") >= rows_end && end_of(lines[2], "10") == end_of(lines[1], "123456789"));
+        assert!(lines[1].ends_with("[active]"));
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //!
 //! - `memberlake migrate`: applies the Postgres and CQL schema migrations (idempotent); only
 //!   with the default feature `migrate`, the one part that needs the services' I/O stack.
+//! - `memberlake check <list> [--advertiser A]`: a dry run of a list (same feature).
 //! - `memberlake files | file | prioritize | pause | resume | cancel | retry | approve | reject
-//!   | rollback | weight | actions | watch`: the operator API (meta-service,
+//!   | rollback | weight | actions | watch | wait`: the operator API (meta-service,
 //!   `MEMBERLAKE_ADMIN_ADDR`, token in `MEMBERLAKE_ADMIN_TOKEN`), through
 //!   `memberlake_admin::AdminClient`. `file` prints the file's version report; `approve` and
 //!   `reject` decide on a held version; `rollback <advertiser> [--to <file
@@ -11,12 +12,15 @@
 
 mod admin;
 #[cfg(feature = "migrate")]
+mod check;
+#[cfg(feature = "migrate")]
 mod migrate;
+mod outcome;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "memberlake", version, about = "memberlake operator command line")]
+#[command(name = "memberlake", version, about = "memberlake operator command line", after_help = outcome::EXIT_CODES)]
 #[cfg_attr(
     not(feature = "migrate"),
     command(about = "memberlake operator command line (operator API only: built without `migrate`)")
@@ -36,21 +40,29 @@ enum Command {
     /// Apply the Postgres and CQL schema migrations (safe to run again).
     #[cfg(feature = "migrate")]
     Migrate(migrate::MigrateArgs),
+    /// Dry run of a list: read it as the workers would and say what ingestion would find (rows,
+    /// rejects by reason, duplicates, the range plan; with --advertiser, members added, removed
+    /// and unchanged) and whether it would be held (exit 9) or fail (exit 10).
+    #[cfg(feature = "migrate")]
+    Check(check::CheckArgs),
     #[command(flatten)]
     Admin(admin::AdminCommand),
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The operator commands log nothing; migrations log through the services' telemetry.
     #[cfg(feature = "migrate")]
     memberlake::telemetry::init(&cli.log);
-    match cli.command {
+    let result = match cli.command {
         #[cfg(feature = "migrate")]
-        Command::Migrate(args) => migrate::run(args).await,
+        Command::Migrate(args) => migrate::run(args).await.map_err(migrate::failed),
+        #[cfg(feature = "migrate")]
+        Command::Check(args) => check::run(args).await,
         Command::Admin(command) => admin::run(cli.admin, command).await,
-    }
+    };
+    outcome::finish(result)
 }
 
 #[cfg(test)]

@@ -29,9 +29,10 @@ async fn main() -> anyhow::Result<()> {
     let version = ListVersion(args[3].parse()?);
     let concurrency: usize = args[4].parse()?;
     let batch_rows: usize = args.get(5).map(|a| a.parse()).transpose()?.unwrap_or(1);
-    let nodes: Vec<String> = std::env::var("MEMBERLAKE_SCYLLA_NODES")?.split(',').map(str::to_owned).collect();
-    let keyspace = std::env::var("MEMBERLAKE_SCYLLA_KEYSPACE")?;
-    let store = MembershipStore::connect(&nodes, &keyspace, Duration::from_secs(10)).await?;
+    // The store's settings from MEMBERLAKE_SCYLLA_* as a service reads them (credentials, TLS).
+    let mut settings = memberlake::config::ConnectionSettings::from_env()?.store;
+    settings.scylla_timeout = Duration::from_secs(10);
+    let store = MembershipStore::connect(&settings).await?;
     let rows = hashes.len();
     let started = Instant::now();
     // One window kept full over all rows, as a worker's write window is, in a task of its own

@@ -22,14 +22,14 @@ pub enum BootstrapError {
 
 /// Connects the control plane and checks its schema version.
 pub async fn open_catalog(args: &DatabaseArgs) -> Result<Catalog, BootstrapError> {
-    let catalog = Catalog::connect(&args.database_url, args.database_max_connections).await?;
+    let catalog = Catalog::open(args).await?;
     schema::check_postgres(catalog.pool()).await?;
     Ok(catalog)
 }
 
 /// Connects the membership store and checks its schema version.
 pub async fn open_store(args: &StoreArgs) -> Result<MembershipStore, BootstrapError> {
-    let session = Arc::new(crate::store::connect_session(&args.scylla_nodes, args.scylla_timeout).await?);
+    let session = Arc::new(crate::store::connect_session(args).await?);
     schema::check_cql(&session, &args.scylla_keyspace).await?;
     Ok(MembershipStore::with_session(session, &args.scylla_keyspace, args.scylla_timeout).await?)
 }

@@ -4,6 +4,7 @@
 //! every variable with its default and current value (secrets hidden), and
 //! [`log_effective_config`] prints the effective configuration at start, secrets masked.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgMatches, Args};
@@ -25,6 +26,16 @@ pub struct DatabaseArgs {
     /// Connections in this process's Postgres pool.
     #[arg(long, env = "MEMBERLAKE_DATABASE_MAX_CONNECTIONS", default_value_t = 8)]
     pub database_max_connections: u32,
+    /// File holding the Postgres password (a mounted secret; one trailing newline ignored).
+    /// Used when the URL carries no password.
+    #[arg(long, env = "MEMBERLAKE_DATABASE_PASSWORD_FILE")]
+    pub database_password_file: Option<PathBuf>,
+    /// CA certificate(s) (PEM) that sign the Postgres server's certificate. Set: every
+    /// connection uses TLS and verifies the server's certificate and host name
+    /// (`sslmode=verify-full`). Unset: the URL's `sslmode`/`sslrootcert` apply (default
+    /// `prefer`).
+    #[arg(long, env = "MEMBERLAKE_DATABASE_TLS_CA_FILE")]
+    pub database_tls_ca_file: Option<PathBuf>,
 }
 
 /// The CQL membership store (ScyllaDB or Cassandra).
@@ -39,6 +50,67 @@ pub struct StoreArgs {
     /// Timeout of one store request, e.g. `2s` or `500ms`.
     #[arg(long, env = "MEMBERLAKE_SCYLLA_TIMEOUT", value_parser = parse_duration, default_value = "2s")]
     pub scylla_timeout: Duration,
+    /// CQL user (the nodes' PasswordAuthenticator). Unset: no authentication.
+    #[arg(long, env = "MEMBERLAKE_SCYLLA_USERNAME", requires = "scylla_password_file")]
+    pub scylla_username: Option<String>,
+    /// File holding the CQL user's password (a mounted secret; one trailing newline ignored).
+    #[arg(long, env = "MEMBERLAKE_SCYLLA_PASSWORD_FILE", requires = "scylla_username")]
+    pub scylla_password_file: Option<PathBuf>,
+    /// CA certificate(s) (PEM) that sign the nodes' certificates. Set: every connection uses
+    /// TLS and verifies the node's certificate (for its IP address, or
+    /// MEMBERLAKE_SCYLLA_TLS_SERVER_NAME). Unset: plaintext.
+    #[arg(long, env = "MEMBERLAKE_SCYLLA_TLS_CA_FILE")]
+    pub scylla_tls_ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM), for nodes that require client certificates.
+    #[arg(
+        long,
+        env = "MEMBERLAKE_SCYLLA_TLS_CERT_FILE",
+        requires_all = ["scylla_tls_key_file", "scylla_tls_ca_file"]
+    )]
+    pub scylla_tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of the client certificate.
+    #[arg(long, env = "MEMBERLAKE_SCYLLA_TLS_KEY_FILE", requires = "scylla_tls_cert_file")]
+    pub scylla_tls_key_file: Option<PathBuf>,
+    /// The DNS name every node's certificate is checked for, when the certificates name a host
+    /// rather than each node's address (e.g. a cluster-wide certificate). Unset: each node's IP.
+    #[arg(long, env = "MEMBERLAKE_SCYLLA_TLS_SERVER_NAME", requires = "scylla_tls_ca_file")]
+    pub scylla_tls_server_name: Option<String>,
+    /// This replica's datacenter: requests go to its nodes only (token-aware), so that
+    /// LOCAL_QUORUM reads and writes stay in it. Unset: the driver treats every node alike
+    /// (one datacenter).
+    #[arg(long, env = "MEMBERLAKE_SCYLLA_LOCAL_DC")]
+    pub scylla_local_dc: Option<String>,
+}
+
+/// The connection settings of the control plane and the store, for tools and tests that
+/// connect without being a service: read from the environment exactly as a service reads them.
+#[derive(clap::Parser, Debug, Clone)]
+pub struct ConnectionSettings {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+impl ConnectionSettings {
+    /// The settings from `MEMBERLAKE_*` variables alone.
+    pub fn from_env() -> Result<Self, clap::Error> {
+        <Self as clap::Parser>::try_parse_from(["memberlake"])
+    }
+
+    /// The variables that say how to reach and authenticate to the control plane and the
+    /// store: what a process started for the same servers must inherit.
+    pub const ENV: &'static [&'static str] = &[
+        "MEMBERLAKE_DATABASE_PASSWORD_FILE",
+        "MEMBERLAKE_DATABASE_TLS_CA_FILE",
+        "MEMBERLAKE_SCYLLA_USERNAME",
+        "MEMBERLAKE_SCYLLA_PASSWORD_FILE",
+        "MEMBERLAKE_SCYLLA_TLS_CA_FILE",
+        "MEMBERLAKE_SCYLLA_TLS_CERT_FILE",
+        "MEMBERLAKE_SCYLLA_TLS_KEY_FILE",
+        "MEMBERLAKE_SCYLLA_TLS_SERVER_NAME",
+        "MEMBERLAKE_SCYLLA_LOCAL_DC",
+    ];
 }
 
 /// The data lake root.
@@ -53,6 +125,35 @@ pub struct LakeArgs {
     /// beside a `file://` lake; an S3 lake must set it.
     #[arg(long, env = "MEMBERLAKE_WORK_URL")]
     pub work_url: Option<String>,
+}
+
+/// How a list becomes a version: its range plan, its bucket width and the guards that hold it.
+/// The splitter applies them; `memberlake check` (a dry run) predicts with the same values, so
+/// both read them here.
+#[derive(Args, Debug, Clone, Copy, PartialEq)]
+pub struct PlanArgs {
+    /// Byte size of the ranges files are cut into (compressed files are one range).
+    #[arg(long, env = "MEMBERLAKE_RANGE_SIZE", value_parser = parse_bytes, default_value = "64MiB")]
+    pub range_size: u64,
+    /// About how many hashes one bucket of a version holds: a version gets enough buckets for
+    /// its size (what a merge unit holds in memory per input, 16 bytes each).
+    #[arg(long, env = "MEMBERLAKE_BUCKET_TARGET", default_value_t = crate::catalog::DEFAULT_BUCKET_TARGET)]
+    pub bucket_target: u64,
+    /// A version with a larger share of rejected rows is held for an operator before it writes
+    /// a row (approve: it goes on; reject: it is cancelled).
+    #[arg(long, env = "MEMBERLAKE_MAX_REJECT_RATIO", default_value_t = 0.5)]
+    pub max_reject_ratio: f64,
+    /// A version whose member count is below `(1 - this)` of the active version's is held for
+    /// an operator to approve or reject instead of activating (1: never held).
+    #[arg(long, env = "MEMBERLAKE_MAX_SHRINK", default_value_t = 0.5)]
+    pub max_shrink: f64,
+}
+
+impl PlanArgs {
+    /// The guards, as the settle step applies them.
+    pub fn settle_policy(&self) -> crate::catalog::SettlePolicy {
+        crate::catalog::SettlePolicy { max_reject_ratio: self.max_reject_ratio, max_shrink: self.max_shrink }
+    }
 }
 
 /// Range leases, which the compute-worker holds and the splitter reaps: both must read the

@@ -1,17 +1,28 @@
-//! The operational endpoints every service serves: `/healthz` (process up), `/readyz`
-//! (dependencies reachable) and `/metrics` (Prometheus text format).
+//! HTTP shared by every service:
+//! - the operations port ([`ops_router`]): `/healthz` (process up), `/readyz` (dependencies
+//!   reachable) and `/metrics` (Prometheus text format), on its own address
+//!   (`MEMBERLAKE_METRICS_ADDR`) so that the public API port serves the API only;
+//! - [`ApiError`], the one JSON error body of every API, whichever layer refuses a request;
+//! - [`Tokens`] and [`Caller`]: who is calling;
+//! - [`surface`]: the protection every public API surface gets (request ids, timeout,
+//!   concurrency limit with load shedding, per-caller rate limit, token check).
+
+pub mod surface;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
+use axum::extract::FromRequestParts;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
+use subtle::ConstantTimeEq;
 
 use crate::shutdown::Shutdown;
 
@@ -34,13 +45,21 @@ impl ReadinessCheck {
     }
 }
 
-/// `/healthz`, `/readyz` and `/metrics`, to merge into a service's router or serve alone.
+/// The operations port: `/healthz`, `/readyz` and `/metrics`, served on its own address. Not
+/// behind the API's token, limits or timeout: the orchestrator's probes and the metrics scraper
+/// must reach a busy replica too.
 pub fn ops_router(checks: Vec<ReadinessCheck>) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(Arc::new(checks))
+        .merge(health_router())
+}
+
+/// `/healthz` alone (liveness: the process answers), also served on an API port for load
+/// balancers that probe the port they send traffic to.
+pub fn health_router() -> Router {
+    Router::new().route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
 }
 
 async fn readyz(State(checks): State<Arc<Vec<ReadinessCheck>>>) -> Response {
@@ -95,18 +114,26 @@ pub struct TokenFileError {
 }
 
 /// An API error: status, machine-readable code and a message safe to show the caller.
-/// Rendered as `{"error": {"code": "...", "message": "..."}}`; 503 adds `Retry-After`, 401 adds
-/// `WWW-Authenticate`.
+/// Rendered as `{"error": {"code": "...", "message": "..."}}` by every API and by every layer in
+/// front of one ([`surface`]), so a client parses one shape whoever refused it. 503 and 429 add
+/// `Retry-After`, 401 adds `WWW-Authenticate`.
+///
+/// Codes: `bad_request`, `unauthorized`, `not_found`, `method_not_allowed`, `conflict`,
+/// `payload_too_large`, `rate_limited` (429), `overloaded`, `timeout`, `unavailable` (503s) and
+/// `internal`.
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// When to ask again (`Retry-After`, whole seconds rounded up); a 503 or 429 without it says
+    /// one second.
+    retry_after: Option<Duration>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), retry_after: None }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
@@ -117,6 +144,9 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
+    pub fn method_not_allowed() -> Self {
+        Self::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+    }
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", message)
     }
@@ -125,6 +155,28 @@ impl ApiError {
     }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+    /// The caller spent its request budget; it may ask again after `wait`.
+    pub fn rate_limited(wait: Duration) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests from this caller; slow down")
+            .retry_after(wait)
+    }
+    /// As many requests as the replica handles at once are in flight: refused at once rather
+    /// than queued (another replica, or this one in a moment, can answer).
+    pub fn overloaded() -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", "too many requests in flight; retry")
+    }
+    /// The request took longer than `limit` and was abandoned. A 503, like every "cannot answer
+    /// now" of these APIs (the store unavailable, overload), not a 504: the client's action is
+    /// the same (retry, `Retry-After`), and a 504 would read as a gateway in front of the
+    /// service giving up, which an operator must be able to tell apart.
+    pub fn timed_out(limit: Duration) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", format!("request not answered within {limit:?}; retry"))
+    }
+    /// Sets `Retry-After` (rounded up to whole seconds, at least one).
+    pub fn retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
     }
     /// Maps a body or query extractor's rejection, keeping its status (e.g. 413).
     pub fn from_rejection(status: StatusCode, text: String) -> Self {
@@ -142,17 +194,19 @@ impl IntoResponse for ApiError {
         let mut response = (self.status, body).into_response();
         let headers = response.headers_mut();
         match self.status {
-            StatusCode::SERVICE_UNAVAILABLE => {
-                headers.insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
+                let wait = self.retry_after.unwrap_or(Duration::from_secs(1));
+                let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
             }
             StatusCode::UNAUTHORIZED => {
-                headers.insert(header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             // The rest of an oversized body is never read, so the connection cannot carry another
             // request: say so, or a client's pool reuses it and its next request fails
             // (`IncompleteMessage`) when the server drops it.
             StatusCode::PAYLOAD_TOO_LARGE => {
-                headers.insert(header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }
@@ -160,11 +214,42 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Bearer tokens, optionally named (`name:secret`) so that audit records say who acted.
-/// Compared in constant time; never logged.
+/// Who is calling: the name of the token presented (`name:secret` items name it; unnamed ones
+/// are `token#N`), `anonymous` on a surface without tokens. Never the token itself, so it can be
+/// logged, audited and used as a rate-limit key. Set by the surface's token check
+/// ([`surface::ApiSurface`]); as an extractor it answers 401 on a request without one.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Caller(Arc<str>);
+
+impl Caller {
+    /// Everyone, on a surface without tokens.
+    pub fn anonymous() -> Self {
+        Self(Arc::from("anonymous"))
+    }
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, ApiError> {
+        parts.extensions.get::<Caller>().cloned().ok_or_else(ApiError::unauthorized)
+    }
+}
+
+/// Bearer tokens, optionally named (`name:secret`) so that audit records and rate limits say
+/// who called. Compared in constant time; never logged.
 #[derive(Clone, Default)]
 pub struct Tokens {
-    entries: Arc<Vec<(String, Vec<u8>)>>,
+    entries: Arc<Vec<(Caller, Vec<u8>)>>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -182,9 +267,9 @@ impl Tokens {
             .enumerate()
             .map(|(i, t)| match t.trim().split_once(':') {
                 Some((name, secret)) if !name.is_empty() && !secret.is_empty() => {
-                    (name.to_owned(), secret.as_bytes().to_vec())
+                    (Caller(Arc::from(name)), secret.as_bytes().to_vec())
                 }
-                _ => (format!("token#{}", i + 1), t.trim().as_bytes().to_vec()),
+                _ => (Caller(Arc::from(format!("token#{}", i + 1))), t.trim().as_bytes().to_vec()),
             })
             .collect();
         Self { entries: Arc::new(entries) }
@@ -231,94 +316,28 @@ impl Tokens {
         self.entries.is_empty()
     }
 
-    /// The name of the token presented, if it is one of ours. Every token is compared in full,
-    /// without an early exit, so timing does not reveal how much of one matched.
-    pub fn identify(&self, presented: &[u8]) -> Option<&str> {
+    /// The caller whose token was presented, if it is one of ours. Every token is compared in
+    /// full (`subtle`'s constant-time comparison; only a length mismatch returns early, and
+    /// length is no secret), without leaving the loop at a match, so timing reveals neither how
+    /// much of a token matched nor which one did.
+    pub fn identify(&self, presented: &[u8]) -> Option<Caller> {
         let mut found = None;
-        for (name, secret) in self.entries.iter() {
-            if constant_time_eq(secret, presented) {
-                found = Some(name.as_str());
+        for (caller, secret) in self.entries.iter() {
+            if bool::from(secret.as_slice().ct_eq(presented)) {
+                found = Some(caller.clone());
             }
         }
         found
     }
 
-    /// Checks an `Authorization: Bearer …` header value: `Ok(actor)` or 401. Open (no tokens
-    /// configured) lets everyone in as `anonymous`.
-    pub fn authorize(&self, authorization: Option<&str>) -> Result<String, ApiError> {
+    /// The caller presenting an `Authorization: Bearer …` header value, if its token is one of
+    /// ours. Open (no tokens configured) lets everyone in as [`Caller::anonymous`].
+    pub fn caller(&self, authorization: Option<&str>) -> Option<Caller> {
         if self.is_open() {
-            return Ok("anonymous".to_owned());
+            return Some(Caller::anonymous());
         }
-        let presented = authorization.and_then(|v| v.strip_prefix("Bearer ")).map(str::as_bytes);
-        presented.and_then(|p| self.identify(p)).map(str::to_owned).ok_or_else(ApiError::unauthorized)
-    }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut diff = 0u8;
-    for (x, y) in a.iter().zip(b) {
-        diff |= x ^ y;
-    }
-    std::hint::black_box(diff) == 0
-}
-
-/// A token-bucket rate limit for a whole HTTP surface: at most `per_second` requests per
-/// second on average, bursts up to one second's worth. Over the limit: 429 with Retry-After.
-#[derive(Clone)]
-pub struct RateLimit {
-    inner: Arc<std::sync::Mutex<Bucket>>,
-    per_second: f64,
-}
-
-struct Bucket {
-    tokens: f64,
-    last: std::time::Instant,
-}
-
-impl RateLimit {
-    /// `None` for 0 (unlimited).
-    pub fn per_second(per_second: u32) -> Option<Self> {
-        (per_second > 0).then(|| Self {
-            inner: Arc::new(std::sync::Mutex::new(Bucket {
-                tokens: per_second as f64,
-                last: std::time::Instant::now(),
-            })),
-            per_second: per_second as f64,
-        })
-    }
-
-    /// Takes one token if there is one.
-    pub fn try_acquire(&self) -> bool {
-        let mut b = self.inner.lock().expect("poisoned");
-        let now = std::time::Instant::now();
-        b.tokens = (b.tokens + now.duration_since(b.last).as_secs_f64() * self.per_second).min(self.per_second);
-        b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-/// axum middleware applying a [`RateLimit`].
-pub async fn rate_limit(
-    State(limit): State<RateLimit>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    if limit.try_acquire() {
-        next.run(request).await
-    } else {
-        metrics::counter!("memberlake_http_rate_limited_total").increment(1);
-        let mut r = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; slow down")
-            .into_response();
-        r.headers_mut().insert(header::RETRY_AFTER, axum::http::HeaderValue::from_static("1"));
-        r
+        let presented = authorization.and_then(|v| v.strip_prefix("Bearer "))?;
+        self.identify(presented.as_bytes())
     }
 }
 
@@ -343,37 +362,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rate_limit_allows_a_burst_then_refuses() {
-        let limit = RateLimit::per_second(5).unwrap();
-        let allowed = (0..20).filter(|_| limit.try_acquire()).count();
-        assert_eq!(allowed, 5);
-        assert!(RateLimit::per_second(0).is_none());
-    }
-
-    #[test]
     fn tokens_load_from_a_file() {
         let dir = std::env::temp_dir().join(format!("memberlake-tokens-{}", std::process::id()));
         std::fs::write(&dir, "# operators\nalice:alpha\n\nbob:bravo, carol:charlie\n").unwrap();
         let t = Tokens::load(&["env:echo".into()], Some(&dir)).unwrap();
         std::fs::remove_file(&dir).unwrap();
-        assert_eq!(t.identify(b"echo"), Some("env"));
-        assert_eq!(t.identify(b"alpha"), Some("alice"));
-        assert_eq!(t.identify(b"charlie"), Some("carol"));
+        let name = |presented: &[u8]| t.identify(presented).map(|c| c.name().to_owned());
+        assert_eq!(name(b"echo").as_deref(), Some("env"));
+        assert_eq!(name(b"alpha").as_deref(), Some("alice"));
+        assert_eq!(name(b"charlie").as_deref(), Some("carol"));
         assert!(Tokens::load(&[], Some(std::path::Path::new("/nonexistent/tokens"))).is_err());
     }
 
     #[test]
     fn tokens_compare_whole_and_carry_names() {
         let tokens = Tokens::parse(&["alice:alpha".into(), "bravo-token".into(), "".into()]);
-        assert_eq!(tokens.identify(b"alpha"), Some("alice"));
-        assert_eq!(tokens.identify(b"bravo-token"), Some("token#2"));
-        assert_eq!(tokens.identify(b"alph"), None);
-        assert_eq!(tokens.identify(b"alphax"), None);
-        assert_eq!(tokens.identify(b""), None);
-        assert_eq!(tokens.authorize(Some("Bearer alpha")).unwrap(), "alice");
-        assert!(tokens.authorize(Some("alpha")).is_err());
-        assert!(tokens.authorize(None).is_err());
-        assert_eq!(Tokens::parse(&[]).authorize(None).unwrap(), "anonymous");
+        let name = |presented: &[u8]| tokens.identify(presented).map(|c| c.name().to_owned());
+        assert_eq!(name(b"alpha").as_deref(), Some("alice"));
+        assert_eq!(name(b"bravo-token").as_deref(), Some("token#2"));
+        assert_eq!(name(b"alph"), None);
+        assert_eq!(name(b"alphax"), None);
+        assert_eq!(name(b""), None);
+        assert_eq!(tokens.caller(Some("Bearer alpha")).unwrap().name(), "alice");
+        assert!(tokens.caller(Some("alpha")).is_none());
+        assert!(tokens.caller(None).is_none());
+        assert_eq!(Tokens::parse(&[]).caller(None), Some(Caller::anonymous()));
         assert!(!format!("{tokens:?}").contains("alpha"));
+    }
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up() {
+        let header = |e: ApiError| e.into_response().headers()[header::RETRY_AFTER].to_str().unwrap().to_owned();
+        assert_eq!(header(ApiError::rate_limited(Duration::from_millis(1500))), "2");
+        assert_eq!(header(ApiError::rate_limited(Duration::ZERO)), "1");
+        assert_eq!(header(ApiError::rate_limited(Duration::from_secs(3600))), "3600");
+        assert_eq!(header(ApiError::overloaded()), "1");
+        assert_eq!(header(ApiError::timed_out(Duration::from_secs(5))), "1");
     }
 }

@@ -246,6 +246,13 @@ impl ObjectRoot {
     }
 }
 
+/// An object's etag; a store without etags gets one made of its size and modification time.
+fn etag_of(meta: &object_store::ObjectMeta) -> String {
+    meta.e_tag
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", meta.size, meta.last_modified.timestamp_nanos_opt().unwrap_or(0)))
+}
+
 impl Lake {
     /// Opens `s3://bucket/prefix` or `file:///abs/path`.
     pub fn open(url: &str) -> Result<Self, LakeError> {
@@ -299,13 +306,17 @@ impl Lake {
         LakeEntry::Member(LakeObject {
             advertiser_id,
             compression: Compression::from_key(name),
-            etag: meta
-                .e_tag
-                .unwrap_or_else(|| format!("{}-{}", meta.size, meta.last_modified.timestamp_nanos_opt().unwrap_or(0))),
+            etag: etag_of(&meta),
             size: meta.size,
             last_modified: meta.last_modified,
             key,
         })
+    }
+
+    /// The size and etag of object `key` (a HEAD request; the etag as [`Lake::list`] reports it).
+    pub async fn stat(&self, key: &str) -> Result<(u64, String), LakeError> {
+        let meta = self.root.store.head(&Path::from(key)).await.map_err(|e| LakeError::from_store(key, e))?;
+        Ok((meta.size, etag_of(&meta)))
     }
 
     /// Streams `window` of the object `key`, failing with [`LakeError::Changed`] if its etag is

@@ -17,6 +17,8 @@
 //! - [`ids`], [`records`], [`ranges`]: the data contract, from the dependency-light
 //!   `memberlake-records` crate (identifiers, the hashing contract, the range-boundary rule).
 //! - [`lake`]: object access (`s3://` and `file://`), listing and ranged reads.
+//! - [`ingest`]: reading one range of a list as a worker does (boundary rule, parse, normalize,
+//!   hash, rejects by reason); the worker and `memberlake check` share it.
 //! - [`catalog`]: the Postgres control plane (files, ranges, leases, versions).
 //! - [`store`]: the CQL data plane (membership changes; legacy memberships).
 //! - [`versions`]: the data work of list versions (runs, manifests, diffs) at the work location.
@@ -31,8 +33,10 @@
 pub mod bootstrap;
 pub mod catalog;
 pub mod config;
+pub mod connect;
 pub mod error;
 pub mod http;
+pub mod ingest;
 pub mod lake;
 pub mod retry;
 pub mod schema;

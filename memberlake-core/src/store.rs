@@ -44,8 +44,13 @@ use crate::schema::SchemaError;
 pub enum StoreError {
     Connect {
         nodes: String,
+        /// What to fix, when the refusal says (bad password, untrusted certificate, plaintext
+        /// refused): see [`crate::connect::cql_hint`].
+        hint: Option<Box<str>>,
         source: Box<NewSessionError>,
     },
+    /// A connection setting that cannot be used (unreadable password file, bad CA file).
+    Settings(Box<crate::connect::SettingsError>),
     /// A keyspace name that is not a plain identifier.
     Keyspace {
         source: Box<SchemaError>,
@@ -84,7 +89,13 @@ pub enum StoreError {
 impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StoreError::Connect { nodes, source } => write!(f, "cannot connect to the CQL store at {nodes}: {source}"),
+            StoreError::Connect { nodes, hint: Some(hint), source } => {
+                write!(f, "cannot connect to the CQL store at {nodes}: {hint} ({source})")
+            }
+            StoreError::Connect { nodes, hint: None, source } => {
+                write!(f, "cannot connect to the CQL store at {nodes}: {source}")
+            }
+            StoreError::Settings(e) => write!(f, "{e}"),
             StoreError::Keyspace { source } => write!(f, "cannot prepare the CQL statements: {source}"),
             StoreError::Prepare { statement, source } => write!(f, "CQL prepare of {statement:?} failed: {source}"),
             StoreError::Execute { operation, source } => write!(f, "CQL {operation} failed: {source}"),
@@ -102,6 +113,7 @@ impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StoreError::Connect { source, .. } => Some(&**source),
+            StoreError::Settings(e) => Some(&**e),
             StoreError::Keyspace { source } => Some(&**source),
             StoreError::Prepare { source, .. } => Some(&**source),
             StoreError::Execute { source, .. } => Some(&**source),
@@ -126,8 +138,9 @@ impl StoreError {
 impl Classify for StoreError {
     fn class(&self) -> ErrorClass {
         match self {
+            StoreError::Connect { hint: Some(_), .. } => ErrorClass::Permanent,
             StoreError::Connect { source, .. } => source.class(),
-            StoreError::Keyspace { .. } | StoreError::Decode { .. } => ErrorClass::Permanent,
+            StoreError::Keyspace { .. } | StoreError::Decode { .. } | StoreError::Settings(_) => ErrorClass::Permanent,
             StoreError::Prepare { source, .. } => source.class(),
             StoreError::Execute { source, .. } => source.class(),
             StoreError::Pager { source, .. } => source.class(),
@@ -478,22 +491,40 @@ impl ReplicaGroups {
     }
 }
 
-/// Opens a CQL session to `nodes` (host:port), without a keyspace.
-pub async fn connect_session(nodes: &[String], timeout: Duration) -> Result<Session, StoreError> {
-    SessionBuilder::new()
-        .known_nodes(nodes)
-        .connection_timeout(timeout.max(Duration::from_secs(3)))
-        .build()
-        .await
-        .map_err(|source| StoreError::Connect { nodes: nodes.join(","), source: Box::new(source) })
+/// Opens a CQL session to the configured nodes, without a keyspace: credentials, TLS and the
+/// local datacenter as [`StoreArgs`](crate::config::StoreArgs) say (see [`crate::connect`]).
+pub async fn connect_session(args: &crate::config::StoreArgs) -> Result<Session, StoreError> {
+    use scylla::policies::load_balancing::DefaultPolicy;
+    let mut builder = SessionBuilder::new()
+        .known_nodes(&args.scylla_nodes)
+        .connection_timeout(args.scylla_timeout.max(Duration::from_secs(3)));
+    if let Some((user, password)) = crate::connect::cql_credentials(args).map_err(|e| StoreError::Settings(Box::new(e)))? {
+        builder = builder.user(user, password);
+    }
+    if let Some(tls) = crate::connect::cql_tls(args).map_err(|e| StoreError::Settings(Box::new(e)))? {
+        builder = builder.tls_context(Some(tls));
+    }
+    if let Some(dc) = &args.scylla_local_dc {
+        // Token-aware within the local datacenter, never failing over to a remote one: a
+        // LOCAL_QUORUM request sent to a remote coordinator would be served by that DC.
+        let policy = DefaultPolicy::builder().prefer_datacenter(dc.clone()).permit_dc_failover(false).build();
+        let profile = scylla::client::execution_profile::ExecutionProfile::builder()
+            .load_balancing_policy(policy)
+            .build();
+        builder = builder.default_execution_profile_handle(profile.into_handle());
+    }
+    builder.build().await.map_err(|source| {
+        let hint = crate::connect::cql_hint(&format!("{source} {source:?}"), args).map(String::into_boxed_str);
+        StoreError::Connect { nodes: args.scylla_nodes.join(","), hint, source: Box::new(source) }
+    })
 }
 
 impl MembershipStore {
     /// Connects and prepares the statements of `keyspace.memberships`. `timeout` bounds every
     /// request (the matcher turns a timeout into a 503, never into "not a member").
-    pub async fn connect(nodes: &[String], keyspace: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let session = connect_session(nodes, timeout).await?;
-        Self::with_session(Arc::new(session), keyspace, timeout).await
+    pub async fn connect(args: &crate::config::StoreArgs) -> Result<Self, StoreError> {
+        let session = connect_session(args).await?;
+        Self::with_session(Arc::new(session), &args.scylla_keyspace, args.scylla_timeout).await
     }
 
     pub async fn with_session(session: Arc<Session>, keyspace: &str, timeout: Duration) -> Result<Self, StoreError> {
@@ -893,6 +924,7 @@ mod tests {
         for e in [
             StoreError::Timeout { operation: "read", timeout: Duration::from_millis(300) },
             StoreError::Connect {
+                hint: None,
                 nodes: "scylla:9042".into(),
                 source: Box::new(NewSessionError::FailedToResolveAnyHostname(vec![])),
             },
@@ -938,7 +970,7 @@ mod tests {
                 source: Box::new(NextRowError::RowDeserializationError(DeserializationError::new(std::fmt::Error))),
             },
             StoreError::Keyspace { source: Box::new(crate::schema::quote_identifier("no-dashes").unwrap_err()) },
-            StoreError::Connect { nodes: String::new(), source: Box::new(NewSessionError::EmptyKnownNodesList) },
+            StoreError::Connect { nodes: String::new(), hint: None, source: Box::new(NewSessionError::EmptyKnownNodesList) },
             StoreError::Prepare {
                 statement: "SELEC".into(),
                 source: Box::new(PrepareError::AllAttemptsFailed {

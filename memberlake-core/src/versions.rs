@@ -374,12 +374,25 @@ pub async fn merge_bucket(
     base: Option<&VersionObjects>,
     b: u32,
 ) -> Result<MergedBucket, VersionError> {
+    merge_bucket_against(work, objects, source, base.map(|base| (work, base)), b).await
+}
+
+/// [`merge_bucket`] with the base version's manifest read from a location of its own: a dry run
+/// (`memberlake check`) writes its runs and manifest to a scratch location and diffs them
+/// against the active version at the deployment's work location.
+pub async fn merge_bucket_against(
+    work: &WorkLocation,
+    objects: &VersionObjects,
+    source: MergeSource<'_>,
+    base: Option<(&WorkLocation, &VersionObjects)>,
+    b: u32,
+) -> Result<MergedBucket, VersionError> {
     let inputs = match source {
         MergeSource::Runs(runs) => read_runs_bucket(work, runs, objects.buckets, b).await?,
         MergeSource::Manifest(restored) => vec![read_manifest_bucket(work, restored, objects.buckets, b).await?],
     };
     let old = match base {
-        Some(base) => read_manifest_bucket(work, base, objects.buckets, b).await?,
+        Some((base_work, base)) => read_manifest_bucket(base_work, base, objects.buckets, b).await?,
         None => Vec::new(),
     };
     let has_base = base.is_some();

@@ -70,6 +70,13 @@ impl WorkLocation {
         Ok(Self { root, run_indexes: Default::default() })
     }
 
+    /// A private scratch location at local directory `dir` (a dry run's runs and manifest),
+    /// never a deployment's work location.
+    pub fn scratch(dir: &std::path::Path) -> Result<Self, WorkError> {
+        let url = format!("file://{}", dir.display());
+        Ok(Self { root: ObjectRoot::open(&url).map_err(WorkError::Open)?, run_indexes: Default::default() })
+    }
+
     /// The indexes of runs read so far (see [`crate::versions::RunIndexCache`]).
     pub(crate) fn run_indexes(&self) -> &crate::versions::RunIndexCache {
         &self.run_indexes

@@ -26,7 +26,7 @@ use axum::http::request::Parts;
 use axum::routing::{on, MethodFilter};
 use axum::{Json, Router};
 use memberlake::catalog::{CatalogError, FileFilter, FileRecord};
-use memberlake::http::ApiError;
+use memberlake::http::{ApiError, Caller};
 use memberlake::ids::{AdvertiserId, FileId};
 use memberlake_admin::routes::{self, Method, PathId, Route};
 use memberlake_admin::{
@@ -36,7 +36,7 @@ use memberlake_admin::{
 };
 use serde::de::DeserializeOwned;
 
-use crate::state::{Actor, AdminState};
+use crate::state::AdminState;
 use crate::views::IntoView;
 
 /// The API's routes, each mounted at its [`Route`] (method and path spelled once, in
@@ -155,7 +155,7 @@ impl FromPathId for AdvertiserId {
 /// established it) and the id from the path, parsed.
 struct Call<Id> {
     state: AdminState,
-    actor: Actor,
+    actor: Caller,
     id: Id,
 }
 
@@ -170,7 +170,7 @@ impl<Id: FromPathId + Send> FromRequestParts<AdminState> for Call<Id> {
     async fn from_request_parts(parts: &mut Parts, state: &AdminState) -> Result<Self, ApiError> {
         let Path(raw) =
             Path::<String>::from_request_parts(parts, state).await.map_err(|e| ApiError::bad_request(e.body_text()))?;
-        let actor = parts.extensions.get::<Actor>().cloned().ok_or_else(|| {
+        let actor = parts.extensions.get::<Caller>().cloned().ok_or_else(|| {
             tracing::error!("admin route without the token check");
             ApiError::internal("internal error; see the meta-service log")
         })?;
@@ -182,7 +182,7 @@ impl FileCall {
     /// Logs an operator's action on the file (pause, resume, cancel, approve, reject) and
     /// answers with the file.
     fn changed(&self, action: &'static str, file: FileRecord) -> Json<FileResponse> {
-        tracing::info!(actor = %self.actor.0, file_id = self.id.0, action, "operator changed a file");
+        tracing::info!(actor = %self.actor, file_id = self.id.0, action, "operator changed a file");
         Json(FileResponse { file: file.into_view() })
     }
 }
@@ -258,8 +258,8 @@ async fn set_priority(
     b: Result<Json<SetPriority>, JsonRejection>,
 ) -> Result<Json<FileResponse>, ApiError> {
     let SetPriority { priority } = body(b)?;
-    let file = call.state.catalog.set_priority(&call.actor.0, call.id, priority).await.map_err(map_err)?;
-    tracing::info!(actor = %call.actor.0, file_id = call.id.0, priority, "operator set priority");
+    let file = call.state.catalog.set_priority(call.actor.name(), call.id, priority).await.map_err(map_err)?;
+    tracing::info!(actor = %call.actor, file_id = call.id.0, priority, "operator set priority");
     Ok(Json(FileResponse { file: file.into_view() }))
 }
 
@@ -273,7 +273,7 @@ async fn set_priority(
     )
 )]
 async fn pause(call: FileCall) -> Result<Json<FileResponse>, ApiError> {
-    let file = call.state.catalog.set_paused(&call.actor.0, call.id, true).await.map_err(map_err)?;
+    let file = call.state.catalog.set_paused(call.actor.name(), call.id, true).await.map_err(map_err)?;
     Ok(call.changed("pause", file))
 }
 
@@ -287,7 +287,7 @@ async fn pause(call: FileCall) -> Result<Json<FileResponse>, ApiError> {
     )
 )]
 async fn resume(call: FileCall) -> Result<Json<FileResponse>, ApiError> {
-    let file = call.state.catalog.set_paused(&call.actor.0, call.id, false).await.map_err(map_err)?;
+    let file = call.state.catalog.set_paused(call.actor.name(), call.id, false).await.map_err(map_err)?;
     Ok(call.changed("resume", file))
 }
 
@@ -301,7 +301,7 @@ async fn resume(call: FileCall) -> Result<Json<FileResponse>, ApiError> {
     )
 )]
 async fn cancel(call: FileCall) -> Result<Json<FileResponse>, ApiError> {
-    let file = call.state.catalog.cancel_file(&call.actor.0, call.id).await.map_err(map_err)?;
+    let file = call.state.catalog.cancel_file(call.actor.name(), call.id).await.map_err(map_err)?;
     Ok(call.changed("cancel", file))
 }
 
@@ -315,8 +315,8 @@ async fn cancel(call: FileCall) -> Result<Json<FileResponse>, ApiError> {
     )
 )]
 async fn retry(call: FileCall) -> Result<Json<RetryResponse>, ApiError> {
-    let (file, ranges) = call.state.catalog.retry_file(&call.actor.0, call.id).await.map_err(map_err)?;
-    tracing::info!(actor = %call.actor.0, file_id = call.id.0, ranges, "operator retried failed ranges");
+    let (file, ranges) = call.state.catalog.retry_file(call.actor.name(), call.id).await.map_err(map_err)?;
+    tracing::info!(actor = %call.actor, file_id = call.id.0, ranges, "operator retried failed ranges");
     Ok(Json(RetryResponse { file: file.into_view(), ranges_requeued: ranges }))
 }
 
@@ -332,7 +332,7 @@ async fn retry(call: FileCall) -> Result<Json<RetryResponse>, ApiError> {
     )
 )]
 async fn approve(call: FileCall) -> Result<Json<FileResponse>, ApiError> {
-    let file = call.state.catalog.approve_file(&call.actor.0, call.id).await.map_err(map_err)?;
+    let file = call.state.catalog.approve_file(call.actor.name(), call.id).await.map_err(map_err)?;
     Ok(call.changed("approve", file))
 }
 
@@ -346,7 +346,7 @@ async fn approve(call: FileCall) -> Result<Json<FileResponse>, ApiError> {
     )
 )]
 async fn reject(call: FileCall) -> Result<Json<FileResponse>, ApiError> {
-    let file = call.state.catalog.reject_file(&call.actor.0, call.id).await.map_err(map_err)?;
+    let file = call.state.catalog.reject_file(call.actor.name(), call.id).await.map_err(map_err)?;
     Ok(call.changed("reject", file))
 }
 
@@ -366,8 +366,8 @@ async fn set_weight(
 ) -> Result<Json<WeightResponse>, ApiError> {
     let Call { state, actor, id: advertiser } = call;
     let SetWeight { weight } = body(b)?;
-    state.catalog.set_weight(&actor.0, &advertiser, weight).await.map_err(map_err)?;
-    tracing::info!(actor = %actor.0, %advertiser, weight, "operator set advertiser weight");
+    state.catalog.set_weight(actor.name(), &advertiser, weight).await.map_err(map_err)?;
+    tracing::info!(actor = %actor, %advertiser, weight, "operator set advertiser weight");
     Ok(Json(WeightResponse { advertiser_id: advertiser, weight }))
 }
 
@@ -398,9 +398,9 @@ async fn rollback(
     OptionalBody(Rollback { to }): OptionalBody<Rollback>,
 ) -> Result<Json<RollbackResponse>, ApiError> {
     let Call { state, actor, id: advertiser } = call;
-    let file = state.catalog.rollback(&actor.0, &advertiser, to).await.map_err(map_err)?;
+    let file = state.catalog.rollback(actor.name(), &advertiser, to).await.map_err(map_err)?;
     tracing::info!(
-        actor = %actor.0,
+        actor = %actor,
         %advertiser,
         to = ?to.map(|v| v.0),
         file_id = file.file_id.0,
@@ -465,7 +465,9 @@ pub struct ApiDoc;
 /// What routes share, added once: the bearer scheme; on every route but the document itself
 /// the token requirement with its 401 and the 503 of an unavailable catalog; on a route with an
 /// `{id}` ([`Route::id`]) that parameter and the 400 of an invalid one, and on a file's routes
-/// the 404 of a missing file. Every route may answer 429 over `MEMBERLAKE_ADMIN_RATE_LIMIT`.
+/// the 404 of a missing file. Every route may answer 429 over the operator's
+/// `MEMBERLAKE_ADMIN_RATE_LIMIT`, and 503 when the surface is overloaded or the request times
+/// out (`memberlake::http::surface`).
 struct OperatorAuth;
 
 impl utoipa::Modify for OperatorAuth {
@@ -492,10 +494,13 @@ impl utoipa::Modify for OperatorAuth {
             for op in [&mut item.get, &mut item.post, &mut item.put].into_iter().flatten() {
                 let responses = &mut op.responses.responses;
                 responses.insert("429".into(), error("Over MEMBERLAKE_ADMIN_RATE_LIMIT; retry (Retry-After)").into());
-                if !open {
+                if open {
+                    responses.insert("503".into(), error("Overloaded or timed out; retry (Retry-After)").into());
+                } else {
                     op.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
                     responses.insert("401".into(), error("Missing or invalid operator token").into());
-                    responses.insert("503".into(), error("Catalog unavailable; retry (Retry-After)").into());
+                    let unavailable = "Catalog unavailable, overloaded or timed out; retry (Retry-After)";
+                    responses.insert("503".into(), error(unavailable).into());
                 }
                 let in_path = || Some(utoipa::openapi::path::ParameterIn::Path);
                 let (id, invalid) = match routes::ALL.iter().find(|r| r.template == path).and_then(|r| r.id) {

@@ -1,14 +1,13 @@
-//! What the operator surface's handlers work with: its state and the caller. A leaf module:
-//! the admin API and the status page both depend on it, and it on neither.
+//! What the operator surface's handlers work with: its state. A leaf module: the admin API and
+//! the status page both depend on it, and it on neither. (The caller is
+//! `memberlake::http::Caller`, set by the surface's token check.)
 
 use memberlake::catalog::{Catalog, PriorityKnobs};
 use memberlake::config::LaneArgs;
-use memberlake::http::Tokens;
 
 #[derive(Clone)]
 pub struct AdminState {
     pub catalog: Catalog,
-    pub tokens: Tokens,
     pub knobs: PriorityKnobs,
     pub lanes: LaneArgs,
 }
@@ -24,7 +23,3 @@ impl AdminState {
             .await
     }
 }
-
-/// Who is calling, as the token check established it.
-#[derive(Clone, Debug)]
-pub struct Actor(pub String);

@@ -1,48 +1,29 @@
 //! The operator surface on `MEMBERLAKE_ADMIN_ADDR`, assembled in one place: the admin API and
-//! the status page behind the operator token, the API's OpenAPI document open, all under the
-//! rate limit and a 16 KiB body limit.
+//! the status page behind the operator token (a header, or `?token=` for the status page in a
+//! browser), the API's OpenAPI document open, a 16 KiB body limit, all behind the API surface's
+//! layers (`memberlake::http::surface`: request ids, the operator's rate limit, overload,
+//! timeout).
 
-use axum::extract::{Request, State};
-use axum::http::header;
-use axum::middleware::{from_fn_with_state, Next};
-use axum::response::{IntoResponse, Response};
+use axum::middleware::from_fn;
 use axum::routing::get;
 use axum::Router;
-use memberlake::http::RateLimit;
+use memberlake::http::surface::{require_caller, ApiSurface};
 
-use crate::state::{Actor, AdminState};
+use crate::state::AdminState;
 use crate::{admin, status_page};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
-pub fn router(state: AdminState, limit: Option<RateLimit>) -> Router {
-    let mut surface = admin::api()
+pub fn router(state: AdminState, surface: ApiSurface) -> Router {
+    let routes = admin::api()
         .route("/", get(status_page::page))
         .route("/status", get(status_page::page))
-        .route_layer(from_fn_with_state(state.clone(), require_operator))
-        .merge(admin::document());
-    if let Some(limit) = limit {
-        surface = surface.route_layer(from_fn_with_state(limit, memberlake::http::rate_limit));
-    }
-    surface.with_state(state).layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-}
-
-/// Checks the operator token (header, or `?token=` for the status page in a browser).
-async fn require_operator(State(state): State<AdminState>, mut request: Request, next: Next) -> Response {
-    let header_value = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let from_query = request.uri().query().and_then(|q| url_param(q, "token")).map(|t| format!("Bearer {t}"));
-    match state.tokens.authorize(header_value.or(from_query).as_deref()) {
-        Ok(actor) => {
-            request.extensions_mut().insert(Actor(actor));
-            next.run(request).await
-        }
-        Err(e) => e.into_response(),
-    }
-}
-
-fn url_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v.to_owned())
+        .route_layer(from_fn(require_caller))
+        .merge(admin::document())
+        .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
+    surface.token_in_query("token").wrap(routes)
 }
 
 #[cfg(test)]
@@ -51,12 +32,14 @@ mod tests {
     //! the token check, and the OpenAPI document. The catalog here is a pool that cannot
     //! connect, so a request that reaches it is a 503.
 
+    use std::num::NonZeroUsize;
     use std::time::Duration;
 
     use axum::body::Body;
     use axum::http::{Request, StatusCode};
     use memberlake::catalog::{Catalog, PriorityKnobs};
     use memberlake::config::LaneArgs;
+    use memberlake::http::surface::SurfaceLimits;
     use memberlake::http::Tokens;
     use memberlake_admin::routes::{self, Method, PathId};
     use memberlake_admin::ErrorBody;
@@ -65,14 +48,25 @@ mod tests {
 
     use super::*;
 
-    fn state(tokens: &[&str]) -> AdminState {
+    /// The surface with `tokens` and each caller's budget `rate`, over a catalog that cannot
+    /// connect.
+    fn app(tokens: &[&str], rate: &str) -> Router {
+        let limits = SurfaceLimits {
+            request_timeout: Duration::from_secs(30),
+            max_concurrency: NonZeroUsize::new(32).unwrap(),
+            per_caller: rate.parse().unwrap(),
+        };
+        let tokens = Tokens::parse(&tokens.iter().map(|t| t.to_string()).collect::<Vec<_>>());
+        router(state(), ApiSurface::new(tokens, limits))
+    }
+
+    fn state() -> AdminState {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .acquire_timeout(Duration::from_millis(300))
             .connect_lazy("postgres://nobody@127.0.0.1:1/nothing")
             .unwrap();
         AdminState {
             catalog: Catalog::from_pool(pool),
-            tokens: Tokens::parse(&tokens.iter().map(|t| t.to_string()).collect::<Vec<_>>()),
             knobs: PriorityKnobs {
                 per_level: 1000.0,
                 per_log_weight: 100.0,
@@ -112,7 +106,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_requests_are_400s_that_say_why() {
-        let app = router(state(&[]), None);
+        let app = app(&[], "0");
         let cases: [(Method, &str, Option<&str>, &str); 16] = [
             (Method::Get, "/admin/v1/files?stat=failed", None, "unknown field `stat`"),
             (Method::Get, "/admin/v1/files?state=done", None, "unknown variant `done`"),
@@ -155,7 +149,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_rollbacks_body_may_be_left_out_but_not_left_unread() {
-        let app = router(state(&[]), None);
+        let app = app(&[], "0");
         let rollback = routes::ROLLBACK.path("acme");
         // No body, an empty or blank one, `{}` and `{"to": v}` all reach the (unreachable) catalog.
         for body in [None, Some(""), Some(" \n"), Some("{}"), Some(r#"{"to": null}"#), Some(r#"{"to": 41}"#)] {
@@ -178,7 +172,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_token_guards_every_route_but_the_document() {
-        let app = router(state(&["ops:s3cret"]), None);
+        let app = app(&["ops:s3cret"], "0");
         for route in routes::ALL.into_iter().filter(|r| *r != routes::OPENAPI) {
             let (status, _) = send(&app, route.method, &route.path(1), None, None).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{route}");
@@ -197,7 +191,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_rate_limit_covers_the_document_too() {
-        let app = router(state(&[]), RateLimit::per_second(1));
+        let app = app(&[], "1/1h");
         assert_eq!(send(&app, Method::Get, routes::OPENAPI.template, None, None).await.0, StatusCode::OK);
         assert_eq!(
             send(&app, Method::Get, routes::OPENAPI.template, None, None).await.0,

@@ -19,7 +19,7 @@ use clap::Parser;
 use memberlake::bootstrap;
 use memberlake::catalog::{Catalog, CatalogError, Leadership};
 use memberlake::config::{
-    parse_bytes, parse_duration, DatabaseArgs, InstanceArgs, LakeArgs, LeaseArgs, LogArgs, StoreArgs,
+    parse_duration, DatabaseArgs, InstanceArgs, LakeArgs, LeaseArgs, LogArgs, PlanArgs, StoreArgs,
 };
 use memberlake::http::ops_router;
 use memberlake::lake::Lake;
@@ -47,26 +47,14 @@ pub struct Config {
     pub store: StoreArgs,
     #[command(flatten)]
     pub leases: LeaseArgs,
-    /// Byte size of the ranges files are cut into (compressed files are one range).
-    #[arg(long, env = "MEMBERLAKE_RANGE_SIZE", value_parser = parse_bytes, default_value = "64MiB")]
-    pub range_size: u64,
+    #[command(flatten)]
+    pub plan: PlanArgs,
     /// Leader lease lifetime; a standby takes over within this after the leader dies.
     #[arg(long, env = "MEMBERLAKE_LEADER_TTL", value_parser = parse_duration, default_value = "10s")]
     pub leader_ttl: Duration,
     /// How often the leader splits, reaps and settles.
     #[arg(long, env = "MEMBERLAKE_SPLITTER_INTERVAL", value_parser = parse_duration, default_value = "1s")]
     pub interval: Duration,
-    /// A file with a larger share of rejected rows fails instead of activating.
-    #[arg(long, env = "MEMBERLAKE_MAX_REJECT_RATIO", default_value_t = 0.5)]
-    pub max_reject_ratio: f64,
-    /// A version whose member count is below `(1 - this)` of the active version's is held for
-    /// an operator to approve or reject instead of activating (1: never held).
-    #[arg(long, env = "MEMBERLAKE_MAX_SHRINK", default_value_t = 0.5)]
-    pub max_shrink: f64,
-    /// About how many hashes one bucket of a version holds: a version gets enough buckets for
-    /// its size (what a merge unit holds in memory per input, 16 bytes each).
-    #[arg(long, env = "MEMBERLAKE_BUCKET_TARGET", default_value_t = memberlake::catalog::DEFAULT_BUCKET_TARGET)]
-    pub bucket_target: u64,
     /// How often legacy versions (ingested before change-proportional versions, rows in
     /// `memberships`) are looked for and retired from the store with a token-ring scan, and
     /// the work location is cleaned (expired manifests, active versions' runs).
@@ -133,13 +121,10 @@ pub async fn run(deps: Deps, config: &Config, shutdown: Shutdown) -> Result<(), 
     let holder = config.instance.name();
     let mut elector = leader::Elector::new(catalog.clone(), holder, config.leader_ttl);
     let duties = duties::DutyConfig {
-        range_size: config.range_size,
+        range_size: config.plan.range_size,
         max_attempts: config.leases.max_attempts,
-        settle: memberlake::catalog::SettlePolicy {
-            max_reject_ratio: config.max_reject_ratio,
-            max_shrink: config.max_shrink,
-        },
-        bucket_target: config.bucket_target,
+        settle: config.plan.settle_policy(),
+        bucket_target: config.plan.bucket_target,
         cleanup_grace: config.retire_grace,
         split_batch: 100,
     };

@@ -27,6 +27,12 @@ pub struct Stack {
     pub scylla_nodes: String,
     pub s3_lake_url: Option<String>,
     pub scratch: PathBuf,
+    /// Every connection setting (credentials, TLS, datacenter) as the services read them: a
+    /// secure or multi-node stack's `env` sets them, and the services inherit them.
+    pub connection: memberlake::config::ConnectionSettings,
+    /// The CQL replication map of the test keyspaces (`MEMBERLAKE_SCYLLA_REPLICATION`, as
+    /// `memberlake migrate` reads it; default one replica).
+    pub replication: String,
 }
 
 pub fn env(name: &str) -> String {
@@ -44,7 +50,31 @@ impl Stack {
             scylla_nodes: env("MEMBERLAKE_SCYLLA_NODES"),
             s3_lake_url: std::env::var("MEMBERLAKE_TEST_S3_LAKE_URL").ok(),
             scratch: stack_dir.join("test-scratch"),
+            connection: memberlake::config::ConnectionSettings::from_env()
+                .unwrap_or_else(|e| panic!("the stack's connection settings: {e}")),
+            replication: std::env::var("MEMBERLAKE_SCYLLA_REPLICATION")
+                .unwrap_or_else(|_| "{'class': 'SimpleStrategy', 'replication_factor': 1}".into()),
         }
+    }
+
+    /// Control-plane settings for database `url` (a test's own) with `connections` in the pool.
+    pub fn database_args(&self, url: &str, connections: u32) -> memberlake::config::DatabaseArgs {
+        memberlake::config::DatabaseArgs {
+            database_url: url.to_owned(),
+            database_max_connections: connections,
+            ..self.connection.database.clone()
+        }
+    }
+
+    /// Store settings of the stack with request timeout `timeout`.
+    pub fn store_args(&self, timeout: Duration) -> memberlake::config::StoreArgs {
+        memberlake::config::StoreArgs { scylla_timeout: timeout, ..self.connection.store.clone() }
+    }
+
+    /// A connection to the stack's Postgres as its administrator role (creates test databases).
+    pub async fn admin_pool(&self) -> sqlx::PgPool {
+        let options = memberlake::connect::pg_options(&self.database_args(&self.database_url, 1)).unwrap();
+        sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_with(options).await.expect("connect to the stack's Postgres")
     }
 
     /// The S3 lake root for tests; panics if the stack was started without S3.
@@ -90,15 +120,12 @@ impl TestWorld {
     }
 
     async fn with_lake(stack: Stack, lake_url: String) -> Self {
-        let database_url = fresh_database(&stack.database_url).await;
+        let database_url = fresh_database(&stack).await;
         let keyspace = unique("t");
-        let catalog = Catalog::connect(&database_url, 4).await.unwrap();
+        let catalog = Catalog::open(&stack.database_args(&database_url, 4)).await.unwrap();
         memberlake::schema::migrate_postgres(catalog.pool()).await.unwrap();
-        let nodes: Vec<String> = stack.scylla_nodes.split(',').map(str::to_owned).collect();
-        let session = memberlake::store::connect_session(&nodes, Duration::from_secs(5)).await.unwrap();
-        memberlake::schema::migrate_cql(&session, &keyspace, "{'class': 'SimpleStrategy', 'replication_factor': 1}")
-            .await
-            .unwrap();
+        let session = memberlake::store::connect_session(&stack.store_args(Duration::from_secs(5))).await.unwrap();
+        memberlake::schema::migrate_cql(&session, &keyspace, &stack.replication).await.unwrap();
         let store = Arc::new(
             MembershipStore::with_session(Arc::new(session), &keyspace, Duration::from_secs(5)).await.unwrap(),
         );
@@ -130,7 +157,7 @@ impl TestWorld {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
         for (k, v) in std::env::vars() {
-            if k.starts_with("AWS_") {
+            if k.starts_with("AWS_") || memberlake::config::ConnectionSettings::ENV.contains(&k.as_str()) {
                 env.insert(k, v);
             }
         }
@@ -191,12 +218,12 @@ impl TestWorld {
 }
 
 /// Creates an empty database on the stack's server and returns its URL.
-pub async fn fresh_database(admin_url: &str) -> String {
+pub async fn fresh_database(stack: &Stack) -> String {
     let name = unique("test");
-    let admin = sqlx::PgPool::connect(admin_url).await.expect("connect to the stack's Postgres");
+    let admin = stack.admin_pool().await;
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&admin).await.unwrap();
     admin.close().await;
-    let mut url = url::Url::parse(admin_url).unwrap();
+    let mut url = url::Url::parse(&stack.database_url).unwrap();
     url.set_path(&name);
     url.to_string()
 }
@@ -231,6 +258,7 @@ pub struct Service {
     pub name: String,
     pub child: Option<Child>,
     pub log: PathBuf,
+    /// The operations port (`MEMBERLAKE_METRICS_ADDR`: `/healthz`, `/readyz`, `/metrics`).
     pub metrics_addr: Option<String>,
 }
 
@@ -364,14 +392,14 @@ impl TestWorld {
         Pipeline { meta, splitters, workers, matcher: Some(matcher), matcher_url }
     }
 
-    /// Starts a matcher-api and waits for /readyz.
+    /// Starts a matcher-api and waits for its /readyz (on its operations port); returns it and
+    /// the URL of its API.
     pub async fn start_matcher(&self, extra: &[(&str, &str)]) -> (Service, String) {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let mut env: Vec<(&str, &str)> = vec![("MEMBERLAKE_MATCHER_ADDR", &addr)];
         env.extend_from_slice(extra);
-        let mut matcher = self.spawn("matcher-api", "matcher", &env);
-        matcher.metrics_addr = Some(addr.clone());
+        let matcher = self.spawn("matcher-api", "matcher", &env);
         let url = format!("http://{addr}");
         wait_for(Duration::from_secs(30), "matcher /readyz", || async {
             matcher.get("/readyz").await.ok().filter(|(s, _)| *s == 200)
@@ -482,8 +510,10 @@ impl Pipeline {
 
 /// Panics if any log contains one of `emails` in plaintext (any case). Scans each log for
 /// email-looking tokens and looks them up, so it stays fast for large lists; also checks the
-/// logs are not empty, so the scan cannot pass vacuously.
+/// logs are not empty, so the scan cannot pass vacuously. Also: no secret of the stack (a
+/// secure stack's passwords, [`stack_secrets`]) in any log.
 pub fn assert_logs_free_of(logs: &[PathBuf], emails: &[String]) {
+    let secrets = stack_secrets();
     let wanted: std::collections::HashSet<String> = emails.iter().map(|e| e.trim().to_lowercase()).collect();
     let mut scanned = 0usize;
     for log in logs {
@@ -497,8 +527,25 @@ pub fn assert_logs_free_of(logs: &[PathBuf], emails: &[String]) {
         for e in emails.iter().take(50) {
             assert!(!text.contains(&e.to_lowercase()), "plaintext email in {}", log.display());
         }
+        for (variable, secret) in &secrets {
+            assert!(!text.contains(&secret.to_lowercase()), "the secret of {variable} in {}", log.display());
+        }
     }
     assert!(scanned > 1000, "the logs are empty: nothing was scanned");
+}
+
+/// The secrets the stack's environment points at (the password files of a secure stack), with
+/// the variable naming each: no log may contain one.
+pub fn stack_secrets() -> Vec<(&'static str, String)> {
+    ["MEMBERLAKE_DATABASE_PASSWORD_FILE", "MEMBERLAKE_SCYLLA_PASSWORD_FILE"]
+        .into_iter()
+        .filter_map(|variable| {
+            let path = std::env::var(variable).ok()?;
+            let secret = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{variable}={path}: {e}"));
+            Some((variable, secret.trim_end().to_owned()))
+        })
+        .filter(|(_, secret)| secret.len() >= 8)
+        .collect()
 }
 
 // ---- Faults around list-version stages (tests/tests/version_faults.rs, store_outage_merge.rs):

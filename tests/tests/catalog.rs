@@ -57,8 +57,9 @@ struct Suite {
 
 impl Suite {
     async fn new() -> Self {
-        let url = fresh_database(&Stack::from_env().database_url).await;
-        let catalog = Catalog::connect(&url, 6).await.unwrap();
+        let stack = Stack::from_env();
+        let url = fresh_database(&stack).await;
+        let catalog = Catalog::open(&stack.database_args(&url, 6)).await.unwrap();
         memberlake::schema::migrate_postgres(catalog.pool()).await.unwrap();
         Self { catalog, url }
     }
@@ -314,6 +315,17 @@ async fn every_query_file_prepares_against_the_migrated_schema() {
         }
     }
     assert!(failures.is_empty(), "queries that do not prepare:\n{}", failures.join("\n"));
+}
+
+// The SQL definition of "in flight" (migration 0008) is the Rust one, for every state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sql_and_rust_definitions_of_in_flight_agree() {
+    let suite = Suite::new().await;
+    for state in FileState::ALL {
+        let in_flight: bool =
+            sqlx::query_scalar("SELECT file_in_flight($1)").bind(state).fetch_one(suite.catalog.pool()).await.unwrap();
+        assert_eq!(in_flight, state.is_in_flight(), "{state:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,8 +29,7 @@ impl Admin {
         if let Some(t) = tokens {
             env.push(("MEMBERLAKE_ADMIN_TOKENS", t));
         }
-        let mut meta = world.spawn("meta-service", "meta-a", &env);
-        meta.metrics_addr = Some(addr.clone());
+        let meta = world.spawn("meta-service", "meta-a", &env);
         wait_for(Duration::from_secs(20), "meta-service ready", || async {
             meta.get("/readyz").await.ok().filter(|(s, _)| *s == 200)
         })

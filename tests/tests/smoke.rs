@@ -44,7 +44,7 @@ async fn migrations_apply_twice_without_harm() {
 #[tokio::test]
 async fn services_refuse_an_unmigrated_or_newer_schema() {
     let stack = Stack::from_env();
-    let url = fresh_database(&stack.database_url).await;
+    let url = fresh_database(&stack).await;
     let run = |url: &str| {
         std::process::Command::new(binary("splitter"))
             .env("MEMBERLAKE_DATABASE_URL", url)
@@ -59,13 +59,14 @@ async fn services_refuse_an_unmigrated_or_newer_schema() {
     assert!(stderr.contains("not migrated") && stderr.contains("memberlake migrate"), "{stderr}");
 
     // A schema from the future: the service must not run against it.
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
-    schema::migrate_postgres(&pool).await.unwrap();
+    let catalog = memberlake::catalog::Catalog::open(&stack.database_args(&url, 1)).await.unwrap();
+    let pool = catalog.pool();
+    schema::migrate_postgres(pool).await.unwrap();
     sqlx::query(
         "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
          VALUES (999999, 'from the future', true, '\\x00', 0)",
     )
-    .execute(&pool)
+    .execute(pool)
     .await
     .unwrap();
     let out = run(&url);
@@ -196,7 +197,16 @@ fn help_lists_every_variable_with_its_default() {
     for (bin, vars) in [
         (
             "meta-service",
-            &["MEMBERLAKE_LAKE_URL", "MEMBERLAKE_DATABASE_URL", "MEMBERLAKE_ADMIN_ADDR", "MEMBERLAKE_ADMIN_TOKENS"][..],
+            &[
+                "MEMBERLAKE_LAKE_URL",
+                "MEMBERLAKE_DATABASE_URL",
+                "MEMBERLAKE_ADMIN_ADDR",
+                "MEMBERLAKE_ADMIN_TOKENS",
+                "MEMBERLAKE_ADMIN_RATE_LIMIT",
+                "MEMBERLAKE_ADMIN_MAX_CONCURRENCY",
+                "MEMBERLAKE_ADMIN_REQUEST_TIMEOUT",
+                "MEMBERLAKE_METRICS_ADDR",
+            ][..],
         ),
         (
             "splitter",
@@ -207,7 +217,18 @@ fn help_lists_every_variable_with_its_default() {
             "compute-worker",
             &["MEMBERLAKE_LAKE_URL", "MEMBERLAKE_SCYLLA_KEYSPACE", "MEMBERLAKE_LEASE_TTL", "MEMBERLAKE_METRICS_ADDR"][..],
         ),
-        ("matcher-api", &["MEMBERLAKE_MATCHER_ADDR", "MEMBERLAKE_MATCHER_TOKENS", "MEMBERLAKE_SCYLLA_NODES"][..]),
+        (
+            "matcher-api",
+            &[
+                "MEMBERLAKE_MATCHER_ADDR",
+                "MEMBERLAKE_MATCHER_TOKENS",
+                "MEMBERLAKE_SCYLLA_NODES",
+                "MEMBERLAKE_MATCHER_RATE_LIMIT",
+                "MEMBERLAKE_MATCHER_MAX_CONCURRENCY",
+                "MEMBERLAKE_MATCHER_REQUEST_TIMEOUT",
+                "MEMBERLAKE_METRICS_ADDR",
+            ][..],
+        ),
     ] {
         let out = std::process::Command::new(binary(bin))
             .arg("--help")

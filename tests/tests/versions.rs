@@ -283,3 +283,77 @@ async fn work_objects_go_when_nothing_reads_them_and_manifests_after_their_reten
     let stored = stored_members(&world.store, "acme", v2.file_id, &hashes(&v2_members)).await;
     assert_eq!(stored, v2_members.len());
 }
+
+/// `memberlake check` with the world's settings: exit code and stdout.
+fn check(world: &TestWorld, list_path: &std::path::Path, extra: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(binary("memberlake"))
+        .arg("check")
+        .arg(list_path)
+        .args(extra)
+        .env_clear()
+        .envs(world.service_env())
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("stack backtrace"), "{stderr}");
+    (out.status.code().unwrap_or(-1), format!("{stdout}{stderr}"))
+}
+
+fn field(report: &str, name: &str) -> i64 {
+    report
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix(name).map(|v| v.split_whitespace().next().unwrap().parse().unwrap()))
+        .unwrap_or_else(|| panic!("{name} in {report}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_predicts_what_a_version_would_change_and_whether_it_would_be_held() {
+    let world = TestWorld::new().await;
+    let _pipeline = world.start_pipeline("64KiB", 1).await;
+    let v1_members = emails(0, 20_000);
+    let key1 = world.upload("acme", "list-v1.csv", list(&v1_members)).await;
+    let v1 = world.wait_finished(&key1, FINISH).await;
+    assert_eq!((v1.state, v1.active), (FileState::Ingested, true), "{v1:?}");
+
+    // v2: the first 200 members gone, 300 new ones, 10 duplicated lines and 5 rejected rows.
+    let mut v2: Vec<String> = v1_members[200..].iter().cloned().chain(emails(100_000, 300)).collect();
+    v2.extend(v1_members[1_000..1_010].iter().cloned());
+    v2.extend(["no-at-sign", "also.no.at", "x", "y", "z"].map(String::from));
+    let dir = world.stack.scratch.join(unique("check"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("list-v2.csv");
+    std::fs::write(&path, list(&v2)).unwrap();
+    let (code, report) = check(&world, &path, &["--advertiser", "acme", "--range-size", "64KiB"]);
+    assert_eq!(code, 0, "{report}");
+    assert_eq!(field(&report, "valid"), 20_110, "{report}");
+    assert_eq!(field(&report, "rejected"), 5, "{report}");
+    assert_eq!(field(&report, "duplicates"), 10, "{report}");
+    assert_eq!(field(&report, "members"), 20_100, "{report}");
+    assert_eq!((field(&report, "added"), field(&report, "removed")), (300, 200), "{report}");
+    assert_eq!(field(&report, "unchanged"), 19_800, "{report}");
+    assert!(report.contains("range(s) of 64.0 KiB"), "{report}");
+    assert!(report.contains("at bytes"), "rejects come with sample offsets: {report}");
+
+    // What ingestion then does is what the dry run said.
+    let key2 = world.upload("acme", "list-v2.csv", std::fs::read(&path).unwrap()).await;
+    let f2 = world.wait_finished(&key2, FINISH).await;
+    assert_eq!(f2.state, FileState::Ingested, "{f2:?}");
+    assert_eq!((f2.version.members, f2.version.added, f2.version.removed), (Some(20_100), 300, 200));
+    assert_eq!((f2.rows_ingested, f2.rows_rejected), (20_110, 5));
+
+    // A list that shrinks the active one past the guard: the dry run says it would be held.
+    let small = dir.join("small.csv");
+    std::fs::write(&small, list(&v1_members[..5_000])).unwrap();
+    let (code, report) = check(&world, &small, &["--advertiser", "acme"]);
+    assert_eq!(code, 9, "{report}");
+    assert!(report.contains("would be held") && report.contains("hint:"), "{report}");
+    // Unreadable: a truncated gzip object would fail.
+    let bad = dir.join("bad.csv.gz");
+    std::fs::write(&bad, b"\x1f\x8b\x08\x00broken").unwrap();
+    let (code, report) = check(&world, &bad, &[]);
+    assert_eq!(code, 10, "{report}");
+    // Nothing of the dry runs reached the catalog.
+    assert_eq!(world.files().await.len(), 2);
+}

@@ -98,6 +98,18 @@ pub fn bucket_bits_for(size_bytes: u64, target: u64) -> u8 {
     (64 - (buckets - 1).leading_zeros()).clamp(1, u32::from(crate::manifest::MAX_BUCKET_BITS)) as u8
 }
 
+/// Whether a version with `rejected` of `total` rows rejected is held for an operator: more
+/// than `max_reject_ratio` of its rows; the reason, if it is.
+pub fn reject_guard(rejected: i64, total: i64, max_reject_ratio: f64) -> Option<String> {
+    (total > 0 && (rejected as f64) > max_reject_ratio * (total as f64)).then(|| {
+        format!(
+            "too many rejected rows: {rejected} of {total} ({:.1}% > limit {:.1}%)",
+            100.0 * rejected as f64 / total as f64,
+            100.0 * max_reject_ratio
+        )
+    })
+}
+
 /// Whether a version of `members` members shrinks its base of `base_members` by more than
 /// `max_shrink`; the reason, if it does.
 pub fn shrink_guard(members: i64, base_members: Option<i64>, max_shrink: f64) -> Option<String> {
@@ -370,12 +382,7 @@ impl Leadership {
         for file in ingested {
             let (rejected, total) = (file.rows_rejected, file.rows_ingested + file.rows_rejected);
             let approved = file.held_reason.as_deref() == Some(APPROVED_REJECTS);
-            if !approved && total > 0 && (rejected as f64) > policy.max_reject_ratio * (total as f64) {
-                let reason = format!(
-                    "too many rejected rows: {rejected} of {total} ({:.1}% > limit {:.1}%)",
-                    100.0 * rejected as f64 / total as f64,
-                    100.0 * policy.max_reject_ratio
-                );
+            if let Some(reason) = reject_guard(rejected, total, policy.max_reject_ratio).filter(|_| !approved) {
                 sqlx::query(sql!("files", "hold")).bind(file.file_id).bind(&reason).execute(&mut *tx).await?;
                 settled.held.push((file.file_id, reason));
                 continue;

@@ -77,7 +77,7 @@ pub struct ClaimPolicy {
 /// merge, undo or retire unit, which bucket of which version; and the token that fences every
 /// later call about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RangeLease {
+pub struct UnitLease {
     pub file_id: FileId,
     pub stage: WorkStage,
     /// The byte range (ingest) or the bucket (merge, undo, retire).
@@ -102,7 +102,7 @@ pub struct RangeLease {
     pub restores: Option<(ListVersion, u8)>,
 }
 
-impl RangeLease {
+impl UnitLease {
     pub fn list_version(&self) -> ListVersion {
         self.file_id.into()
     }
@@ -136,11 +136,11 @@ struct ClaimedRow {
     rollback_bucket_bits: Option<i16>,
 }
 
-impl From<ClaimedRow> for RangeLease {
+impl From<ClaimedRow> for UnitLease {
     fn from(r: ClaimedRow) -> Self {
         let bits = |b: Option<i16>| b.and_then(|b| u8::try_from(b).ok());
         let version_with_bits = |v: Option<FileId>, b: Option<i16>| Some((ListVersion::from(v?), bits(b)?));
-        RangeLease {
+        UnitLease {
             file_id: r.file_id,
             stage: r.stage,
             bucket_bits: bits(r.bucket_bits),
@@ -238,7 +238,7 @@ impl Catalog {
 
     /// Extends the lease; `false` means it is lost (expired and re-leased, or the file was
     /// cancelled or failed) and the worker must stop working on it.
-    async fn heartbeat(&self, lease: &RangeLease, ttl: Duration) -> Result<bool> {
+    async fn heartbeat(&self, lease: &UnitLease, ttl: Duration) -> Result<bool> {
         let renewed: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(sql!("ranges", "heartbeat"))
             .bind(lease.file_id)
             .bind(lease.range_index)
@@ -251,7 +251,7 @@ impl Catalog {
 
     /// Completes the unit if the lease is still ours; `false` means the lease was lost and the
     /// report discarded (another worker will redo or has redone the unit).
-    async fn complete_unit(&self, lease: &RangeLease, report: &UnitReport) -> Result<bool> {
+    async fn complete_unit(&self, lease: &UnitLease, report: &UnitReport) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(sql!("files", "lock_for_completion")).bind(lease.file_id).execute(&mut *tx).await?;
         let done: Option<FileId> = match report {
@@ -302,7 +302,7 @@ impl Catalog {
     }
 
     /// Returns the lease; the range's new state, if the lease was still ours.
-    async fn release_range(&self, lease: &RangeLease, why: &GiveBack) -> Result<Option<RangeState>> {
+    async fn release_range(&self, lease: &UnitLease, why: &GiveBack) -> Result<Option<RangeState>> {
         let (error, max_attempts, count_attempt) = match why {
             GiveBack::AfterError { error, max_attempts } => (truncate(error, 1000), *max_attempts, true),
             GiveBack::AtShutdown => ("given back at shutdown".to_owned(), i32::MAX, false),
@@ -320,7 +320,7 @@ impl Catalog {
     }
 
     /// Fails the lease's file for good, if the lease is still ours.
-    async fn fail_leased_file(&self, lease: &RangeLease, reason: &str) -> Result<bool> {
+    async fn fail_leased_file(&self, lease: &UnitLease, reason: &str) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let held: Option<i32> = sqlx::query_scalar(sql!("ranges", "lock_lease"))
             .bind(lease.file_id)
@@ -348,20 +348,20 @@ impl Catalog {
 #[derive(Debug)]
 pub struct LeaseGuard {
     catalog: Catalog,
-    lease: RangeLease,
+    lease: UnitLease,
     ttl: Duration,
     lost: CancellationToken,
     heartbeat: tokio::task::JoinHandle<()>,
 }
 
 impl LeaseGuard {
-    fn start(catalog: Catalog, lease: RangeLease, ttl: Duration) -> Self {
+    fn start(catalog: Catalog, lease: UnitLease, ttl: Duration) -> Self {
         let lost = CancellationToken::new();
         let heartbeat = tokio::spawn(heartbeat(catalog.clone(), lease.clone(), ttl, lost.clone()));
         Self { catalog, lease, ttl, lost, heartbeat }
     }
 
-    pub fn lease(&self) -> &RangeLease {
+    pub fn lease(&self) -> &UnitLease {
         &self.lease
     }
 
@@ -405,7 +405,7 @@ impl Drop for LeaseGuard {
 }
 
 /// Renews the lease every third of its TTL; cancels `lost` when the lease is gone.
-async fn heartbeat(catalog: Catalog, lease: RangeLease, ttl: Duration, lost: CancellationToken) {
+async fn heartbeat(catalog: Catalog, lease: UnitLease, ttl: Duration, lost: CancellationToken) {
     let every = ttl / 3;
     let mut last_renewed = Instant::now();
     loop {

@@ -35,17 +35,17 @@ mod versions;
 
 pub use files::{FileRecord, VersionRecord};
 pub use leadership::{
-    bucket_bits_for, shrink_guard, CleanupQueued, LeaderInfo, Leadership, SettlePolicy, Settled, WorkToDelete,
+    bucket_bits_for, reject_guard, shrink_guard, CleanupQueued, LeaderInfo, Leadership, SettlePolicy, Settled, WorkToDelete,
     APPROVED, APPROVED_REJECTS, DEFAULT_BUCKET_TARGET,
 };
 pub use leases::{
-    BucketReport, ClaimPolicy, GiveBack, Lane, LeaseGuard, PriorityKnobs, RangeLease, RangeReport, RejectionSample,
+    BucketReport, ClaimPolicy, GiveBack, Lane, LeaseGuard, PriorityKnobs, UnitLease, RangeReport, RejectionSample,
     UnitReport, MAX_REJECTION_SAMPLES,
 };
 pub use operator::{
     FileDetail, FileFilter, MinuteRows, OperatorAction, Overview, RangeCounts, RangeError, ReasonCount,
 };
-pub use versions::{ActiveVersion, ACTIVATIONS_CHANNEL};
+pub use versions::{ActiveManifest, ActiveVersion, ACTIVATIONS_CHANNEL};
 
 /// The text of `queries/<table>/<name>.sql`.
 macro_rules! sql {
@@ -59,6 +59,12 @@ pub(crate) use sql;
 pub enum CatalogError {
     #[error("postgres is unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// Postgres refused the connection for a reason a setting fixes (see
+    /// [`crate::connect::pg_hint`]).
+    #[error("cannot connect to Postgres: {hint} ({source})")]
+    Refused { hint: String, source: sqlx::Error },
+    #[error(transparent)]
+    Settings(#[from] crate::connect::SettingsError),
     #[error("postgres query failed: {0}")]
     Query(#[source] sqlx::Error),
     #[error("this process no longer holds the {role} leadership (term {term})")]
@@ -113,6 +119,22 @@ impl Catalog {
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)
             .await?;
+        Ok(Self { pool })
+    }
+
+    /// Connects as a service does: the URL plus the password and CA files of `args`; a refusal
+    /// that a setting fixes says which.
+    pub async fn open(args: &crate::config::DatabaseArgs) -> Result<Self> {
+        let options = crate::connect::pg_options(args)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(args.database_max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(|e| match crate::connect::pg_hint(&e, args) {
+                Some(hint) => CatalogError::Refused { hint, source: e },
+                None => CatalogError::from(e),
+            })?;
         Ok(Self { pool })
     }
 
@@ -171,7 +193,7 @@ pub fn query_files() -> Vec<(String, &'static str)> {
         };
     }
     let mut out = all!(
-        "advertisers": ["activate", "active_versions", "ensure", "lock_active", "notify_activation", "set_weight"],
+        "advertisers": ["activate", "active_manifest", "active_versions", "ensure", "lock_active", "notify_activation", "set_weight"],
         "files": [
             "all", "approve", "begin_retirement", "by_id", "expire_manifests", "fail", "finish_cleanup",
             "finish_retirement", "hold", "in_flight_of", "insert_rollback", "list", "lock_for_completion", "lock_for_retry",

@@ -22,7 +22,22 @@ pub struct ActiveVersion {
     pub legacy: bool,
 }
 
+/// An advertiser's active version, as a dry run reads its manifest.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ActiveManifest {
+    pub version: ListVersion,
+    pub bucket_bits: Option<i16>,
+    /// Ingested before change-proportional versions: it has no manifest.
+    pub legacy: bool,
+    pub manifest_expired: bool,
+}
+
 impl Catalog {
+    /// `advertiser`'s active version and its manifest's facts, if it has an active version.
+    pub async fn active_manifest(&self, advertiser: &AdvertiserId) -> Result<Option<ActiveManifest>> {
+        Ok(sqlx::query_as(sql!("advertisers", "active_manifest")).bind(advertiser).fetch_optional(&self.pool).await?)
+    }
+
     /// Every advertiser's active list version.
     pub async fn active_versions(&self) -> Result<Vec<ActiveVersion>> {
         Ok(sqlx::query_as(sql!("advertisers", "active_versions")).fetch_all(&self.pool).await?)

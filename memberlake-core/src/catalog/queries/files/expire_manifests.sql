@@ -9,12 +9,12 @@ SET manifest_expired_at = now()
 WHERE f.file_id IN (
     SELECT c.file_id FROM files c
     WHERE c.store_format = 'changes' AND c.manifest_expired_at IS NULL
-      AND c.state NOT IN ('registered', 'ingesting', 'merging', 'held')
+      AND NOT file_in_flight(c.state)
       AND c.retired_at < now() - make_interval(secs => $1)
       AND NOT EXISTS (SELECT 1 FROM advertisers a WHERE a.active_file_id = c.file_id)
       AND NOT EXISTS (SELECT 1 FROM files n
                       WHERE (n.base_version = c.file_id OR n.rollback_of = c.file_id)
-                        AND n.state IN ('registered', 'ingesting', 'merging', 'held'))
+                        AND file_in_flight(n.state))
       AND NOT EXISTS (SELECT 1 FROM files p WHERE p.superseded_by = c.file_id AND p.retired_at IS NULL)
     ORDER BY c.file_id
     LIMIT $2

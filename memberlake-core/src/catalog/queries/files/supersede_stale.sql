@@ -8,13 +8,13 @@
 SELECT f.file_id,
        (SELECT n.file_id FROM files n
         WHERE n.advertiser_id = f.advertiser_id AND n.file_id <> f.file_id
-          AND ((n.state IN ('registered', 'ingesting', 'merging', 'held')
+          AND ((file_in_flight(n.state)
                 AND (n.last_modified, n.file_id) > (f.last_modified, f.file_id))
                OR (n.file_id = (SELECT a.active_file_id FROM advertisers a WHERE a.advertiser_id = f.advertiser_id)
                    AND ((n.last_modified, n.file_id) > (f.last_modified, f.file_id) OR n.file_id > f.file_id)))
         ORDER BY n.last_modified DESC, n.file_id DESC
         LIMIT 1) AS newer
 FROM files f
-WHERE f.state IN ('registered', 'ingesting', 'merging', 'held')
+WHERE file_in_flight(f.state)
 ORDER BY f.file_id
 FOR UPDATE
