@@ -27,9 +27,10 @@ render() {
   mv -f "$out.tmp" "$out"
 }
 
-# port_open PORT : true when something accepts TCP connections on 127.0.0.1:PORT.
+# port_open PORT [HOST] : true when something accepts TCP connections on HOST:PORT (default
+# 127.0.0.1; a cluster's nodes listen on 127.0.0.2, 127.0.0.3, ...).
 port_open() {
-  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+  (exec 3<>"/dev/tcp/${2:-127.0.0.1}/$1") 2>/dev/null
 }
 
 # pid_alive PIDFILE PATTERN : true when PIDFILE names a live process whose command line

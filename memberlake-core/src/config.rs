@@ -50,6 +50,11 @@ pub struct StoreArgs {
     /// Timeout of one store request, e.g. `2s` or `500ms`.
     #[arg(long, env = "MEMBERLAKE_SCYLLA_TIMEOUT", value_parser = parse_duration, default_value = "2s")]
     pub scylla_timeout: Duration,
+    /// A lookup not answered within this is also sent to a second coordinator, and the first
+    /// answer wins (driver speculative execution, reads only): a node that died but is not yet
+    /// known dead, or a slow replica, costs this much latency instead of a timeout. `0s`: off.
+    #[arg(long, env = "MEMBERLAKE_SCYLLA_READ_SPECULATION", value_parser = parse_duration, default_value = "200ms")]
+    pub scylla_read_speculation: Duration,
     /// CQL user (the nodes' PasswordAuthenticator). Unset: no authentication.
     #[arg(long, env = "MEMBERLAKE_SCYLLA_USERNAME", requires = "scylla_password_file")]
     pub scylla_username: Option<String>,

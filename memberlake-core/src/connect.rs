@@ -215,29 +215,39 @@ pub fn pg_hint(error: &sqlx::Error, args: &DatabaseArgs) -> Option<String> {
             ),
             _ => None,
         },
-        sqlx::Error::Tls(e) => {
-            let text = format!("{e:?} {e}");
-            Some(if text.contains("does not support TLS") {
-                "the Postgres server does not offer TLS, but MEMBERLAKE_DATABASE_TLS_CA_FILE (sslmode=verify-full) \
-                 requires it"
-                    .into()
-            } else if text.contains("NotValidForName") {
-                "the Postgres server's certificate does not name the host in MEMBERLAKE_DATABASE_URL: connect by a \
-                 name or address the certificate lists"
-                    .into()
-            } else if text.contains("UnknownIssuer") || text.contains("certificate") {
-                "the Postgres server's certificate is not trusted: MEMBERLAKE_DATABASE_TLS_CA_FILE must hold the CA \
-                 that signed it"
-                    .into()
-            } else {
-                "the TLS handshake with Postgres failed: check MEMBERLAKE_DATABASE_TLS_CA_FILE".into()
-            })
-        }
+        // sqlx reports a failed certificate check as an I/O error of the handshake.
+        sqlx::Error::Io(e) if is_certificate_error(&e.to_string()) => tls_hint(&format!("{e:?} {e}")),
+        sqlx::Error::Tls(e) => tls_hint(&format!("{e:?} {e}")),
         other if other.to_string().contains("password") && args.database_password_file.is_none() => {
             Some("Postgres asks for a password: set MEMBERLAKE_DATABASE_PASSWORD_FILE".into())
         }
         _ => None,
     }
+}
+
+/// Whether an error's text is a failed certificate check (rustls' words).
+fn is_certificate_error(text: &str) -> bool {
+    ["invalid peer certificate", "UnknownIssuer", "NotValidForName", "BadSignature", "Expired"]
+        .iter()
+        .any(|t| text.contains(t))
+}
+
+/// What to fix when the TLS handshake with Postgres failed.
+fn tls_hint(text: &str) -> Option<String> {
+    Some(if text.contains("does not support TLS") {
+        "the Postgres server does not offer TLS, but MEMBERLAKE_DATABASE_TLS_CA_FILE (sslmode=verify-full) requires it"
+            .into()
+    } else if text.contains("NotValidForName") {
+        "the Postgres server's certificate does not name the host in MEMBERLAKE_DATABASE_URL: connect by a name or \
+         address the certificate lists"
+            .into()
+    } else if text.contains("UnknownIssuer") || text.contains("certificate") {
+        "the Postgres server's certificate is not trusted: MEMBERLAKE_DATABASE_TLS_CA_FILE must hold the CA that \
+         signed it"
+            .into()
+    } else {
+        "the TLS handshake with Postgres failed: check MEMBERLAKE_DATABASE_TLS_CA_FILE".into()
+    })
 }
 
 /// What to fix when the CQL nodes refused the session, from the refusal's text (the driver's
@@ -336,6 +346,16 @@ mod tests {
     fn plaintext_needs_no_tls_configuration() {
         assert!(cql_tls(&store_args()).unwrap().is_none());
         assert!(cql_credentials(&store_args()).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_untrusted_postgres_certificate_names_the_ca_file() {
+        let args = crate::config::ConnectionSettings::try_parse_from(["t"]).unwrap().database;
+        // What sqlx returns when rustls rejects the server's certificate: an I/O error.
+        let refused = sqlx::Error::Io(std::io::Error::other("invalid peer certificate: UnknownIssuer"));
+        assert!(pg_hint(&refused, &args).unwrap_or_default().contains("MEMBERLAKE_DATABASE_TLS_CA_FILE"));
+        let unreachable = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(pg_hint(&unreachable, &args), None, "an unreachable server is not a setting to fix");
     }
 
     #[test]

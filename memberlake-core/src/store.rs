@@ -524,7 +524,33 @@ impl MembershipStore {
     /// request (the matcher turns a timeout into a 503, never into "not a member").
     pub async fn connect(args: &crate::config::StoreArgs) -> Result<Self, StoreError> {
         let session = connect_session(args).await?;
-        Self::with_session(Arc::new(session), &args.scylla_keyspace, args.scylla_timeout).await
+        Ok(Self::with_session(Arc::new(session), &args.scylla_keyspace, args.scylla_timeout)
+            .await?
+            .with_read_speculation(args.scylla_read_speculation))
+    }
+
+    /// Lookups (the matcher's partition reads) not answered within `after` are also sent to a
+    /// second coordinator (driver speculative execution; every read here is idempotent). Writes
+    /// never speculate: under a write-heavy load a second copy of each slow batch would double
+    /// it. `after` zero: off.
+    pub fn with_read_speculation(mut self, after: Duration) -> Self {
+        use scylla::policies::speculative_execution::SimpleSpeculativeExecutionPolicy;
+        if after.is_zero() {
+            return self;
+        }
+        let policy = SimpleSpeculativeExecutionPolicy { max_retry_count: 1, retry_interval: after };
+        // The session's default profile (load balancing with the local datacenter) plus it.
+        let profile = self
+            .session
+            .get_default_execution_profile_handle()
+            .pointee_to_builder()
+            .speculative_execution_policy(Some(Arc::new(policy)))
+            .build()
+            .into_handle();
+        for statement in [&mut self.select_changes, &mut self.select_partition] {
+            statement.set_execution_profile_handle(Some(profile.clone()));
+        }
+        self
     }
 
     pub async fn with_session(session: Arc<Session>, keyspace: &str, timeout: Duration) -> Result<Self, StoreError> {
