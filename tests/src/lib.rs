@@ -422,12 +422,18 @@ pub async fn is_member(client: &reqwest::Client, matcher_url: &str, advertiser: 
 }
 
 /// Reads `hashes` from the store (64 at a time) and returns how many are members of
-/// `advertiser`'s list at `version` (the newest of its rows at or below it is present).
+/// `advertiser`'s list at `version` (the newest of its rows at or below it is present). A
+/// transient failure is retried for up to a minute: after a game day restarts a node, the
+/// test's own session reconnects on the driver's schedule, not the services'.
 pub async fn stored_members(store: &MembershipStore, advertiser: &str, version: FileId, hashes: &[EmailHash]) -> usize {
     use futures::StreamExt;
+    use memberlake::retry::{retry_transient, Backoff};
     futures::stream::iter(hashes)
         .map(|h| async move {
-            let rows = store.read_changes(h).await.unwrap();
+            let backoff = Backoff { initial: Duration::from_millis(200), max: Duration::from_secs(2) };
+            let rows = retry_transient("a test's read", Duration::from_secs(60), backoff, || store.read_changes(h))
+                .await
+                .unwrap();
             memberlake::store::member_at(
                 rows.iter().map(|r| (r.advertiser_id.as_str(), r.since.0, r.present)),
                 advertiser,
