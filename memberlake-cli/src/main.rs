@@ -47,6 +47,9 @@ enum Command {
     Check(check::CheckArgs),
     #[command(flatten)]
     Admin(admin::AdminCommand),
+    /// Print the shell completion script (e.g. `memberlake completions bash >
+    /// /etc/bash_completion.d/memberlake`).
+    Completions { shell: clap_complete::Shell },
 }
 
 #[tokio::main]
@@ -61,6 +64,10 @@ async fn main() -> std::process::ExitCode {
         #[cfg(feature = "migrate")]
         Command::Check(args) => check::run(args).await,
         Command::Admin(command) => admin::run(cli.admin, command).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "memberlake", &mut std::io::stdout());
+            Ok(())
+        }
     };
     outcome::finish(result)
 }
@@ -74,6 +81,18 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn completion_scripts_cover_the_commands() {
+        for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "memberlake", &mut out);
+            let script = String::from_utf8(out).unwrap();
+            for command in ["files", "approve", "rollback", "wait", "completions"] {
+                assert!(script.contains(command), "{shell}: {command}");
+            }
+        }
     }
 
     #[test]
