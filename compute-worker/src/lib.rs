@@ -66,7 +66,7 @@ pub struct Config {
     #[arg(long, env = "MEMBERLAKE_WORKER_POLL_INTERVAL", value_parser = parse_duration, default_value = "500ms")]
     pub poll_interval: Duration,
     /// Bytes of complete lines hashed as one unit on the rayon pool.
-    #[arg(long, env = "MEMBERLAKE_BLOCK_SIZE", value_parser = parse_bytes, default_value = "4MiB")]
+    #[arg(long, env = "MEMBERLAKE_BLOCK_SIZE", value_parser = parse_bytes, default_value_t = memberlake::ingest::DEFAULT_BLOCK_SIZE)]
     pub block_size: u64,
     /// Store requests (batches) in flight per worker, shared by all its lanes. 16 batches of 64
     /// measured best against a single local node sharing two cores (BENCHMARKS.md); raise it
@@ -82,7 +82,7 @@ pub struct Config {
     pub store_retry_budget: Duration,
     /// Hashes an ingest range holds before it writes them as a sorted run (16 bytes each): the
     /// bound on a range's memory whatever its size.
-    #[arg(long, env = "MEMBERLAKE_RUN_SPILL_HASHES", default_value_t = 1 << 20)]
+    #[arg(long, env = "MEMBERLAKE_RUN_SPILL_HASHES", default_value_t = memberlake::versions::DEFAULT_RUN_SPILL_HASHES)]
     pub run_spill_hashes: usize,
     /// Hashing threads (0: one per core).
     #[arg(long, env = "MEMBERLAKE_HASH_THREADS", default_value_t = 0)]

@@ -26,10 +26,6 @@ use memberlake::work::WorkLocation;
 
 use crate::outcome::{Exit, Failed};
 
-/// Hashes a range holds before it spills a sorted run: the worker's default.
-const RUN_SPILL_HASHES: usize = 1 << 20;
-/// Bytes the reader scans at a time: the worker's default.
-const BLOCK_SIZE: usize = 4 << 20;
 /// Sample offsets printed per reject reason.
 const SAMPLES_PER_REASON: usize = 3;
 
@@ -191,13 +187,13 @@ async fn dry_run(
         let index = i32::try_from(index)?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<EmailHash>>(2);
         let spill = async {
-            let mut spill = RunSpill::new(objects.clone(), index, RUN_SPILL_HASHES);
+            let mut spill = RunSpill::new(objects.clone(), index, versions::DEFAULT_RUN_SPILL_HASHES);
             while let Some(block) = rx.recv().await {
                 spill.push(scratch, block).await?;
             }
             Ok::<_, anyhow::Error>(spill.finish(scratch).await?)
         };
-        let (read, parts) = tokio::join!(read_range(lake, &object, *range, BLOCK_SIZE, tx), spill);
+        let (read, parts) = tokio::join!(read_range(lake, &object, *range, memberlake::ingest::DEFAULT_BLOCK_SIZE as usize, tx), spill);
         let (report, _) = read?;
         add_range(&mut findings, &report);
         runs.extend((0..parts?).map(|part| objects.dir.run(index, part)));

@@ -31,9 +31,7 @@ pub async fn open_catalog(args: &DatabaseArgs) -> Result<Catalog, BootstrapError
 pub async fn open_store(args: &StoreArgs) -> Result<MembershipStore, BootstrapError> {
     let session = Arc::new(crate::store::connect_session(args).await?);
     schema::check_cql(&session, &args.scylla_keyspace).await?;
-    Ok(MembershipStore::with_session(session, &args.scylla_keyspace, args.scylla_timeout)
-        .await?
-        .with_read_speculation(args.scylla_read_speculation))
+    Ok(MembershipStore::from_session(session, args).await?)
 }
 
 /// `/readyz` check: Postgres answers.

@@ -26,6 +26,10 @@ use crate::lake::{Compression, Lake, LakeError};
 use crate::ranges::{Block, ByteRange, RangeScanner, ScanItem};
 use crate::records::{parse_lines, Record, RejectReason};
 
+/// Bytes scanned into one block at a time: the worker's default (`MEMBERLAKE_BLOCK_SIZE`), and
+/// what `memberlake check` uses.
+pub const DEFAULT_BLOCK_SIZE: u64 = 4 << 20;
+
 /// The object a range belongs to, as registered (its etag pins the version read).
 #[derive(Debug, Clone, Copy)]
 pub struct ObjectToRead<'a> {

@@ -523,8 +523,13 @@ impl MembershipStore {
     /// Connects and prepares the statements of `keyspace.memberships`. `timeout` bounds every
     /// request (the matcher turns a timeout into a 503, never into "not a member").
     pub async fn connect(args: &crate::config::StoreArgs) -> Result<Self, StoreError> {
-        let session = connect_session(args).await?;
-        Ok(Self::with_session(Arc::new(session), &args.scylla_keyspace, args.scylla_timeout)
+        Self::from_session(Arc::new(connect_session(args).await?), args).await
+    }
+
+    /// The store over an open `session`, as `args` configure it (keyspace, timeout, read
+    /// speculation).
+    pub async fn from_session(session: Arc<Session>, args: &crate::config::StoreArgs) -> Result<Self, StoreError> {
+        Ok(Self::with_session(session, &args.scylla_keyspace, args.scylla_timeout)
             .await?
             .with_read_speculation(args.scylla_read_speculation))
     }

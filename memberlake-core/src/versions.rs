@@ -97,6 +97,10 @@ pub async fn put_run(
     Ok(entries)
 }
 
+/// Hashes a range holds before it spills a sorted run: the worker's default
+/// (`MEMBERLAKE_RUN_SPILL_HASHES`), and what `memberlake check` uses.
+pub const DEFAULT_RUN_SPILL_HASHES: usize = 1 << 20;
+
 /// Collects an ingest range's hashes and spills them as a sorted run every `limit` hashes, so
 /// that a range holds at most `limit` hashes (16 bytes each) whatever its size — a compressed
 /// list is one range of any size.

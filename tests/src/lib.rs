@@ -73,8 +73,8 @@ impl Stack {
 
     /// A connection to the stack's Postgres as its administrator role (creates test databases).
     pub async fn admin_pool(&self) -> sqlx::PgPool {
-        let options = memberlake::connect::pg_options(&self.database_args(&self.database_url, 1)).unwrap();
-        sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_with(options).await.expect("connect to the stack's Postgres")
+        let admin = Catalog::open(&self.database_args(&self.database_url, 1)).await;
+        admin.expect("connect to the stack's Postgres").pool().clone()
     }
 
     /// The S3 lake root for tests; panics if the stack was started without S3.

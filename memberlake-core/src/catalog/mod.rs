@@ -114,12 +114,13 @@ pub struct Catalog {
 impl Catalog {
     /// Connects a pool of `max_connections`, failing fast (5 s) if Postgres is unreachable.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect(url)
-            .await?;
-        Ok(Self { pool })
+        let args = crate::config::DatabaseArgs {
+            database_url: url.to_owned(),
+            database_max_connections: max_connections,
+            database_password_file: None,
+            database_tls_ca_file: None,
+        };
+        Self::open(&args).await
     }
 
     /// Connects as a service does: the URL plus the password and CA files of `args`; a refusal
