@@ -21,6 +21,7 @@ use clap::Parser;
 use memberlake::bootstrap;
 use memberlake::catalog::Catalog;
 use memberlake::config::{parse_duration, DatabaseArgs, LogArgs, StoreArgs};
+use memberlake::http::fleet::{self, FleetArgs};
 use memberlake::http::surface::{ApiSurface, CallerRate, SurfaceLimits};
 use memberlake::http::{health_router, ops_router, ReadinessCheck, Tokens};
 use memberlake::service::{Server, ServiceError};
@@ -49,10 +50,13 @@ pub struct Config {
     /// A file of caller tokens (one per line or comma-separated), e.g. a mounted secret.
     #[arg(long, env = "MEMBERLAKE_MATCHER_TOKENS_FILE")]
     pub matcher_tokens_file: Option<std::path::PathBuf>,
-    /// Requests each caller (token name) may make on this replica: N per second or
-    /// N/<duration> (e.g. 1/1h), bursts up to N; 0: unlimited. Over it: 429 with Retry-After.
+    /// Requests each caller (token name) may make of the service, all replicas together: N per
+    /// second or N/<duration> (e.g. 1/1h), bursts up to N; 0: unlimited. Each of n live replicas
+    /// admits N/n. Over it: 429 with Retry-After.
     #[arg(long, env = "MEMBERLAKE_MATCHER_RATE_LIMIT", default_value = "50000")]
     pub matcher_rate_limit: CallerRate,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
     /// Requests this replica handles at once; one more is refused at once (503, Retry-After),
     /// never queued. Normal load keeps about RPS x latency in flight (10K x 1 ms = 10).
     #[arg(long, env = "MEMBERLAKE_MATCHER_MAX_CONCURRENCY", default_value = "1024")]
@@ -111,11 +115,14 @@ pub async fn run(deps: Deps, config: &Config, shutdown: Shutdown) -> Result<(), 
     let memberships = lookup::Memberships::new(store.clone(), config.cache_entries, config.cache_ttl);
     let state = api::AppState { active: active.clone(), memberships };
     let checks = vec![bootstrap::cql_ready(&store), versions_loaded(&active)];
-    let surface = ApiSurface::new(tokens, config.limits());
+    let replicas = fleet::join(catalog.clone(), "matcher", config.fleet, shutdown.clone()).await;
+    let surface = ApiSurface::new(tokens, config.limits()).shared_by(replicas.live.clone());
     let app = surface.wrap(api::router(state)).merge(health_router());
     let api = Server::bind(config.matcher_addr, app, shutdown.clone()).await?;
     let ops = Server::bind(config.metrics_addr, ops_router(checks), shutdown).await?;
-    api.stopped().await?;
+    let served = api.stopped().await;
+    replicas.left().await;
+    served?;
     ops.stopped().await
 }
 

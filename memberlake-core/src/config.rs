@@ -174,7 +174,7 @@ pub struct LeaseArgs {
 }
 
 /// How this process names itself in leases and logs (workers and splitters share it).
-#[derive(Args, Debug, Clone, PartialEq, Eq)]
+#[derive(Args, Debug, Clone, Default, PartialEq, Eq)]
 pub struct InstanceArgs {
     /// Name of this process in leases and logs (default: host-pid).
     #[arg(long, env = "MEMBERLAKE_INSTANCE_ID")]

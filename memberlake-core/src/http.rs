@@ -5,8 +5,10 @@
 //! - [`ApiError`], the one JSON error body of every API, whichever layer refuses a request;
 //! - [`Tokens`] and [`Caller`]: who is calling;
 //! - [`surface`]: the protection every public API surface gets (request ids, timeout,
-//!   concurrency limit with load shedding, per-caller rate limit, token check).
+//!   concurrency limit with load shedding, per-caller rate limit, token check);
+//! - [`fleet`]: the replicas of a surface, which share each caller's rate limit.
 
+pub mod fleet;
 pub mod surface;
 
 use std::future::Future;

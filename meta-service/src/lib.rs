@@ -25,6 +25,7 @@ use clap::Parser;
 use memberlake::bootstrap;
 use memberlake::catalog::Catalog;
 use memberlake::config::{parse_duration, DatabaseArgs, LakeArgs, LaneArgs, LogArgs, PriorityArgs};
+use memberlake::http::fleet::{self, FleetArgs};
 use memberlake::http::surface::{ApiSurface, CallerRate, SurfaceLimits};
 use memberlake::http::{health_router, ops_router, Tokens};
 use memberlake::lake::Lake;
@@ -60,10 +61,13 @@ pub struct Config {
     /// A file of operator tokens (one per line or comma-separated), e.g. a mounted secret.
     #[arg(long, env = "MEMBERLAKE_ADMIN_TOKENS_FILE")]
     pub admin_tokens_file: Option<std::path::PathBuf>,
-    /// Requests each operator (token name) may make on this replica: N per second or
-    /// N/<duration> (e.g. 600/1m), bursts up to N; 0: unlimited. Over it: 429 with Retry-After.
+    /// Requests each operator (token name) may make of the service, all replicas together: N
+    /// per second or N/<duration> (e.g. 600/1m), bursts up to N; 0: unlimited. Each of n live
+    /// replicas admits N/n. Over it: 429 with Retry-After.
     #[arg(long, env = "MEMBERLAKE_ADMIN_RATE_LIMIT", default_value = "100")]
     pub admin_rate_limit: CallerRate,
+    #[command(flatten)]
+    pub fleet: FleetArgs,
     /// Requests the operator surface handles at once; one more is refused at once (503).
     #[arg(long, env = "MEMBERLAKE_ADMIN_MAX_CONCURRENCY", default_value = "32")]
     pub admin_max_concurrency: NonZeroUsize,
@@ -108,9 +112,10 @@ impl Deps {
 pub async fn run(deps: Deps, config: &Config, shutdown: Shutdown) -> Result<(), ServiceError> {
     let Deps { catalog, lake, tokens } = deps;
     let checks = vec![bootstrap::postgres_ready(&catalog), bootstrap::lake_ready(&lake)];
+    let replicas = fleet::join(catalog.clone(), "admin", config.fleet, shutdown.clone()).await;
     let admin = surface::router(
         state::AdminState { catalog: catalog.clone(), knobs: config.priority.knobs(), lanes: config.lanes },
-        ApiSurface::new(tokens, config.limits()),
+        ApiSurface::new(tokens, config.limits()).shared_by(replicas.live.clone()),
     );
     let server = Server::bind(config.admin_addr, admin.merge(health_router()), shutdown.clone()).await?;
     let ops = Server::bind(config.metrics_addr, ops_router(checks), shutdown.clone()).await?;
@@ -121,18 +126,20 @@ pub async fn run(deps: Deps, config: &Config, shutdown: Shutdown) -> Result<(), 
             Err(e) => {
                 tracing::warn!(error = %e, "loading the registered objects failed; retrying");
                 tokio::select! {
-                    _ = shutdown.wait() => return stopped(server, ops).await,
+                    _ = shutdown.wait() => return stopped(server, ops, replicas).await,
                     _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
                 }
             }
         }
     };
     discovery.run(config.poll_interval, shutdown.clone()).await;
-    stopped(server, ops).await
+    stopped(server, ops, replicas).await
 }
 
-async fn stopped(admin: Server, ops: Server) -> Result<(), ServiceError> {
-    admin.stopped().await?;
+async fn stopped(admin: Server, ops: Server, replicas: fleet::FleetMembership) -> Result<(), ServiceError> {
+    let served = admin.stopped().await;
+    replicas.left().await;
+    served?;
     ops.stopped().await
 }
 

@@ -426,6 +426,57 @@ async fn each_token_has_its_own_rate_limit() {
     assert!(!log.contains("alpha-secret") && !log.contains("bravo-secret"), "tokens never logged");
 }
 
+/// `Some` once `service` counts `n` replicas of its surface.
+async fn replicas_seen(service: &Service, n: f64) -> Option<()> {
+    let (_, text) = service.get("/metrics").await.ok()?;
+    (metric_value(&text, "memberlake_http_replicas") == n).then_some(())
+}
+
+/// A caller's budget is the service's, not each replica's: two replicas admit half of it each;
+/// when one leaves (SIGTERM) the other admits all of it, and a replica killed without leaving
+/// stops counting after three silent heartbeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callers_budget_is_shared_by_the_replicas() {
+    let world = TestWorld::new().await;
+    let env = [
+        ("MEMBERLAKE_MATCHER_TOKENS", "alpha:alpha-secret"),
+        // Six requests an hour for alpha across the service: no refill during the test.
+        ("MEMBERLAKE_MATCHER_RATE_LIMIT", "6/1h"),
+        ("MEMBERLAKE_REPLICA_HEARTBEAT", "300ms"),
+    ];
+    let (a, url_a) = world.start_matcher(&env).await;
+    let (mut b, url_b) = world.start_matcher(&env).await;
+    for replica in [&a, &b] {
+        wait_for(Duration::from_secs(30), "both replicas counted", || replicas_seen(replica, 2.0)).await;
+    }
+    let c = reqwest::Client::new();
+    let admitted = |url: String, asks: usize| {
+        let c = c.clone();
+        async move {
+            let q = format!("{url}/v1/match?advertiser_id=acme&email_hash={}", md5_email("a@b.c"));
+            let mut ok = 0;
+            for _ in 0..asks {
+                match c.get(&q).bearer_auth("alpha-secret").send().await.unwrap().status().as_u16() {
+                    200 => ok += 1,
+                    429 => {}
+                    other => panic!("unexpected status {other}"),
+                }
+            }
+            ok
+        }
+    };
+    assert_eq!(admitted(url_a.clone(), 5).await, 3, "replica a admits its half of 6");
+    assert_eq!(admitted(url_b.clone(), 5).await, 3, "replica b admits its half of 6");
+    b.terminate().await;
+    wait_for(Duration::from_secs(30), "b's leave seen by a", || replicas_seen(&a, 1.0)).await;
+    assert_eq!(admitted(url_a.clone(), 8).await, 6, "alone, a admits the whole budget (afresh)");
+
+    let (mut killed, _) = world.start_matcher(&env).await;
+    wait_for(Duration::from_secs(30), "a third replica counted", || replicas_seen(&a, 2.0)).await;
+    killed.kill9().await;
+    wait_for(Duration::from_secs(30), "the killed replica forgotten", || replicas_seen(&a, 1.0)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_and_metrics_are_on_the_operations_port_only() {
     let world = TestWorld::new().await;

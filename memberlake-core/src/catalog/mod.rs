@@ -13,7 +13,8 @@
 //! - [`leadership`](self::leadership): the splitter's term, [`Leadership`], through which every
 //!   leader action goes, fenced by the term;
 //! - [`versions`](self::versions): advertisers' active versions for the matcher;
-//! - [`operator`](self::operator): operators' views and audited actions.
+//! - [`operator`](self::operator): operators' views and audited actions;
+//! - `replicas`: the live replicas of each API surface, for their shared rate limits.
 //!
 //! Postgres errors are mapped once, here, into [`CatalogError`]; callers never match on driver
 //! errors.
@@ -31,6 +32,7 @@ mod files;
 mod leadership;
 mod leases;
 mod operator;
+mod replicas;
 mod versions;
 
 pub use files::{FileRecord, VersionRecord};
@@ -194,6 +196,7 @@ pub fn query_files() -> Vec<(String, &'static str)> {
         };
     }
     let mut out = all!(
+        "api_replicas": ["heartbeat", "leave"],
         "advertisers": ["activate", "active_manifest", "active_versions", "ensure", "lock_active", "notify_activation", "set_weight"],
         "files": [
             "all", "approve", "begin_retirement", "by_id", "expire_manifests", "fail", "finish_cleanup",

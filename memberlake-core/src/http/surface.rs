@@ -16,7 +16,8 @@
 //! 4. **the caller and its rate limit**: the bearer token identified in constant time
 //!    ([`Tokens`]) and the caller's budget checked (governor, a GCRA limiter keyed by the token's
 //!    *name*, never the token): over it, 429 `rate_limited` with the `Retry-After` the limiter
-//!    computes. Requests without a valid token share one budget of their own, so a flood of bad
+//!    computes. The budget is the service's: each replica enforces its share, budget / live
+//!    replicas ([`super::fleet`]). Requests without a valid token share one budget of their own, so a flood of bad
 //!    tokens cannot spend a real caller's, and the keys are the configured names plus that one:
 //!    the limiter's memory is bounded whatever callers send;
 //! 5. **overload**: at most `max_concurrency` requests in flight on the replica; one more is
@@ -34,7 +35,7 @@
 
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
@@ -53,6 +54,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
+use super::fleet::LiveReplicas;
 use super::{ApiError, Caller, Tokens};
 
 /// The request id header: taken from the caller when sane, answered always.
@@ -61,14 +63,14 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Longest request id kept from a caller (a UUID is 36, a W3C trace id 32).
 const MAX_REQUEST_ID_BYTES: usize = 128;
 
-/// How many requests one caller may make on one replica: `N` per second, or `N/<duration>`
+/// How many requests one caller may make of the service: `N` per second, or `N/<duration>`
 /// (`600/1m`, `1/1h`), in bursts of up to `N`; `0` for no limit.
 ///
 /// The budget is per caller (the token's name; all requests without a valid token share one;
-/// everyone shares `anonymous` on a surface without tokens) and enforced by each replica: a
-/// caller's ceiling across the service is this times the replicas its connections reach, which
-/// the autoscaler's `maxReplicas` bounds. Before issue 18 the limit was one budget per replica
-/// shared by all callers, so one caller could starve the others.
+/// everyone shares `anonymous` on a surface without tokens) and the service's, whatever the
+/// replicas: each of `n` live replicas enforces [`share`](Self::share)`(n)`. Before issue 18 the
+/// limit was one budget per replica shared by all callers, so one caller could starve the
+/// others, and a caller's ceiling grew with the autoscaler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallerRate {
     Unlimited,
@@ -76,6 +78,19 @@ pub enum CallerRate {
 }
 
 impl CallerRate {
+    /// One replica's share when `replicas` serve the surface: `N / replicas` requests (at least
+    /// one) in the same period, so that the replicas together admit at most `N` (or one each,
+    /// when there are more replicas than requests in the budget).
+    pub fn share(self, replicas: NonZeroU32) -> Self {
+        match self {
+            Self::Unlimited => Self::Unlimited,
+            Self::Limited { requests, per } => {
+                let requests = NonZeroU32::new(requests.get() / replicas.get()).unwrap_or(NonZeroU32::MIN);
+                Self::Limited { requests, per }
+            }
+        }
+    }
+
     /// The limiter's quota: one request replenished every `per / requests`, bursts of `requests`.
     fn quota(self) -> Option<Quota> {
         match self {
@@ -132,14 +147,69 @@ struct Gate {
     /// A query parameter that may carry the token when no `Authorization` header is sent (a
     /// browser following a link cannot send one).
     token_query_param: Option<&'static str>,
-    /// Budgets by caller; `None` is every request without a valid token.
-    limiter: Option<DefaultKeyedRateLimiter<Option<Caller>>>,
+    /// Budgets by caller, if the surface limits callers.
+    budgets: Option<Budgets>,
+}
+
+/// Each caller's budget on this replica: its share of the service's.
+struct Budgets {
+    rate: CallerRate,
+    replicas: LiveReplicas,
+    /// The limiter for the share of the replica count it was built for; rebuilt (budgets start
+    /// afresh) when the count changes. Read on every request: an uncontended read lock.
+    share: RwLock<Share>,
+}
+
+struct Share {
+    replicas: NonZeroU32,
+    /// Keyed by caller; `None` is every request without a valid token.
+    limiter: Arc<DefaultKeyedRateLimiter<Option<Caller>>>,
+}
+
+impl Budgets {
+    fn new(rate: CallerRate, replicas: LiveReplicas) -> Option<Self> {
+        let share = Share::of(rate, replicas.get())?;
+        Some(Self { rate, replicas, share: RwLock::new(share) })
+    }
+
+    /// The limiter for the current replica count.
+    fn limiter(&self) -> Arc<DefaultKeyedRateLimiter<Option<Caller>>> {
+        let replicas = self.replicas.get();
+        {
+            let share = self.share.read().unwrap_or_else(|e| e.into_inner());
+            if share.replicas == replicas {
+                return share.limiter.clone();
+            }
+        }
+        let mut share = self.share.write().unwrap_or_else(|e| e.into_inner());
+        if share.replicas != replicas {
+            if let Some(fresh) = Share::of(self.rate, replicas) {
+                *share = fresh;
+            }
+        }
+        share.limiter.clone()
+    }
+}
+
+impl Share {
+    fn of(rate: CallerRate, replicas: NonZeroU32) -> Option<Self> {
+        let quota = rate.share(replicas).quota()?;
+        Some(Self { replicas, limiter: Arc::new(DefaultKeyedRateLimiter::keyed(quota)) })
+    }
 }
 
 impl ApiSurface {
+    /// A surface whose callers' budgets are this replica's alone (see [`Self::shared_by`]).
     pub fn new(tokens: Tokens, limits: SurfaceLimits) -> Self {
-        let limiter = limits.per_caller.quota().map(DefaultKeyedRateLimiter::keyed);
-        Self { gate: Gate { tokens, token_query_param: None, limiter }, limits }
+        let budgets = Budgets::new(limits.per_caller, LiveReplicas::alone());
+        Self { gate: Gate { tokens, token_query_param: None, budgets }, limits }
+    }
+
+    /// Each caller's budget is shared by the `replicas` of this surface: this replica admits
+    /// its share ([`CallerRate::share`]), following the count as it changes.
+    pub fn shared_by(mut self, replicas: LiveReplicas) -> Self {
+        self.gate.budgets = Budgets::new(self.limits.per_caller, replicas);
+        self
     }
 
     /// Also accepts the token as `?<param>=` when no `Authorization` header is sent.
@@ -209,7 +279,8 @@ async fn admit(State(gate): State<Arc<Gate>>, mut request: Request, next: Next) 
     let caller = gate.identify(&request);
     let name = caller.as_ref().map_or("unidentified", Caller::name);
     Span::current().record("caller", tracing::field::display(name));
-    if let Some(limiter) = &gate.limiter {
+    if let Some(budgets) = &gate.budgets {
+        let limiter = budgets.limiter();
         if let Err(not_until) = limiter.check_key(&caller) {
             metrics::counter!("memberlake_http_rate_limited_total", "caller" => name.to_owned()).increment(1);
             return ApiError::rate_limited(not_until.wait_time_from(limiter.clock().now())).into_response();
@@ -352,6 +423,36 @@ mod tests {
         assert_eq!(send(&app, get_with("/open", None)).await.0, StatusCode::OK);
         assert_eq!(send(&app, get_with("/open", None)).await.0, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(send(&app, get_with("/private", Some("b-secret"))).await.0, StatusCode::OK);
+    }
+
+    #[test]
+    fn a_share_never_admits_more_than_the_budget() {
+        let limited = |requests, per| CallerRate::Limited { requests: NonZeroU32::new(requests).unwrap(), per };
+        let n = |n| NonZeroU32::new(n).unwrap();
+        let hour = Duration::from_secs(3600);
+        assert_eq!(limited(50_000, hour).share(n(1)), limited(50_000, hour));
+        assert_eq!(limited(50_000, hour).share(n(3)), limited(16_666, hour));
+        assert_eq!(limited(2, hour).share(n(5)), limited(1, hour), "at least one request each");
+        assert_eq!(CallerRate::Unlimited.share(n(4)), CallerRate::Unlimited);
+    }
+
+    #[tokio::test]
+    async fn a_callers_budget_is_shared_by_the_replicas() {
+        let tokens = Tokens::parse(&["alice:a-secret".into()]);
+        let replicas = LiveReplicas::alone();
+        replicas.set(2);
+        let app = guarded(ApiSurface::new(tokens, limits("4/1h")).shared_by(replicas.clone()));
+        let ask = || send(&app, get_with("/private", Some("a-secret")));
+        for _ in 0..2 {
+            assert_eq!(ask().await.0, StatusCode::OK);
+        }
+        assert_eq!(ask().await.0, StatusCode::TOO_MANY_REQUESTS, "half of 4 on each of 2 replicas");
+        // The other replica left: this one's share is the whole budget, afresh.
+        replicas.set(1);
+        for _ in 0..4 {
+            assert_eq!(ask().await.0, StatusCode::OK);
+        }
+        assert_eq!(ask().await.0, StatusCode::TOO_MANY_REQUESTS);
     }
 
     #[tokio::test]
