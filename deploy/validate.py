@@ -414,6 +414,12 @@ def check_compose(c):
     for sname, s in services.items():
         if "image" not in s and "build" not in s:
             problem(f"compose: {sname} has neither image nor build")
+        # A pinned tag: `latest` (or none) changes under a running deployment without a change
+        # here; a Debian or server upgrade is a reviewed edit of this file.
+        image = s.get("image", "")
+        tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else ""
+        if image and (not tag or tag == "latest" or not any(ch.isdigit() for ch in tag)):
+            problem(f"compose: {sname} uses image {image!r}: pin a versioned tag")
         deps = s.get("depends_on", {})
         for dep in deps if isinstance(deps, (dict, list)) else []:
             if dep not in services:

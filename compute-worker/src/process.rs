@@ -18,6 +18,10 @@
 //! to the work location, then the changed rows to the store. **Undo** and **retire** (a bucket):
 //! read a diff, delete rows.
 //!
+//! Each stage runs in a span of its own under the unit's (`read`, `hash` and `write_runs`;
+//! `merge` and `write_rows`; `read_diff` and `write_rows`): an exported trace shows where a
+//! unit's time went.
+//!
 //! Store writes go through the worker's [`WriteWindow`]: one bound on rows in flight for the
 //! whole worker, kept full across block and unit boundaries.
 
@@ -36,6 +40,7 @@ use memberlake::versions::{self, DiffSide, MergeSource, RunSpill, VersionError, 
 use memberlake::work::WorkLocation;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::{info_span, Instrument};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnitError {
@@ -145,9 +150,7 @@ pub async fn process_unit(
     let work = async {
         match lease.stage {
             WorkStage::Ingest => process_range(ctx, lease).await.map(|(r, t)| (UnitReport::Ingest(r), t)),
-            WorkStage::Merge => {
-                merge_unit(ctx, lease, &mut inputs_read).await.map(|(r, t)| (UnitReport::Merge(r), t))
-            }
+            WorkStage::Merge => merge_unit(ctx, lease, &mut inputs_read).await.map(|(r, t)| (UnitReport::Merge(r), t)),
             WorkStage::Undo | WorkStage::Retire => cleanup_unit(ctx, lease, &mut inputs_read).await,
         }
     };
@@ -188,7 +191,8 @@ async fn process_range(ctx: &UnitContext<'_>, lease: &UnitLease) -> Result<(Rang
         }
         let parts = spill.finish(ctx.work).await?;
         Ok::<_, UnitError>((parts, started.elapsed().as_secs_f64()))
-    };
+    }
+    .instrument(info_span!("write_runs"));
     let (read, spilled) = tokio::join!(reader, spiller);
     let (mut report, timings) = read?;
     let (parts, write_secs) = spilled?;
@@ -210,24 +214,28 @@ async fn merge_unit(
         Some((version, bits)) => Some(VersionObjects::new(&lease.advertiser_id, version, bits).map_err(unit_error)?),
         None => None,
     };
-    let merged = match lease.restores {
-        // A rollback: the member set is an earlier version's manifest.
-        Some((version, bits)) => {
-            let restored = VersionObjects::new(&lease.advertiser_id, version, bits).map_err(unit_error)?;
-            versions::merge_bucket(ctx.work, &objects, MergeSource::Manifest(&restored), base.as_ref(), b).await?
-        }
-        None => {
-            let runs: Vec<String> = ctx
-                .catalog
-                .runs_of(lease.file_id)
-                .await?
-                .into_iter()
-                .flat_map(|(range, parts)| (0..parts).map(move |part| (range, part)))
-                .map(|(range, part)| objects.dir.run(range, part))
-                .collect();
-            versions::merge_bucket(ctx.work, &objects, MergeSource::Runs(&runs), base.as_ref(), b).await?
-        }
-    };
+    let merged = async {
+        Ok::<_, UnitError>(match lease.restores {
+            // A rollback: the member set is an earlier version's manifest.
+            Some((version, bits)) => {
+                let restored = VersionObjects::new(&lease.advertiser_id, version, bits).map_err(unit_error)?;
+                versions::merge_bucket(ctx.work, &objects, MergeSource::Manifest(&restored), base.as_ref(), b).await?
+            }
+            None => {
+                let runs: Vec<String> = ctx
+                    .catalog
+                    .runs_of(lease.file_id)
+                    .await?
+                    .into_iter()
+                    .flat_map(|(range, parts)| (0..parts).map(move |part| (range, part)))
+                    .map(|(range, part)| objects.dir.run(range, part))
+                    .collect();
+                versions::merge_bucket(ctx.work, &objects, MergeSource::Runs(&runs), base.as_ref(), b).await?
+            }
+        })
+    }
+    .instrument(info_span!("merge"))
+    .await?;
     let read_secs = started.elapsed().as_secs_f64();
     inputs_read.signal();
     let started = Instant::now();
@@ -253,8 +261,13 @@ async fn cleanup_unit(
         WorkStage::Undo => {
             let objects = version_objects(lease)?;
             let has_base = lease.base.is_some();
-            let added = versions::read_diff(ctx.work, &objects, has_base, b, DiffSide::Added).await?;
-            let removed = versions::read_diff(ctx.work, &objects, has_base, b, DiffSide::Removed).await?;
+            let (added, removed) = async {
+                let added = versions::read_diff(ctx.work, &objects, has_base, b, DiffSide::Added).await?;
+                let removed = versions::read_diff(ctx.work, &objects, has_base, b, DiffSide::Removed).await?;
+                Ok::<_, VersionError>((added, removed))
+            }
+            .instrument(info_span!("read_diff"))
+            .await?;
             let mut all = added;
             all.extend(removed);
             let n = all.len() as u64;
@@ -267,7 +280,9 @@ async fn cleanup_unit(
                 .successor
                 .ok_or_else(|| UnitError::Unit(format!("file {} has no successor to retire by", lease.file_id)))?;
             let objects = VersionObjects::new(&lease.advertiser_id, successor, bits).map_err(unit_error)?;
-            let removed = versions::read_diff(ctx.work, &objects, true, b, DiffSide::Removed).await?;
+            let removed = versions::read_diff(ctx.work, &objects, true, b, DiffSide::Removed)
+                .instrument(info_span!("read_diff"))
+                .await?;
             let n = removed.len() as u64;
             inputs_read.signal();
             write_rows(ctx, lease, ChangeOp::RetireThrough, successor, removed).await?;
@@ -302,10 +317,11 @@ async fn write_rows(
         retry_budget: ctx.cfg.store_retry_budget,
         batch_rows: ctx.cfg.write_batch_rows,
     };
+    let span = info_span!("write_rows", op = ?op, rows = hashes.len());
     let (tx, rx) = mpsc::channel(1);
     tx.send(hashes).await.expect("the receiver is alive");
     drop(tx);
-    write_stage(sink, rx).await
+    write_stage(sink, rx).instrument(span).await
 }
 
 /// Where a unit's rows go: one change to one advertiser's version, through the worker's write

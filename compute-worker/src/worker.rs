@@ -21,7 +21,7 @@ use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use tokio::sync::oneshot;
 
-use crate::process::{process_unit, InputsRead, ProcessConfig, UnitError, Timings, UnitContext};
+use crate::process::{process_unit, InputsRead, ProcessConfig, Timings, UnitContext, UnitError};
 
 /// Units a slot works on at once: one writing rows while the next reads its inputs.
 pub const UNITS_PER_SLOT: usize = 2;
@@ -74,6 +74,20 @@ impl From<Result<(UnitReport, Timings), UnitError>> for UnitResult {
             Err(e) if e.is_replica_fault() => UnitResult::ReplicaFault(e),
             Err(e) if e.is_permanent() => UnitResult::Permanent(e),
             Err(e) => UnitResult::Transient(e),
+        }
+    }
+}
+
+impl UnitResult {
+    /// The result's name, for the span of the lease's end.
+    fn name(&self) -> &'static str {
+        match self {
+            UnitResult::Done { .. } => "done",
+            UnitResult::Permanent(_) => "permanent",
+            UnitResult::Transient(_) => "transient",
+            UnitResult::ReplicaFault(_) => "replica_fault",
+            UnitResult::LeaseLost => "lease_lost",
+            UnitResult::Shutdown => "shutdown",
         }
     }
 }
@@ -131,7 +145,10 @@ impl Worker {
                     Ok(Some(guard)) => {
                         idle = self.cfg.idle_poll;
                         let lease = guard.lease();
+                        // A root, not a child of the slot's span (which lives as long as the
+                        // process): each unit is one trace, from its claim to its lease's end.
                         let span = info_span!(
+                            parent: None,
                             "unit",
                             file_id = lease.file_id.0,
                             stage = %lease.stage,
@@ -139,6 +156,8 @@ impl Worker {
                             advertiser_id = %lease.advertiser_id,
                             attempt = lease.attempt,
                             token = lease.token,
+                            slot,
+                            lane = %policy.lane.name,
                         );
                         let (inputs_read, read) = InputsRead::channel();
                         reading = Some(read);
@@ -203,7 +222,8 @@ impl Worker {
             r = work => UnitResult::from(r),
             _ = deadline => UnitResult::Shutdown,
         };
-        self.end_lease(guard, result, started).await
+        let span = info_span!("end_lease", result = result.name());
+        self.end_lease(guard, result, started).instrument(span).await
     }
 
     /// The one place where a range's result becomes a lease transition.
@@ -230,8 +250,10 @@ impl Worker {
             UnitResult::Permanent(e) => {
                 warn!(error = %e, "permanent error: failing the file");
                 failed("permanent");
-                if let Err(db) = guard.fail_file(&e.to_string()).await {
-                    warn!(error = %db, "could not record the failure; the lease will expire");
+                match guard.fail_file(&e.to_string()).await {
+                    Ok(true) => metrics::counter!("memberlake_files_failed_total").increment(1),
+                    Ok(false) => {}
+                    Err(db) => warn!(error = %db, "could not record the failure; the lease will expire"),
                 }
                 Next::Continue
             }

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test against real local stacks, in passes:
-#   main     stack up (PostgreSQL, a CQL node, Garage S3) → migrate → fuzz → cargo test --workspace
+#   main     stack up (PostgreSQL, a CQL node, Garage S3) → migrate → fuzz → alert rules (promtool)
+#            → schemathesis against both API documents → cargo test --workspace
+#            (tests/tests/alerts.rs runs its own Prometheus)
 #   secure   a second stack beside it with authentication and TLS (stack.sh up --secure, its own
 #            stack dir and port offset 100) → check → migrate → the smoke, ingestion and secure
 #            tests against it (tests/tests/secure.rs is #[ignore]d in the main pass) → stack down
@@ -48,6 +50,41 @@ install_chromium() {
   else
     sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
   fi
+}
+
+# Prometheus and promtool, Debian's package (2.42), for the alert rules: promtool checks and
+# unit-tests deploy/prometheus/alerts.yml here, and tests/tests/alerts.rs runs its own prometheus
+# process (own config, data dir and port). The package's daemon must not run: policy-rc.d (101 =
+# "do not start") keeps the install from starting it, and one started anyway is stopped.
+install_prometheus() {
+  command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 && return 0
+  local sudo=() own_policy=0
+  [[ $(id -u) == 0 ]] || sudo=(sudo)
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+    "${sudo[@]}" chmod +x /usr/sbin/policy-rc.d
+    own_policy=1
+  fi
+  local rc=0
+  { "${sudo[@]}" apt-get update -qq &&
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } || rc=$?
+  ((own_policy == 0)) || "${sudo[@]}" rm -f /usr/sbin/policy-rc.d
+  ((rc == 0)) || return "$rc"
+  if [[ -d /run/systemd/system ]]; then # systemd runs this machine: the unit exists, enabled
+    "${sudo[@]}" systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  elif pgrep -u prometheus -x prometheus >/dev/null 2>&1; then
+    "${sudo[@]}" /etc/init.d/prometheus stop || true
+  fi
+  if pgrep -u prometheus -x prometheus >/dev/null 2>&1; then
+    echo "warning: the prometheus package's daemon is running (port 9090); the tests do not use it" >&2
+  fi
+}
+
+# The shipped alert rules: valid (promtool check rules) and firing at their thresholds on
+# synthetic series (promtool test rules alerts.test.yml).
+check_alert_rules() {
+  promtool check rules "$REPO_ROOT/deploy/prometheus/alerts.yml" &&
+    (cd "$REPO_ROOT/deploy/prometheus" && promtool test rules alerts.test.yml)
 }
 
 # Python with kubernetes-validate for the deploy/ manifests test.
@@ -102,6 +139,7 @@ clear_stack_env() {
 # ---- the main pass: every test of the workspace against the plain stack ------------------------
 main_pass() {
   timed "chromium" install_chromium
+  timed "prometheus (Debian's package)" install_prometheus
   timed "python for deploy checks" deploy_python
   timed "stack up" "$SCRIPT_DIR/stack.sh" up
   eval "$("$SCRIPT_DIR/stack.sh" env)"
@@ -109,7 +147,16 @@ main_pass() {
   timed "migrate" env MEMBERLAKE_LOG=warn "$CARGO_TARGET_DIR/debug/memberlake" migrate
   # Bounded fuzzing of the line parser, the range scanner and the matcher's request grammar.
   timed "fuzz (bounded)" env MEMBERLAKE_FUZZ_SECONDS="${MEMBERLAKE_FUZZ_SECONDS:-20}" bash "$SCRIPT_DIR/fuzz.sh"
-  cargo_tests main --workspace -- --test-threads="$TEST_THREADS" "$@"
+  # A broken rule fails the pass, but the tests still run.
+  local rules_rc=0
+  timed "alert rules (promtool check + unit tests)" check_alert_rules || rules_rc=$?
+  # The API documents against the servers (deploy/local/schemathesis.sh, ~35 s): a finding fails
+  # the pass, but the tests still run.
+  local documents_rc=0
+  timed "schemathesis (API documents)" bash "$SCRIPT_DIR/schemathesis.sh" || documents_rc=$?
+  cargo_tests main --workspace -- --test-threads="$TEST_THREADS" "$@" || return
+  ((rules_rc == 0)) || return "$rules_rc"
+  return "$documents_rc"
 }
 
 # ---- the secure pass: authentication and TLS on both databases ---------------------------------

@@ -4,10 +4,16 @@
 //! Each entry remembers *when this process first saw it*. Rows of a version are all written
 //! before the version is activated, so a partition read that started after that instant is
 //! guaranteed to contain them; the cache uses this to decide whether an entry is fresh enough.
+//!
+//! A version past its advertiser's list lifespan (issue 20) is not served: [`Snapshot::get`]
+//! checks the expiry at each lookup against the wall clock, so a list stops matching on time
+//! even while the catalog cannot be reached.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
 
 use memberlake::catalog::Catalog;
 use memberlake::ids::ListVersion;
@@ -21,11 +27,29 @@ pub struct ActiveVersion {
     pub legacy: bool,
     /// When this process first saw this version active.
     pub observed_at: Instant,
+    /// When it stops matching (its upload plus the advertiser's lifespan); `None`: never.
+    pub expires_at: Option<DateTime<Utc>>,
 }
+
+/// One active version as the catalog lists it: (advertiser, version, legacy, expires at).
+pub type ActiveRow = (String, ListVersion, bool, Option<DateTime<Utc>>);
 
 /// An immutable snapshot: one request reads one snapshot, so its answer reflects one
 /// consistent version per advertiser.
-pub type Snapshot = Arc<HashMap<String, ActiveVersion>>;
+#[derive(Clone, Default)]
+pub struct Snapshot(Arc<HashMap<String, ActiveVersion>>);
+
+impl Snapshot {
+    /// `advertiser`'s active version, unless it has none or it has expired (then nobody is a
+    /// member).
+    pub fn get(&self, advertiser: &str) -> Option<&ActiveVersion> {
+        self.get_at(advertiser, Utc::now())
+    }
+
+    fn get_at(&self, advertiser: &str, now: DateTime<Utc>) -> Option<&ActiveVersion> {
+        self.0.get(advertiser).filter(|av| av.expires_at.is_none_or(|at| now < at))
+    }
+}
 
 #[derive(Clone, Default)]
 pub struct ActiveVersions {
@@ -38,34 +62,38 @@ impl ActiveVersions {
         self.inner.read().expect("poisoned").clone()
     }
 
-    /// Replaces the snapshot with `rows`, keeping `observed_at` of unchanged versions.
-    pub fn apply(&self, rows: Vec<(String, ListVersion, bool)>) -> usize {
+    /// Replaces the snapshot with `rows`, keeping `observed_at` of unchanged versions (a
+    /// changed lifespan is taken as is).
+    pub fn apply(&self, rows: Vec<ActiveRow>) -> usize {
         let now = Instant::now();
         let mut guard = self.inner.write().expect("poisoned");
         let previous = guard.clone().unwrap_or_default();
         let mut changed = 0;
         let next: HashMap<String, ActiveVersion> = rows
             .into_iter()
-            .map(|(adv, version, legacy)| {
-                let entry = match previous.get(&adv) {
-                    Some(prev) if prev.version == version => *prev,
+            .map(|(adv, version, legacy, expires_at)| {
+                let entry = match previous.0.get(&adv) {
+                    Some(prev) if prev.version == version => ActiveVersion { expires_at, ..*prev },
                     _ => {
                         changed += 1;
-                        ActiveVersion { version, legacy, observed_at: now }
+                        ActiveVersion { version, legacy, observed_at: now, expires_at }
                     }
                 };
                 (adv, entry)
             })
             .collect();
         metrics::gauge!("memberlake_matcher_active_advertisers").set(next.len() as f64);
-        *guard = Some(Arc::new(next));
+        *guard = Some(Snapshot(Arc::new(next)));
         changed
     }
 
     /// Loads from the catalog once.
     pub async fn refresh(&self, catalog: &Catalog) -> Result<usize, memberlake::catalog::CatalogError> {
         let rows = catalog.active_versions().await?;
-        let rows = rows.into_iter().map(|r| (r.advertiser_id.as_str().to_owned(), r.version, r.legacy)).collect();
+        let rows = rows
+            .into_iter()
+            .map(|r| (r.advertiser_id.as_str().to_owned(), r.version, r.legacy, r.expires_at))
+            .collect();
         Ok(self.apply(rows))
     }
 
@@ -110,17 +138,42 @@ impl ActiveVersions {
 mod tests {
     use super::*;
 
+    fn row(adv: &str, version: i64, legacy: bool) -> ActiveRow {
+        (adv.into(), ListVersion(version), legacy, None)
+    }
+
     #[test]
     fn unchanged_versions_keep_their_observation_time() {
         let av = ActiveVersions::default();
         assert!(av.snapshot().is_none());
-        assert_eq!(av.apply(vec![("a".into(), ListVersion(1), false), ("b".into(), ListVersion(2), true)]), 2);
+        assert_eq!(av.apply(vec![row("a", 1, false), row("b", 2, true)]), 2);
         let first = av.snapshot().unwrap();
         std::thread::sleep(Duration::from_millis(5));
-        assert_eq!(av.apply(vec![("a".into(), ListVersion(1), false), ("b".into(), ListVersion(3), false)]), 1);
+        assert_eq!(av.apply(vec![row("a", 1, false), row("b", 3, false)]), 1);
         let second = av.snapshot().unwrap();
-        assert_eq!(first["a"], second["a"]);
-        assert!(second["b"].observed_at > first["b"].observed_at);
-        assert_eq!(second["b"].version, ListVersion(3));
+        assert_eq!(first.get("a"), second.get("a"));
+        assert!(second.get("b").unwrap().observed_at > first.get("b").unwrap().observed_at);
+        assert_eq!(second.get("b").unwrap().version, ListVersion(3));
+    }
+
+    #[test]
+    fn an_expired_version_is_not_served() {
+        let av = ActiveVersions::default();
+        let expires = Utc::now() + chrono::Duration::hours(1);
+        av.apply(vec![("a".into(), ListVersion(1), false, Some(expires)), row("b", 2, false)]);
+        let snapshot = av.snapshot().unwrap();
+        let before = expires - chrono::Duration::seconds(1);
+        assert_eq!(snapshot.get_at("a", before).map(|v| v.version), Some(ListVersion(1)));
+        assert_eq!(snapshot.get_at("a", expires), None, "expired at its expiry instant");
+        assert_eq!(
+            snapshot.get_at("b", expires + chrono::Duration::days(10_000)).map(|v| v.version),
+            Some(ListVersion(2))
+        );
+        // A lifespan set later applies to the version already held, keeping its observation.
+        let observed = snapshot.get("a").unwrap().observed_at;
+        av.apply(vec![("a".into(), ListVersion(1), false, Some(before)), row("b", 2, false)]);
+        let snapshot = av.snapshot().unwrap();
+        assert_eq!(snapshot.get_at("a", before), None);
+        assert_eq!(snapshot.0["a"].observed_at, observed);
     }
 }

@@ -18,10 +18,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use memberlake::http::surface::require_caller;
 use memberlake::http::ApiError;
-use memberlake::ids::EmailHash;
+use memberlake::ids::{AdvertiserId, EmailHash};
 pub use memberlake_records::requests::MAX_SUPPRESS_ADVERTISERS;
 use memberlake_records::requests::{parse_match_query, parse_suppress_body};
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::ArrayBuilder;
+use utoipa::openapi::Ref;
+use utoipa::ToSchema;
 
 use crate::active::{ActiveVersions, Snapshot};
 use crate::lookup::Memberships;
@@ -35,49 +38,58 @@ pub struct AppState {
     pub memberships: Memberships,
 }
 
-/// Query of `GET /v1/match`.
+/// Query of `GET /v1/match`. The schemas of both values are their parsers' rules
+/// (`memberlake_records::openapi`).
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)] // documents the query; the handler parses it strictly by hand
 pub struct MatchParams {
-    /// `[A-Za-z0-9_-]{1,64}`
+    /// The advertiser whose active list to ask.
     #[param(example = "acme")]
-    advertiser_id: String,
-    /// MD5 of the normalized email: 32 hex digits, either case.
+    advertiser_id: AdvertiserId,
+    /// The email's hash, either case.
     #[param(example = "c160f8cc69a4f0bf2b0362752353d060")]
-    email_hash: String,
+    email_hash: EmailHash,
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct MatchResponse {
-    #[schema(example = "acme")]
+    #[schema(value_type = AdvertiserId)]
     pub advertiser_id: String,
     /// Lower-case hex.
-    #[schema(value_type = String, example = "c160f8cc69a4f0bf2b0362752353d060")]
     pub email_hash: EmailHash,
     /// Whether the advertiser's active list contains this email hash. `false` also when the
     /// advertiser has no list yet.
     pub member: bool,
 }
 
-/// Body of `POST /v1/suppress` (documents the grammar `parse_suppress_body` enforces).
+/// Body of `POST /v1/suppress`: both fields, no other (the grammar `parse_suppress_body`
+/// enforces).
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct SuppressRequest {
-    #[schema(example = "c160f8cc69a4f0bf2b0362752353d060")]
-    pub email_hash: String,
-    /// At most 1,000 advertiser ids; duplicates are answered once.
-    #[schema(example = json!(["acme", "globex"]))]
-    pub advertiser_ids: Vec<String>,
+    pub email_hash: EmailHash,
+    #[schema(schema_with = advertiser_ids_schema)]
+    pub advertiser_ids: Vec<AdvertiserId>,
+}
+
+/// Advertiser ids, at most [`MAX_SUPPRESS_ADVERTISERS`] (none is a valid, empty question).
+fn advertiser_ids_schema() -> ArrayBuilder {
+    ArrayBuilder::new()
+        .items(Ref::from_schema_name(AdvertiserId::name()))
+        .max_items(Some(MAX_SUPPRESS_ADVERTISERS))
+        .description(Some(format!(
+            "The candidate advertisers, at most {MAX_SUPPRESS_ADVERTISERS}; duplicates are answered once"
+        )))
+        .examples([serde_json::json!(["acme", "globex"])])
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct SuppressResponse {
-    #[schema(value_type = String, example = "c160f8cc69a4f0bf2b0362752353d060")]
     pub email_hash: EmailHash,
     /// The requested advertisers whose active list contains the hash, in request order.
-    #[schema(example = json!(["globex"]))]
+    #[schema(value_type = Vec<AdvertiserId>, example = json!(["globex"]))]
     pub members: Vec<String>,
 }
 
@@ -102,21 +114,44 @@ pub struct ErrorDetail {
 #[openapi(
     info(title = "memberlake matcher-api", description = "Is this email hash a member of these advertisers' active lists?"),
     paths(match_one, suppress),
-    components(schemas(MatchResponse, SuppressRequest, SuppressResponse, ErrorBody, ErrorDetail)),
+    components(schemas(
+        MatchResponse, SuppressRequest, SuppressResponse, ErrorBody, ErrorDetail, AdvertiserId, EmailHash
+    )),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
 
+/// The bearer scheme, and the headers of the answers every route may give: `Retry-After` on
+/// a 429 or 503, `WWW-Authenticate` on a 401 (`memberlake::http::ApiError`).
 struct BearerAuth;
 
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::header::Header;
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        use utoipa::openapi::RefOr;
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        let mut retry_after = Header::new(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1)));
+        retry_after.description = Some("Seconds to wait before retrying".into());
+        let mut challenge = Header::default();
+        challenge.description = Some("`Bearer`".into());
+        for item in openapi.paths.paths.values_mut() {
+            for op in [&mut item.get, &mut item.post].into_iter().flatten() {
+                for (status, response) in op.responses.responses.iter_mut() {
+                    let RefOr::T(response) = response else { continue };
+                    match status.as_str() {
+                        "429" | "503" => response.headers.insert("Retry-After".into(), retry_after.clone()),
+                        "401" => response.headers.insert("WWW-Authenticate".into(), challenge.clone()),
+                        _ => None,
+                    };
+                }
+            }
+        }
     }
 }
 
@@ -183,7 +218,7 @@ async fn match_one(State(state): State<AppState>, RawQuery(query): RawQuery) -> 
         (status = 200, description = "The advertisers whose active list contains the hash", body = SuppressResponse),
         (status = 400, description = "Invalid body (or more than 1,000 advertiser ids)", body = ErrorBody),
         (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
-        (status = 413, description = "Body larger than 128 KiB", body = ErrorBody),
+        (status = 413, description = "Body larger than MAX_BODY_BYTES (128 KiB)", body = ErrorBody),
         (status = 429, description = "Over the caller's rate limit; retry after Retry-After", body = ErrorBody),
         (status = 503, description = "Store unavailable, replica overloaded or request timed out; retry (Retry-After)", body = ErrorBody),
     ),
@@ -234,14 +269,106 @@ fn stale_partition() -> ApiError {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
     use super::*;
+
+    fn doc() -> Value {
+        serde_json::to_value(<ApiDoc as utoipa::OpenApi>::openapi()).unwrap()
+    }
+
+    /// `schema` with a `$ref` to a component resolved.
+    fn resolve(doc: &Value, schema: &Value) -> Value {
+        match schema["$ref"].as_str() {
+            Some(r) => doc["components"]["schemas"][r.trim_start_matches("#/components/schemas/")].clone(),
+            None => schema.clone(),
+        }
+    }
+
+    /// Whether a string schema admits `s`, by the facets the document uses.
+    fn admits(schema: &Value, s: &str) -> bool {
+        let len = s.chars().count() as u64;
+        regex::Regex::new(schema["pattern"].as_str().expect("a pattern")).unwrap().is_match(s)
+            && schema["minLength"].as_u64().is_none_or(|min| len >= min)
+            && schema["maxLength"].as_u64().is_none_or(|max| len <= max)
+    }
+
+    fn query_param(doc: &Value, name: &str) -> Value {
+        let params = doc["paths"]["/v1/match"]["get"]["parameters"].as_array().unwrap();
+        let param = params.iter().find(|p| p["name"] == name).unwrap();
+        assert_eq!((&param["in"], &param["required"]), (&json!("query"), &json!(true)), "{name}");
+        resolve(doc, &param["schema"])
+    }
+
+    const H: &str = "c160f8cc69a4f0bf2b0362752353d060";
+
+    fn query(advertiser: &str, hash: &str) -> String {
+        url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("advertiser_id", advertiser)
+            .append_pair("email_hash", hash)
+            .finish()
+    }
 
     #[test]
     fn openapi_document_describes_both_routes() {
-        let doc = serde_json::to_value(<ApiDoc as utoipa::OpenApi>::openapi()).unwrap();
+        let doc = doc();
         assert!(doc["paths"]["/v1/match"]["get"].is_object());
         assert!(doc["paths"]["/v1/suppress"]["post"].is_object());
         assert!(doc["components"]["schemas"]["MatchResponse"].is_object());
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+        let retry = &doc["paths"]["/v1/match"]["get"]["responses"]["503"]["headers"]["Retry-After"];
+        assert!(retry.is_object(), "a 503 says when to retry");
+    }
+
+    /// The suppress body as documented: both fields, nothing else, at most
+    /// [`MAX_SUPPRESS_ADVERTISERS`] ids of the advertiser id schema.
+    #[test]
+    fn the_suppress_body_states_the_grammar() {
+        let doc = doc();
+        let body = &doc["paths"]["/v1/suppress"]["post"]["requestBody"];
+        assert_eq!(body["required"], true);
+        let schema = resolve(&doc, &body["content"]["application/json"]["schema"]);
+        assert_eq!(schema["additionalProperties"], false, "unknown fields are refused");
+        assert_eq!(schema["required"], json!(["email_hash", "advertiser_ids"]));
+        let ids = &schema["properties"]["advertiser_ids"];
+        assert_eq!(ids["maxItems"], MAX_SUPPRESS_ADVERTISERS);
+        assert_eq!(resolve(&doc, &ids["items"]), query_param(&doc, "advertiser_id"));
+        assert_eq!(resolve(&doc, &schema["properties"]["email_hash"]), query_param(&doc, "email_hash"));
+    }
+
+    proptest! {
+        /// A value the document's `advertiser_id` admits is one the server parses, and the other
+        /// way round.
+        #[test]
+        fn the_documented_advertiser_id_is_the_parsed_one(
+            s in prop_oneof![proptest::string::string_regex("[A-Za-z0-9_-]{0,70}").unwrap(), any::<String>()]
+        ) {
+            let schema = query_param(&doc(), "advertiser_id");
+            let parsed = parse_match_query(&query(&s, H));
+            prop_assert_eq!(admits(&schema, &s), parsed.is_ok(), "{:?}: {:?}", s, parsed);
+        }
+
+        #[test]
+        fn the_documented_email_hash_is_the_parsed_one(
+            s in prop_oneof![proptest::string::string_regex("[0-9A-Fa-f]{30,34}").unwrap(), any::<String>()]
+        ) {
+            let schema = query_param(&doc(), "email_hash");
+            let parsed = parse_match_query(&query("acme", &s));
+            prop_assert_eq!(admits(&schema, &s), parsed.is_ok(), "{:?}: {:?}", s, parsed);
+        }
+
+        /// The array bound: at most `maxItems` advertisers, and none is a valid question.
+        #[test]
+        fn the_documented_bound_of_advertiser_ids_is_the_parsed_one(
+            n in prop_oneof![0..3usize, MAX_SUPPRESS_ADVERTISERS - 2..MAX_SUPPRESS_ADVERTISERS + 3]
+        ) {
+            let doc = doc();
+            let max = doc["components"]["schemas"]["SuppressRequest"]["properties"]["advertiser_ids"]["maxItems"]
+                .as_u64().unwrap() as usize;
+            let ids: Vec<String> = (0..n).map(|i| format!("a{i}")).collect();
+            let body = json!({"email_hash": H, "advertiser_ids": ids}).to_string();
+            prop_assert_eq!(n <= max, parse_suppress_body(body.as_bytes()).is_ok(), "{} ids", n);
+        }
     }
 }

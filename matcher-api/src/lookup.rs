@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use memberlake::ids::EmailHash;
 use memberlake::store::{member_at, MembershipStore, StoreError};
 use moka::future::Cache;
+use tracing::Instrument;
 
 use crate::active::ActiveVersion;
 
@@ -32,8 +33,11 @@ pub struct Partition {
     /// `membership_changes`: (advertiser, since version, present).
     changes: Box<[(Box<str>, i64, bool)]>,
     /// `memberships` (legacy versions), when it was read: (advertiser, version).
-    legacy: Option<Box<[(Box<str>, i64)]>>,
+    legacy: Option<LegacyRows>,
 }
+
+/// A partition's rows in `memberships`: (advertiser, version).
+type LegacyRows = Box<[(Box<str>, i64)]>;
 
 impl Partition {
     /// Whether the hash is a member of `advertiser`'s list at its active version `active`.
@@ -106,6 +110,8 @@ impl Memberships {
                 }
             }
         };
+        // Under the span of the request that reads; requests coalesced onto it wait in theirs.
+        let load = load.instrument(tracing::info_span!("store_read", legacy = with_legacy));
         let stale = |cached: &Cached| cached.as_ref().map_or(true, |p| !fresh(p));
         let value = self.cache.entry(h).or_insert_with_if(load, stale).await.into_value();
         if value.is_err() {

@@ -10,11 +10,13 @@ use memberlake_records::ids::{AdvertiserId, FileId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::requests::{InvalidRequest, LimitQuery, ListFilesQuery, Rollback, SetPriority, SetWeight, Validate};
+use crate::requests::{
+    InvalidRequest, LimitQuery, ListFilesQuery, Rollback, SetLifespan, SetPriority, SetWeight, Validate,
+};
 use crate::routes::{self, Method, Route};
 use crate::views::{
-    ActionsResponse, ErrorBody, FileDetailView, FileResponse, FilesResponse, OverviewView, RetryResponse,
-    RollbackResponse, WeightResponse,
+    ActionsResponse, ErrorBody, FileDetailView, FileResponse, FilesResponse, LifespanView, LifespansResponse,
+    OverviewView, RetryResponse, RollbackResponse, WeightResponse,
 };
 
 /// Why a call failed.
@@ -150,6 +152,20 @@ impl AdminClient {
 
     pub async fn set_weight(&self, advertiser: &AdvertiserId, weight: f64) -> Result<WeightResponse, AdminError> {
         self.send_body(routes::SET_WEIGHT, advertiser, &SetWeight { weight }).await
+    }
+
+    /// Sets how long `advertiser`'s list keeps matching after its upload (`None`: unlimited).
+    pub async fn set_lifespan(
+        &self,
+        advertiser: &AdvertiserId,
+        lifespan_secs: Option<u64>,
+    ) -> Result<LifespanView, AdminError> {
+        self.send_body(routes::SET_LIFESPAN, advertiser, &SetLifespan { lifespan_secs }).await
+    }
+
+    /// Every advertiser with a lifespan, and when its active list stops matching.
+    pub async fn lifespans(&self) -> Result<LifespansResponse, AdminError> {
+        self.call(routes::LIFESPANS, self.request(routes::LIFESPANS, routes::LIFESPANS.template)).await
     }
 
     /// The audit log, newest first.

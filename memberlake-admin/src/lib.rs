@@ -25,11 +25,12 @@ pub use memberlake_records::ids::{AdvertiserId, FileId};
 pub use memberlake_records::records::RejectReason;
 pub use memberlake_records::states::{FileState, RangeState};
 pub use requests::{
-    parse_file_id, InvalidRequest, LimitQuery, ListFilesQuery, Listing, Rollback, SetPriority, SetWeight, Validate,
+    parse_file_id, InvalidRequest, LimitQuery, ListFilesQuery, Listing, Rollback, SetLifespan, SetPriority, SetWeight,
+    Validate, LIFESPAN_SECS,
 };
 pub use routes::{PathId, Route};
 pub use views::{
-    ActionsResponse, ErrorBody, ErrorDetail, FileDetailView, FileResponse, FileView, FilesResponse, MinuteRowsView,
-    OperatorActionView, OverviewView, RangeCountsView, RangeErrorView, ReasonCountView, RejectionSampleView,
-    RetryResponse, RollbackResponse, VersionView, WeightResponse,
+    ActionsResponse, ErrorBody, ErrorDetail, FileDetailView, FileResponse, FileView, FilesResponse, LifespanView,
+    LifespansResponse, MinuteRowsView, OperatorActionView, OverviewView, RangeCountsView, RangeErrorView,
+    ReasonCountView, RejectionSampleView, RetryResponse, RollbackResponse, VersionView, WeightResponse,
 };

@@ -1,13 +1,15 @@
 //! What a caller sends: query strings and bodies, each rejecting unknown fields (a misspelled
 //! setting is a 400, not silently ignored), and the rules on their values as [`Validate`], so
 //! that the server and [`AdminClient`](crate::AdminClient) check the same thing; a listing's
-//! `limit` through [`Listing`].
+//! `limit` through [`Listing`]. The OpenAPI schemas of the values are built from the same
+//! constants (the `*_schema` functions), so the document states what is checked.
 
 use std::ops::RangeInclusive;
 
 use memberlake_records::ids::{AdvertiserId, FileId};
 use memberlake_records::states::FileState;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 
 /// Listings return this many entries when no `limit` is given.
 pub const DEFAULT_LIMIT: u32 = 100;
@@ -17,6 +19,8 @@ pub const LIMITS: RangeInclusive<u32> = 1..=1000;
 pub const PRIORITIES: RangeInclusive<i32> = -1_000_000..=1_000_000;
 /// The largest advertiser weight; a weight must also be above 0 (1 is neutral).
 pub const MAX_WEIGHT: f64 = 1e6;
+/// The accepted list lifespans, in seconds: a second to a hundred years.
+pub const LIFESPAN_SECS: RangeInclusive<u64> = 1..=100 * 365 * 86_400;
 
 /// A request value out of its range; the message says what is accepted, never echoes input
 /// other than an id.
@@ -30,6 +34,8 @@ pub enum InvalidRequest {
     Weight,
     #[error("file id must be a positive integer, got {0:?}")]
     FileId(String),
+    #[error("lifespan_secs must be 1..=3153600000 (a hundred years), or null for unlimited")]
+    Lifespan,
 }
 
 /// The rules on a request's values, beyond its shape.
@@ -39,7 +45,85 @@ pub trait Validate {
 
 /// A file id from a path segment or a command line: a positive integer.
 pub fn parse_file_id(raw: &str) -> Result<FileId, InvalidRequest> {
-    raw.parse::<i64>().ok().filter(|id| *id > 0).map(FileId).ok_or_else(|| InvalidRequest::FileId(raw.to_owned()))
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id >= FileId::MIN)
+        .map(FileId)
+        .ok_or_else(|| InvalidRequest::FileId(raw.to_owned()))
+}
+
+/// An integer of a body as the document's `type: integer` admits one (JSON Schema: a number with
+/// no fractional part): `5` or `5.0`, which many JSON encoders cannot tell apart; not `5.5`.
+/// Out of `T`'s range is an error, as it is for serde's own integers.
+struct Integral<T>(T);
+
+impl<'de, T: TryFrom<i64>> Deserialize<'de> for Integral<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, Unexpected};
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = i64;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an integer")
+            }
+            fn visit_i64<E: Error>(self, v: i64) -> Result<i64, E> {
+                Ok(v)
+            }
+            fn visit_u64<E: Error>(self, v: u64) -> Result<i64, E> {
+                i64::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+            }
+            fn visit_f64<E: Error>(self, v: f64) -> Result<i64, E> {
+                // No fraction, and in [-2^63, 2^63): an i64 exactly.
+                let integral = v.fract() == 0.0 && (i64::MIN as f64..-(i64::MIN as f64)).contains(&v);
+                integral.then_some(v as i64).ok_or_else(|| E::invalid_type(Unexpected::Float(v), &self))
+            }
+        }
+        let v = d.deserialize_any(Visitor)?;
+        T::try_from(v).map(Self).map_err(|_| D::Error::invalid_value(Unexpected::Signed(v), &"an integer in range"))
+    }
+}
+
+fn integral<'de, D: Deserializer<'de>, T: TryFrom<i64>>(d: D) -> Result<T, D::Error> {
+    Integral::deserialize(d).map(|Integral(v)| v)
+}
+
+fn integral_file_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<FileId>, D::Error> {
+    Ok(Option::<Integral<i64>>::deserialize(d)?.map(|Integral(v)| FileId(v)))
+}
+
+fn integer(format: KnownFormat) -> ObjectBuilder {
+    ObjectBuilder::new().schema_type(Type::Integer).format(Some(SchemaFormat::KnownFormat(format)))
+}
+
+/// A listing's `limit`: [`LIMITS`], default [`DEFAULT_LIMIT`].
+fn limit_schema() -> ObjectBuilder {
+    integer(KnownFormat::Int32)
+        .minimum(Some(*LIMITS.start()))
+        .maximum(Some(*LIMITS.end()))
+        .default(Some(DEFAULT_LIMIT.into()))
+        .description(Some(format!("At most this many entries, {}..={}", LIMITS.start(), LIMITS.end())))
+}
+
+/// An operator priority: [`PRIORITIES`].
+fn priority_schema() -> ObjectBuilder {
+    integer(KnownFormat::Int32)
+        .minimum(Some(*PRIORITIES.start()))
+        .maximum(Some(*PRIORITIES.end()))
+        .description(Some(
+            "Higher runs first; at or above `MEMBERLAKE_URGENT_PRIORITY` the file takes the express lane",
+        ))
+        .examples([5])
+}
+
+/// An advertiser weight: above 0, at most [`MAX_WEIGHT`].
+fn weight_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::Number)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Double)))
+        .exclusive_minimum(Some(0.0))
+        .maximum(Some(MAX_WEIGHT))
+        .description(Some("The advertiser's weight in the effective priority; 1 is neutral"))
+        .examples([2.0])
 }
 
 /// A listing's query: its `limit` is checked here, in one place.
@@ -67,15 +151,15 @@ impl<T: Listing> Validate for T {
 pub struct ListFilesQuery {
     /// Only files in this state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[param(value_type = Option<String>, example = "ingesting")]
+    #[param(example = "ingesting")]
     pub state: Option<FileState>,
     /// Only this advertiser's files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[param(value_type = Option<String>, example = "acme")]
+    #[param(example = "acme")]
     pub advertiser_id: Option<AdvertiserId>,
     /// 1..=1000, default 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[param(minimum = 1, maximum = 1000)]
+    #[param(schema_with = limit_schema)]
     pub limit: Option<u32>,
 }
 
@@ -92,7 +176,7 @@ impl Listing for ListFilesQuery {
 pub struct LimitQuery {
     /// 1..=1000, default 100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[param(minimum = 1, maximum = 1000)]
+    #[param(schema_with = limit_schema)]
     pub limit: Option<u32>,
 }
 
@@ -108,7 +192,8 @@ impl Listing for LimitQuery {
 pub struct SetPriority {
     /// Higher runs first; at or above `MEMBERLAKE_URGENT_PRIORITY` the file takes the express
     /// lane. -1000000..=1000000.
-    #[schema(minimum = -1_000_000, maximum = 1_000_000, example = 5)]
+    #[serde(deserialize_with = "integral")]
+    #[schema(schema_with = priority_schema)]
     pub priority: i32,
 }
 
@@ -123,7 +208,7 @@ impl Validate for SetPriority {
 #[serde(deny_unknown_fields)]
 pub struct SetWeight {
     /// The advertiser's weight in the effective priority: (0, 1000000], 1 = neutral.
-    #[schema(exclusive_minimum = 0, maximum = 1_000_000, example = 2.0)]
+    #[schema(schema_with = weight_schema)]
     pub weight: f64,
 }
 
@@ -134,6 +219,45 @@ impl Validate for SetWeight {
     }
 }
 
+/// A list lifespan in seconds: [`LIFESPAN_SECS`], or null.
+fn lifespan_schema() -> ObjectBuilder {
+    integer(KnownFormat::Int64)
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([Type::Integer, Type::Null]))
+        .minimum(Some(*LIFESPAN_SECS.start()))
+        .maximum(Some(*LIFESPAN_SECS.end()))
+        .description(Some(format!(
+            "Seconds an advertiser's list keeps matching after its upload, {}..={}; null: unlimited",
+            LIFESPAN_SECS.start(),
+            LIFESPAN_SECS.end()
+        )))
+}
+
+/// Body of [`SET_LIFESPAN`](crate::routes::SET_LIFESPAN): how long an advertiser's list keeps
+/// matching after its upload. Past it, every lookup of the list answers "not a member" until
+/// the advertiser uploads a fresh one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetLifespan {
+    /// Seconds (1 to a hundred years), or null for unlimited (the default). Required: a body
+    /// without it is a 400 rather than a silent "unlimited".
+    #[serde(deserialize_with = "integral_lifespan")]
+    #[schema(schema_with = lifespan_schema, required = true)]
+    pub lifespan_secs: Option<u64>,
+}
+
+fn integral_lifespan<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(Option::<Integral<i64>>::deserialize(d)?.map(|Integral(v)| u64::try_from(v).unwrap_or(0)))
+}
+
+impl Validate for SetLifespan {
+    fn validate(&self) -> Result<(), InvalidRequest> {
+        match self.lifespan_secs {
+            Some(secs) if !LIFESPAN_SECS.contains(&secs) => Err(InvalidRequest::Lifespan),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Body of [`ROLLBACK`](crate::routes::ROLLBACK), which may be left out: no body, an empty one
 /// or `{}` restores the version active before the current one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -141,15 +265,14 @@ impl Validate for SetWeight {
 pub struct Rollback {
     /// The version (its file id) whose member set to restore; absent or null: the version that
     /// was active before the current one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<i64>, minimum = 1, example = 41)]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "integral_file_id")]
     pub to: Option<FileId>,
 }
 
 impl Validate for Rollback {
     fn validate(&self) -> Result<(), InvalidRequest> {
         match self.to {
-            Some(FileId(id)) if id <= 0 => Err(InvalidRequest::FileId(id.to_string())),
+            Some(FileId(id)) if id < FileId::MIN => Err(InvalidRequest::FileId(id.to_string())),
             _ => Ok(()),
         }
     }
@@ -168,6 +291,25 @@ mod tests {
         assert_eq!(LimitQuery { limit: Some(1001) }.validate(), Err(InvalidRequest::Limit));
         let files = ListFilesQuery { limit: Some(5000), ..Default::default() };
         assert_eq!(files.validate().unwrap_err().to_string(), "limit must be 1..=1000");
+    }
+
+    #[test]
+    fn lifespans() {
+        let parse = |s: &str| serde_json::from_str::<SetLifespan>(s);
+        assert_eq!(parse(r#"{"lifespan_secs": 86400}"#).unwrap(), SetLifespan { lifespan_secs: Some(86_400) });
+        assert_eq!(parse(r#"{"lifespan_secs": 86400.0}"#).unwrap(), SetLifespan { lifespan_secs: Some(86_400) });
+        assert_eq!(parse(r#"{"lifespan_secs": null}"#).unwrap(), SetLifespan { lifespan_secs: None });
+        assert!(parse("{}").is_err(), "the field is required: unlimited must be asked for");
+        assert!(parse(r#"{"lifespan_secs": 1.5}"#).is_err());
+        assert!(parse(r#"{"lifespan_secs": 5, "x": 1}"#).is_err());
+        for ok in [Some(1), Some(*LIFESPAN_SECS.end()), None] {
+            assert_eq!(SetLifespan { lifespan_secs: ok }.validate(), Ok(()));
+        }
+        for bad in [0, LIFESPAN_SECS.end() + 1] {
+            assert_eq!(SetLifespan { lifespan_secs: Some(bad) }.validate(), Err(InvalidRequest::Lifespan));
+        }
+        // A negative number is refused too (it deserializes to 0).
+        assert_eq!(parse(r#"{"lifespan_secs": -5}"#).unwrap().validate(), Err(InvalidRequest::Lifespan));
     }
 
     #[test]
@@ -201,6 +343,14 @@ mod tests {
         let err = serde_json::from_str::<SetPriority>(r#"{"priority": 1, "prio": 2}"#).unwrap_err().to_string();
         assert!(err.contains("unknown field `prio`"), "{err}");
         assert!(serde_json::from_str::<SetPriority>(r#"{"priority": "high"}"#).is_err());
+        // JSON Schema's integers, as the document states them: no fractional part.
+        assert_eq!(
+            serde_json::from_str::<SetPriority>(r#"{"priority": -432.0}"#).unwrap(),
+            SetPriority { priority: -432 }
+        );
+        for bad in ["5.5", "1e300", "2147483648", "-2147483649", "true", "null"] {
+            assert!(serde_json::from_str::<SetPriority>(&format!(r#"{{"priority": {bad}}}"#)).is_err(), "{bad}");
+        }
         assert!(serde_json::from_str::<SetPriority>(r#"{}"#).is_err());
         assert_eq!(serde_json::from_str::<SetWeight>(r#"{"weight": 2}"#).unwrap(), SetWeight { weight: 2.0 });
         let err = serde_json::from_str::<SetWeight>(r#"{"weight": 2, "advertiser": "x"}"#).unwrap_err().to_string();
@@ -209,7 +359,14 @@ mod tests {
 
     #[test]
     fn a_rollback_names_a_version_or_none() {
-        for (wire, to) in [("{}", None), (r#"{"to": null}"#, None), (r#"{"to": 41}"#, Some(FileId(41)))] {
+        for (wire, to) in [
+            ("{}", None),
+            (r#"{"to": null}"#, None),
+            (r#"{"to": 41}"#, Some(FileId(41))),
+            (r#"{"to": 41.0}"#, Some(FileId(41))),
+            // Read exactly (serde_json's `float_roundtrip`), not one unit in the last place off.
+            (r#"{"to": 2251799813685247.0}"#, Some(FileId(2_251_799_813_685_247))),
+        ] {
             let body: Rollback = serde_json::from_str(wire).unwrap();
             assert_eq!((body, body.validate()), (Rollback { to }, Ok(())), "{wire}");
         }

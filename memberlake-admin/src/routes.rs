@@ -91,6 +91,11 @@ pub const APPROVE: Route = Route::file(Method::Post, "/admin/v1/files/{id}/appro
 pub const REJECT: Route = Route::file(Method::Post, "/admin/v1/files/{id}/reject");
 /// Sets an advertiser's weight ([`SetWeight`](crate::SetWeight)).
 pub const SET_WEIGHT: Route = Route::advertiser(Method::Put, "/admin/v1/advertisers/{id}/weight");
+/// Sets how long an advertiser's list keeps matching after its upload
+/// ([`SetLifespan`](crate::SetLifespan)).
+pub const SET_LIFESPAN: Route = Route::advertiser(Method::Put, "/admin/v1/advertisers/{id}/lifespan");
+/// Every advertiser with a lifespan, with its active list's expiry.
+pub const LIFESPANS: Route = Route::new(Method::Get, "/admin/v1/lifespans");
 /// Rolls an advertiser back to an earlier version ([`Rollback`](crate::Rollback)), as a new
 /// version.
 pub const ROLLBACK: Route = Route::advertiser(Method::Post, "/admin/v1/advertisers/{id}/rollback");
@@ -103,7 +108,7 @@ pub const OVERVIEW: Route = Route::new(Method::Get, "/admin/v1/overview");
 pub const OPENAPI: Route = Route::new(Method::Get, "/admin/v1/openapi.json");
 
 /// Every route of the admin API.
-pub const ALL: [Route; 14] = [
+pub const ALL: [Route; 16] = [
     FILES,
     FILE,
     SET_PRIORITY,
@@ -114,6 +119,8 @@ pub const ALL: [Route; 14] = [
     APPROVE,
     REJECT,
     SET_WEIGHT,
+    SET_LIFESPAN,
+    LIFESPANS,
     ROLLBACK,
     ACTIONS,
     OVERVIEW,

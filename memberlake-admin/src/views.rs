@@ -7,14 +7,11 @@ use memberlake_records::ids::{AdvertiserId, FileId};
 use memberlake_records::records::RejectReason;
 use memberlake_records::states::FileState;
 use serde::{Deserialize, Serialize};
-use utoipa::openapi::schema::{ObjectBuilder, Type};
 
 /// A registered lake object and its progress.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FileView {
-    #[schema(value_type = i64, example = 42)]
     pub file_id: FileId,
-    #[schema(value_type = String, example = "acme")]
     pub advertiser_id: AdvertiserId,
     #[schema(example = "advertisers/acme/members.csv")]
     pub object_key: String,
@@ -23,7 +20,6 @@ pub struct FileView {
     /// `none`, `gzip` or `zstd` (a compressed file is one range).
     #[schema(example = "none")]
     pub compression: String,
-    #[schema(schema_with = file_state_schema)]
     pub state: FileState,
     /// Operator priority (higher runs first).
     pub priority: i32,
@@ -52,10 +48,8 @@ pub struct VersionView {
     /// `changes` (writes only what changed) or `rows` (a legacy version, ingested before).
     pub store_format: String,
     /// The version it was diffed against (`null`: written in full).
-    #[schema(value_type = Option<i64>)]
     pub base_version: Option<FileId>,
     /// The version that replaced it as active.
-    #[schema(value_type = Option<i64>)]
     pub superseded_by: Option<FileId>,
     /// Its manifest has `2^bucket_bits` hash buckets.
     pub bucket_bits: Option<i16>,
@@ -77,19 +71,10 @@ pub struct VersionView {
     pub held_reason: Option<String>,
     pub activated_at: Option<DateTime<Utc>>,
     /// A rollback: the earlier version whose member set it restores.
-    #[schema(value_type = Option<i64>)]
     pub rollback_of: Option<FileId>,
     /// When its manifest passed its retention: from then on it can be neither restored by a
     /// rollback nor retried.
     pub manifest_expired_at: Option<DateTime<Utc>>,
-}
-
-/// `FileState`'s wire names, from the type itself.
-fn file_state_schema() -> ObjectBuilder {
-    ObjectBuilder::new()
-        .schema_type(Type::String)
-        .enum_values(Some(FileState::ALL.map(FileState::as_str)))
-        .description(Some("The file's lifecycle state"))
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -143,7 +128,6 @@ pub struct RangeErrorView {
 pub struct RejectionSampleView {
     /// Byte offset in the (decompressed) object.
     pub offset: u64,
-    #[schema(value_type = String, example = "missing_at")]
     pub reason: RejectReason,
 }
 
@@ -178,9 +162,27 @@ pub struct RollbackResponse {
 /// [`SET_WEIGHT`](crate::routes::SET_WEIGHT): the weight now in force.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WeightResponse {
-    #[schema(value_type = String, example = "acme")]
     pub advertiser_id: AdvertiserId,
     pub weight: f64,
+}
+
+/// An advertiser's list lifespan ([`SET_LIFESPAN`](crate::routes::SET_LIFESPAN),
+/// [`LIFESPANS`](crate::routes::LIFESPANS)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LifespanView {
+    pub advertiser_id: AdvertiserId,
+    /// Seconds the list keeps matching after its upload; null: unlimited.
+    pub lifespan_secs: Option<u64>,
+    /// When the active list stops (or stopped) matching; null: never, or no active list.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The active list is past its lifespan: every lookup answers "not a member".
+    pub expired: bool,
+}
+
+/// [`LIFESPANS`](crate::routes::LIFESPANS): every advertiser with a lifespan, by id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LifespansResponse {
+    pub lifespans: Vec<LifespanView>,
 }
 
 /// [`ACTIONS`](crate::routes::ACTIONS): the audit log, newest first.
@@ -197,8 +199,8 @@ pub struct OperatorActionView {
     /// The token's name (`name:secret` in `MEMBERLAKE_ADMIN_TOKENS`).
     #[schema(example = "ops")]
     pub actor: String,
-    /// `prioritize`, `pause`, `resume`, `cancel`, `retry`, `approve`, `reject`, `rollback` or
-    /// `weight`.
+    /// `prioritize`, `pause`, `resume`, `cancel`, `retry`, `approve`, `reject`, `rollback`,
+    /// `weight` or `lifespan`.
     #[schema(example = "prioritize")]
     pub action: String,
     /// `file:<id>` or `advertiser:<id>`.

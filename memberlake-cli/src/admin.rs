@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use indicatif::HumanBytes;
 use memberlake_admin::{
-    parse_file_id, ActionsResponse, AdminClient, AdvertiserId, FileDetailView, FileId, FileState, FileView, LimitQuery,
-    ListFilesQuery,
+    parse_file_id, ActionsResponse, AdminClient, AdvertiserId, FileDetailView, FileId, FileState, FileView,
+    LifespanView, LimitQuery, ListFilesQuery,
 };
 use serde::Serialize;
 
@@ -97,6 +97,15 @@ pub enum AdminCommand {
     },
     /// Set an advertiser's weight in the effective priority (1 = neutral).
     Weight { advertiser: AdvertiserId, weight: f64 },
+    /// List lifespans: with no argument, every advertiser that has one and when its active list
+    /// stops (or stopped) matching; with an advertiser and a duration (`540d`, `30d`, `12h`) or
+    /// `unlimited`, sets that advertiser's. Past its lifespan, a list matches nobody until the
+    /// advertiser uploads a fresh one.
+    Lifespan {
+        advertiser: Option<AdvertiserId>,
+        #[arg(value_parser = parse_lifespan, requires = "advertiser")]
+        lifespan: Option<Lifespan>,
+    },
     /// The operator audit log.
     Actions {
         /// 1..=1000
@@ -149,6 +158,18 @@ pub async fn run(args: AdminArgs, command: AdminCommand) -> Result<(), Failed> {
                 println!("advertiser {}: weight {}", r.advertiser_id, r.weight)
             })
         }
+        AdminCommand::Lifespan { advertiser: Some(advertiser), lifespan: Some(Lifespan(secs)) } => {
+            show(json, &client.set_lifespan(&advertiser, secs).await?, |l| {
+                print!("{}", lifespans_table(std::slice::from_ref(l)))
+            })
+        }
+        AdminCommand::Lifespan { advertiser, .. } => {
+            let mut all = client.lifespans().await?;
+            if let Some(advertiser) = advertiser {
+                all.lifespans.retain(|l| l.advertiser_id == advertiser);
+            }
+            show(json, &all, |r| print!("{}", lifespans_table(&r.lifespans)))
+        }
         AdminCommand::Actions { limit } => {
             show(json, &client.actions(&LimitQuery { limit: Some(limit) }).await?, print_actions)
         }
@@ -168,6 +189,64 @@ fn show<T: Serialize>(json: bool, response: &T, table: impl FnOnce(&T)) -> anyho
         table(response);
     }
     Ok(())
+}
+
+/// A list lifespan on the command line: seconds, `None` for unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifespan(Option<u64>);
+
+fn parse_lifespan(s: &str) -> Result<Lifespan, String> {
+    if matches!(s.trim(), "unlimited" | "none") {
+        return Ok(Lifespan(None));
+    }
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let unit_secs = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("invalid lifespan {s:?}: expected e.g. 540d, 12h, 90m, or `unlimited`")),
+    };
+    let secs = number.parse::<u64>().ok().and_then(|n| n.checked_mul(unit_secs)).unwrap_or(0);
+    if !memberlake_admin::LIFESPAN_SECS.contains(&secs) {
+        return Err(format!("lifespan {s:?} out of range: from 1s to 36500d, or `unlimited`"));
+    }
+    Ok(Lifespan(Some(secs)))
+}
+
+/// Advertisers' lifespans: how long, until when, and whether the list matches nobody now.
+fn lifespans_table(lifespans: &[LifespanView]) -> String {
+    use Align::{Left, Right};
+    let columns = [("advertiser", Left), ("lifespan", Right), ("expires", Left), ("state", Left)];
+    let rows = lifespans
+        .iter()
+        .map(|l| {
+            vec![
+                l.advertiser_id.to_string(),
+                l.lifespan_secs.map_or("unlimited".to_owned(), human_secs),
+                l.expires_at.map_or("-".to_owned(), |t| t.format(TIME).to_string()),
+                match (l.expires_at, l.expired) {
+                    (_, true) => "expired".to_owned(),
+                    (Some(_), false) => "matching".to_owned(),
+                    (None, false) if l.lifespan_secs.is_some() => "no active list".to_owned(),
+                    (None, false) => "matching".to_owned(),
+                },
+            ]
+        })
+        .collect();
+    table(&columns, rows)
+}
+
+/// `540d`, `12h`, `90s`: the largest unit that divides the seconds.
+fn human_secs(secs: u64) -> String {
+    match secs {
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 fn print_files(files: &[FileView]) {
@@ -336,7 +415,13 @@ fn print_actions(r: &ActionsResponse) {
         .actions
         .iter()
         .map(|a| {
-            vec![a.at.format(TIME).to_string(), a.actor.clone(), a.action.to_string(), a.target.to_string(), a.details.to_string()]
+            vec![
+                a.at.format(TIME).to_string(),
+                a.actor.clone(),
+                a.action.to_string(),
+                a.target.to_string(),
+                a.details.to_string(),
+            ]
         })
         .collect();
     print!("{}", table(&columns, rows));
@@ -486,6 +571,21 @@ mod tests {
             rollback_of: None,
             manifest_expired_at: None,
         }
+    }
+
+    #[test]
+    fn lifespans_parse_and_print() {
+        assert_eq!(parse_lifespan("540d"), Ok(Lifespan(Some(540 * 86_400))));
+        assert_eq!(parse_lifespan("12h"), Ok(Lifespan(Some(12 * 3600))));
+        assert_eq!(parse_lifespan("90"), Ok(Lifespan(Some(90))));
+        assert_eq!(parse_lifespan("unlimited"), Ok(Lifespan(None)));
+        for bad in ["0d", "1y", "-5d", "", "99999999999999999999d", "36501d"] {
+            assert!(parse_lifespan(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            (human_secs(540 * 86_400), human_secs(7200), human_secs(61)),
+            ("540d".into(), "2h".into(), "61s".into())
+        );
     }
 
     #[test]

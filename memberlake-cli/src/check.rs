@@ -125,13 +125,9 @@ pub async fn run(args: CheckArgs) -> Result<(), Failed> {
 
 /// The active version of `advertiser` and where its manifest is, or `None` (no active version,
 /// or a legacy one without a manifest: said on stderr).
-async fn active_base(
-    args: &CheckArgs,
-    advertiser: &AdvertiserId,
-) -> Result<Option<Base>, Failed> {
-    let catalog = Catalog::open(&DatabaseArgs { database_max_connections: 1, ..args.database.clone() })
-        .await
-        .map_err(|e| {
+async fn active_base(args: &CheckArgs, advertiser: &AdvertiserId) -> Result<Option<Base>, Failed> {
+    let catalog =
+        Catalog::open(&DatabaseArgs { database_max_connections: 1, ..args.database.clone() }).await.map_err(|e| {
             let exit = if e.is_transient() { Exit::Unavailable } else { Exit::Failure };
             Failed::new(exit, anyhow::Error::new(e).context("reading the active version from Postgres"))
         })?;
@@ -193,7 +189,8 @@ async fn dry_run(
             }
             Ok::<_, anyhow::Error>(spill.finish(scratch).await?)
         };
-        let (read, parts) = tokio::join!(read_range(lake, &object, *range, memberlake::ingest::DEFAULT_BLOCK_SIZE as usize, tx), spill);
+        let (read, parts) =
+            tokio::join!(read_range(lake, &object, *range, memberlake::ingest::DEFAULT_BLOCK_SIZE as usize, tx), spill);
         let (report, _) = read?;
         add_range(&mut findings, &report);
         runs.extend((0..parts?).map(|part| objects.dir.run(index, part)));

@@ -65,7 +65,12 @@ async fn main() -> std::process::ExitCode {
         Command::Check(args) => check::run(args).await,
         Command::Admin(command) => admin::run(cli.admin, command).await,
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "memberlake", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "memberlake",
+                &mut std::io::stdout(),
+            );
             Ok(())
         }
     };

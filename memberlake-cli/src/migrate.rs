@@ -33,9 +33,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
     if args.postgres_only {
         return Ok(());
     }
-    let session = store::connect_session(&args.store)
-        .await
-        .context("connecting to the CQL store")?;
+    let session = store::connect_session(&args.store).await.context("connecting to the CQL store")?;
     let applied = schema::migrate_cql(&session, &args.store.scylla_keyspace, &args.replication)
         .await
         .context("migrating the CQL keyspace")?;
@@ -48,11 +46,11 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
 /// reached — trying again later may work — else a failure (1), with the error chain (which says
 /// which setting to fix when a server refused the connection).
 pub fn failed(error: anyhow::Error) -> crate::outcome::Failed {
-    use memberlake::error::Classify;
     use crate::outcome::{Exit, Failed};
+    use memberlake::error::Classify;
     let transient = error.chain().any(|e| {
         e.downcast_ref::<memberlake::catalog::CatalogError>().is_some_and(|c| c.is_transient())
-            || e.downcast_ref::<memberlake::store::StoreError>().is_some_and(|s| s.is_transient())
+            || e.downcast_ref::<store::StoreError>().is_some_and(|s| s.is_transient())
     });
     Failed::new(if transient { Exit::Unavailable } else { Exit::Failure }, error)
 }

@@ -41,7 +41,8 @@ pub enum Exit {
 }
 
 /// The table for `--help`.
-pub const EXIT_CODES: &str = "Exit codes: 0 done · 1 unexpected failure · 2 bad arguments · 3 a server is unreachable or \
+pub const EXIT_CODES: &str =
+    "Exit codes: 0 done · 1 unexpected failure · 2 bad arguments · 3 a server is unreachable or \
 unavailable (retry later) · 4 not found · 5 refused (state or value) · 6 token missing, wrong or rate-limited · \
 7 (wait) the file failed or was cancelled · 8 (wait) the version is held for an operator · 9 (check) the list \
 would be held · 10 (check) the list would fail";

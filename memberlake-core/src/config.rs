@@ -330,6 +330,7 @@ pub fn mask_secret(value: &str) -> String {
 pub fn start<T: clap::Parser>(service: &str, log: impl Fn(&T) -> &LogArgs) -> T {
     let (args, settings) = parse::<T>();
     crate::telemetry::init(log(&args));
+    crate::telemetry::catalogue::record_build_info(service);
     log_effective_config(service, &settings);
     args
 }

@@ -53,7 +53,8 @@ fn provider() -> Arc<CryptoProvider> {
 fn load_certs(setting: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, SettingsError> {
     let pem = |detail: String| SettingsError::Pem { setting, path: path.to_owned(), what: "PEM certificate", detail };
     let bytes = std::fs::read(path).map_err(|source| SettingsError::Read { setting, path: path.to_owned(), source })?;
-    let certs = CertificateDer::pem_slice_iter(&bytes).collect::<Result<Vec<_>, _>>().map_err(|e| pem(e.to_string()))?;
+    let certs =
+        CertificateDer::pem_slice_iter(&bytes).collect::<Result<Vec<_>, _>>().map_err(|e| pem(e.to_string()))?;
     if certs.is_empty() {
         return Err(pem("no -----BEGIN CERTIFICATE----- block".into()));
     }
@@ -284,16 +285,27 @@ pub fn cql_hint(error_text: &str, args: &StoreArgs) -> Option<String> {
                 .into(),
         );
     }
-    if tls && (text.contains("InvalidContentType") || text.contains("corrupt message") || text.contains("HandshakeFailure"))
+    if tls
+        && (text.contains("InvalidContentType")
+            || text.contains("corrupt message")
+            || text.contains("HandshakeFailure"))
     {
         return Some(
             "the CQL port does not speak TLS: unset MEMBERLAKE_SCYLLA_TLS_CA_FILE or list the nodes' TLS port".into(),
         );
     }
     if !tls
-        && ["Connection reset", "connection reset", "Broken pipe", "broken pipe", "unexpected end", "early eof", "closed"]
-            .iter()
-            .any(|t| text.contains(t))
+        && [
+            "Connection reset",
+            "connection reset",
+            "Broken pipe",
+            "broken pipe",
+            "unexpected end",
+            "early eof",
+            "closed",
+        ]
+        .iter()
+        .any(|t| text.contains(t))
     {
         return Some(
             "the CQL nodes closed the connection: if they require TLS (client_encryption_options), set \
@@ -319,7 +331,9 @@ mod tests {
     fn a_secret_file_loses_one_trailing_newline_only() {
         let dir = std::env::temp_dir().join(format!("memberlake-secret-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        for (content, want) in [("hunter2\n", "hunter2"), ("hunter2\r\n", "hunter2"), ("a b \n\n", "a b \n"), ("x", "x")] {
+        for (content, want) in
+            [("hunter2\n", "hunter2"), ("hunter2\r\n", "hunter2"), ("a b \n\n", "a b \n"), ("x", "x")]
+        {
             let path = dir.join("s");
             std::fs::write(&path, content).unwrap();
             assert_eq!(read_secret("S", &path).unwrap(), want);

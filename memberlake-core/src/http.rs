@@ -68,7 +68,7 @@ async fn readyz(State(checks): State<Arc<Vec<ReadinessCheck>>>) -> Response {
     let results = futures::future::join_all(checks.iter().map(|c| {
         let fut = (c.check)();
         async move {
-            let outcome = tokio::time::timeout(std::time::Duration::from_secs(2), fut)
+            let outcome = tokio::time::timeout(Duration::from_secs(2), fut)
                 .await
                 .unwrap_or_else(|_| Err("timed out after 2s".into()));
             (c.name, outcome)

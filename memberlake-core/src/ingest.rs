@@ -19,6 +19,7 @@ use rayon::prelude::*;
 use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
 use tokio_util::io::{ReaderStream, StreamReader};
+use tracing::Instrument;
 
 use crate::catalog::{RangeReport, RejectionSample, MAX_REJECTION_SAMPLES};
 use crate::ids::EmailHash;
@@ -60,8 +61,10 @@ pub async fn read_range(
     let source = open_range(lake, object, range).await?;
     let (block_tx, block_rx) = mpsc::channel::<ScanItem>(2);
     let range = source.range;
-    let (read_secs, (report, hash_secs)) =
-        tokio::join!(scan_stage(source, block_size, block_tx), hash_stage(block_rx, range, hashes));
+    // A span per stage: in an exported trace, a worker's range shows where its time went.
+    let scan = scan_stage(source, block_size, block_tx).instrument(tracing::info_span!("read"));
+    let hash = hash_stage(block_rx, range, hashes).instrument(tracing::info_span!("hash"));
+    let (read_secs, (report, hash_secs)) = tokio::join!(scan, hash);
     Ok((report, ReadTimings { read_secs: read_secs?, hash_secs }))
 }
 
@@ -193,7 +196,9 @@ async fn hash_stage(
         }
     }
     metrics::counter!("memberlake_worker_rows_hashed_total").increment(report.rows);
-    metrics::counter!("memberlake_worker_rows_rejected_total").increment(report.rejected);
+    for (reason, rows) in &report.rejected_by_reason {
+        metrics::counter!("memberlake_worker_rows_rejected_total", "reason" => reason.as_str()).increment(*rows);
+    }
     (report, hash_secs)
 }
 
@@ -221,4 +226,3 @@ fn decompress(
         })
     })
 }
-

@@ -498,7 +498,9 @@ pub async fn connect_session(args: &crate::config::StoreArgs) -> Result<Session,
     let mut builder = SessionBuilder::new()
         .known_nodes(&args.scylla_nodes)
         .connection_timeout(args.scylla_timeout.max(Duration::from_secs(3)));
-    if let Some((user, password)) = crate::connect::cql_credentials(args).map_err(|e| StoreError::Settings(Box::new(e)))? {
+    if let Some((user, password)) =
+        crate::connect::cql_credentials(args).map_err(|e| StoreError::Settings(Box::new(e)))?
+    {
         builder = builder.user(user, password);
     }
     if let Some(tls) = crate::connect::cql_tls(args).map_err(|e| StoreError::Settings(Box::new(e)))? {
@@ -508,9 +510,8 @@ pub async fn connect_session(args: &crate::config::StoreArgs) -> Result<Session,
         // Token-aware within the local datacenter, never failing over to a remote one: a
         // LOCAL_QUORUM request sent to a remote coordinator would be served by that DC.
         let policy = DefaultPolicy::builder().prefer_datacenter(dc.clone()).permit_dc_failover(false).build();
-        let profile = scylla::client::execution_profile::ExecutionProfile::builder()
-            .load_balancing_policy(policy)
-            .build();
+        let profile =
+            scylla::client::execution_profile::ExecutionProfile::builder().load_balancing_policy(policy).build();
         builder = builder.default_execution_profile_handle(profile.into_handle());
     }
     builder.build().await.map_err(|source| {
@@ -671,7 +672,8 @@ impl MembershipStore {
                 self.session.batch(&self.batch_of(statement, many.len()), values).await.map(drop)
             }
         }
-        .map_err(StoreError::execute(operation))?;
+        .map_err(StoreError::execute(operation))
+        .inspect_err(|_| metrics::counter!("memberlake_store_errors_total", "request" => "write").increment(1))?;
         metrics::histogram!("memberlake_store_write_seconds").record(started.elapsed().as_secs_f64());
         metrics::counter!("memberlake_store_rows_written_total", "op" => operation).increment(hashes.len() as u64);
         if hashes.len() > 1 {
@@ -787,8 +789,9 @@ impl MembershipStore {
         let started = Instant::now();
         let result = tokio::time::timeout(self.timeout, self.session.execute_unpaged(statement, (&h.0[..],)))
             .await
-            .map_err(|_| StoreError::Timeout { operation: "read", timeout: self.timeout })?
-            .map_err(StoreError::execute("read"))?;
+            .map_err(|_| StoreError::Timeout { operation: "read", timeout: self.timeout })
+            .and_then(|r| r.map_err(StoreError::execute("read")))
+            .inspect_err(|_| metrics::counter!("memberlake_store_errors_total", "request" => "read").increment(1))?;
         let rows = result.into_rows_result().map_err(StoreError::decode("read"))?;
         let out = rows
             .rows::<R>()
@@ -1001,7 +1004,11 @@ mod tests {
                 source: Box::new(NextRowError::RowDeserializationError(DeserializationError::new(std::fmt::Error))),
             },
             StoreError::Keyspace { source: Box::new(crate::schema::quote_identifier("no-dashes").unwrap_err()) },
-            StoreError::Connect { nodes: String::new(), hint: None, source: Box::new(NewSessionError::EmptyKnownNodesList) },
+            StoreError::Connect {
+                nodes: String::new(),
+                hint: None,
+                source: Box::new(NewSessionError::EmptyKnownNodesList),
+            },
             StoreError::Prepare {
                 statement: "SELEC".into(),
                 source: Box::new(PrepareError::AllAttemptsFailed {
@@ -1017,7 +1024,7 @@ mod tests {
     fn a_store_error_stays_small() {
         // Every row a worker writes returns a `Result<(), StoreError>`: the driver's errors
         // (hundreds of bytes) are boxed.
-        assert!(std::mem::size_of::<StoreError>() <= 48, "{}", std::mem::size_of::<StoreError>());
+        assert!(size_of::<StoreError>() <= 48, "{}", size_of::<StoreError>());
     }
 
     #[test]

@@ -1,4 +1,9 @@
-//! Logs (tracing, text or JSON) and Prometheus metrics, set up once per process.
+//! Logs (tracing, text or JSON) and Prometheus metrics, set up once per process. Every metric's
+//! name, type, unit and help text: [`catalogue`].
+
+pub mod catalogue;
+/// OTLP export of the spans when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+pub mod traces;
 
 use std::sync::OnceLock;
 
@@ -34,7 +39,7 @@ pub enum LogFormat {
 /// Installs the tracing subscriber and the Prometheus recorder. Call once, first thing in main.
 pub fn init(log: &LogArgs) {
     let filter = EnvFilter::try_new(&log.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry().with(filter).with(traces::layer());
     let _ = match log.log_format {
         LogFormat::Json => {
             registry.with(fmt::layer().json().with_current_span(true).with_writer(std::io::stderr)).try_init()
@@ -55,6 +60,7 @@ pub fn init_metrics() -> &'static PrometheusHandle {
             .expect("valid buckets");
         match builder.install_recorder() {
             Ok(handle) => {
+                catalogue::describe_all();
                 spawn_upkeep(handle.clone());
                 handle
             }

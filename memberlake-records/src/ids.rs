@@ -10,9 +10,9 @@ use serde::{Deserialize, Serialize};
 /// echoes an email, only the shape of what was wrong).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
-    #[error("advertiser_id must match [A-Za-z0-9_-]{{1,64}}")]
+    #[error("advertiser_id must match [A-Za-z0-9_-]{{1,{max}}}", max = AdvertiserId::MAX_LEN)]
     InvalidAdvertiserId,
-    #[error("email_hash must be 32 hexadecimal digits")]
+    #[error("email_hash must be {len} hexadecimal digits", len = EmailHash::HEX_LEN)]
     InvalidEmailHash,
 }
 
@@ -23,6 +23,13 @@ pub struct AdvertiserId(String);
 
 impl AdvertiserId {
     pub const MAX_LEN: usize = 64;
+
+    /// The rule [`parse`](Self::parse) enforces, as a regular expression (ECMA-262 and Rust
+    /// `regex` read it alike): what the API documents state, built from [`Self::MAX_LEN`] so the
+    /// two cannot drift; a property test holds it equal to `parse`.
+    pub fn pattern() -> String {
+        format!("^[A-Za-z0-9_-]{{1,{}}}$", Self::MAX_LEN)
+    }
 
     pub fn parse(s: &str) -> Result<Self, IdError> {
         let valid = !s.is_empty()
@@ -65,9 +72,18 @@ impl<'de> Deserialize<'de> for AdvertiserId {
 pub struct EmailHash(pub [u8; 16]);
 
 impl EmailHash {
+    /// Hex digits of a hash on the wire.
+    pub const HEX_LEN: usize = 32;
+
+    /// What [`from_hex`](Self::from_hex) accepts, as a regular expression (see
+    /// [`AdvertiserId::pattern`]). Answers are lower case, a subset.
+    pub fn pattern() -> String {
+        format!("^[0-9A-Fa-f]{{{}}}$", Self::HEX_LEN)
+    }
+
     /// Parses 32 hex digits, either case.
     pub fn from_hex(s: &[u8]) -> Result<Self, IdError> {
-        if s.len() != 32 {
+        if s.len() != Self::HEX_LEN {
             return Err(IdError::InvalidEmailHash);
         }
         let mut out = [0u8; 16];
@@ -122,6 +138,11 @@ impl<'de> Deserialize<'de> for EmailHash {
 #[serde(transparent)]
 #[cfg_attr(feature = "sqlx", derive(sqlx::Type), sqlx(transparent))]
 pub struct FileId(pub i64);
+
+impl FileId {
+    /// The smallest id (a Postgres serial): a file id the APIs accept is at least this.
+    pub const MIN: i64 = 1;
+}
 
 impl fmt::Display for FileId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

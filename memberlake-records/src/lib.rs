@@ -6,13 +6,17 @@
 //! - [`manifest`]: the run format of version manifests (sorted hash sets, bucketed by prefix),
 //!   and merging and diffing them, so a new list version costs what changed;
 //! - [`requests`]: the matcher API's request grammar;
-//! - [`states`]: the lifecycle states of files and ranges (the catalog's Postgres enums).
+//! - [`states`]: the lifecycle states of files and ranges (the catalog's Postgres enums);
+//! - `openapi` (feature `openapi`): the OpenAPI schemas of the ids and states, built from the
+//!   rules their parsers apply.
 //!
 //! `memberlake-core` re-exports them as `memberlake::{ids, records, ranges, states}`.
 
 pub mod ids;
 pub mod manifest;
 pub mod md5x4;
+#[cfg(any(feature = "openapi", test))]
+pub mod openapi;
 pub mod ranges;
 pub mod records;
 pub mod requests;

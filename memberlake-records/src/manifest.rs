@@ -84,7 +84,7 @@ pub const DEFAULT_BUCKET_BITS: u8 = 8;
 pub const MAX_BUCKET_BITS: u8 = 16;
 /// The width of the hashes this build reads and writes (MD5).
 pub const HASH_LEN: u8 = 16;
-const _: () = assert!(std::mem::size_of::<EmailHash>() == HASH_LEN as usize);
+const _: () = assert!(size_of::<EmailHash>() == HASH_LEN as usize);
 
 /// Opens the header and the footer: `MLRUN\0` names the format, `v1` its version.
 const MAGIC: [u8; 8] = *b"MLRUN\x00v1";

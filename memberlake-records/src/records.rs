@@ -49,6 +49,17 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    pub const ALL: [RejectReason; 8] = [
+        RejectReason::NotUtf8,
+        RejectReason::Empty,
+        RejectReason::MissingAt,
+        RejectReason::MultipleAt,
+        RejectReason::EmptyLocalPart,
+        RejectReason::EmptyDomain,
+        RejectReason::TooLong,
+        RejectReason::LineTooLong,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RejectReason::NotUtf8 => "not_utf8",

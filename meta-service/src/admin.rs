@@ -29,10 +29,11 @@ use memberlake::catalog::{CatalogError, FileFilter, FileRecord};
 use memberlake::http::{ApiError, Caller};
 use memberlake::ids::{AdvertiserId, FileId};
 use memberlake_admin::routes::{self, Method, PathId, Route};
+use memberlake_admin::FileState;
 use memberlake_admin::{
-    parse_file_id, ActionsResponse, ErrorBody, FileDetailView, FileResponse, FilesResponse, InvalidRequest, LimitQuery,
-    ListFilesQuery, Listing, OverviewView, RetryResponse, Rollback, RollbackResponse, SetPriority, SetWeight, Validate,
-    WeightResponse,
+    parse_file_id, ActionsResponse, ErrorBody, FileDetailView, FileResponse, FilesResponse, InvalidRequest,
+    LifespanView, LifespansResponse, LimitQuery, ListFilesQuery, Listing, OverviewView, RetryResponse, Rollback,
+    RollbackResponse, SetLifespan, SetPriority, SetWeight, Validate, WeightResponse,
 };
 use serde::de::DeserializeOwned;
 
@@ -53,6 +54,8 @@ pub fn api() -> Router<AdminState> {
         .mount(routes::APPROVE, approve)
         .mount(routes::REJECT, reject)
         .mount(routes::SET_WEIGHT, set_weight)
+        .mount(routes::SET_LIFESPAN, set_lifespan)
+        .mount(routes::LIFESPANS, lifespans)
         .mount(routes::ROLLBACK, rollback)
         .mount(routes::ACTIONS, actions)
         .mount(routes::OVERVIEW, overview)
@@ -194,7 +197,7 @@ impl FileCall {
 #[allow(dead_code)]
 struct FileIdParam {
     /// File id: a positive integer.
-    id: i64,
+    id: FileId,
 }
 
 /// The `{id}` of an advertiser's routes, for the document (added by [`OperatorAuth`]);
@@ -204,7 +207,7 @@ struct FileIdParam {
 #[allow(dead_code)]
 struct AdvertiserIdParam {
     /// Advertiser id: `[A-Za-z0-9_-]{1,64}`.
-    id: String,
+    id: AdvertiserId,
 }
 
 /// Files, newest first.
@@ -371,14 +374,66 @@ async fn set_weight(
     Ok(Json(WeightResponse { advertiser_id: advertiser, weight }))
 }
 
+/// Sets how long an advertiser's list keeps matching after its upload (null: unlimited). Past
+/// it, every lookup of the list answers "not a member" (within the matchers' refresh, 1 s by
+/// default) until the advertiser uploads a fresh list. Audited.
+#[utoipa::path(
+    put,
+    path = routes::SET_LIFESPAN.template,
+    request_body = SetLifespan,
+    responses(
+        (status = 200, description = "The lifespan now in force, and when the active list stops matching", body = LifespanView),
+        (status = 400, description = "Invalid advertiser id or body", body = ErrorBody),
+    )
+)]
+async fn set_lifespan(
+    call: AdvertiserCall,
+    b: Result<Json<SetLifespan>, JsonRejection>,
+) -> Result<Json<LifespanView>, ApiError> {
+    let Call { state, actor, id: advertiser } = call;
+    let SetLifespan { lifespan_secs } = body(b)?;
+    let lifespan = lifespan_secs.map(std::time::Duration::from_secs);
+    let expires_at = state.catalog.set_lifespan(actor.name(), &advertiser, lifespan).await.map_err(map_err)?;
+    tracing::info!(actor = %actor, %advertiser, ?lifespan_secs, "operator set advertiser list lifespan");
+    let expired = expires_at.is_some_and(|at| at <= chrono::Utc::now());
+    Ok(Json(LifespanView { advertiser_id: advertiser, lifespan_secs, expires_at, expired }))
+}
+
+/// Every advertiser with a lifespan, by id, with when its active list stops (or stopped)
+/// matching.
+#[utoipa::path(
+    get,
+    path = routes::LIFESPANS.template,
+    responses(
+        (status = 200, description = "Advertisers with a lifespan", body = LifespansResponse),
+    )
+)]
+async fn lifespans(State(s): State<AdminState>) -> Result<Json<LifespansResponse>, ApiError> {
+    let now = chrono::Utc::now();
+    let lifespans = s.catalog.lifespans().await.map_err(map_err)?;
+    Ok(Json(LifespansResponse {
+        lifespans: lifespans
+            .into_iter()
+            .map(|l| LifespanView {
+                advertiser_id: l.advertiser_id,
+                lifespan_secs: Some(l.lifespan_secs.round() as u64),
+                expires_at: l.expires_at,
+                expired: l.expires_at.is_some_and(|at| at <= now),
+            })
+            .collect(),
+    }))
+}
+
 /// Rolls an advertiser back to version `to`, or by default to the version active before the
 /// current one. The rollback is a new version (no lake object) that merges the restored member
 /// set against the active one, so it costs the difference; it is never held (an operator asked).
 #[utoipa::path(
     post,
     path = routes::ROLLBACK.template,
+    // Optional ([`OperatorAuth`] says so: `Option<Rollback>` would also make JSON `null` a
+    // valid body, which the server rightly refuses).
     request_body(
-        content = Option<Rollback>,
+        content = Rollback,
         description = "Optional: no body, an empty one or `{}` restores the previous version"
     ),
     responses(
@@ -454,10 +509,11 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 #[openapi(
     info(title = "memberlake admin API", description = "Operate ingestion: files, priorities, lifecycle, held versions, rollbacks, advertiser weights, the audit log."),
     paths(
-        list_files, file_detail, set_priority, pause, resume, cancel, retry, approve, reject, set_weight, rollback,
-        actions, overview, openapi
+        list_files, file_detail, set_priority, pause, resume, cancel, retry, approve, reject, set_weight, set_lifespan,
+        lifespans, rollback, actions, overview, openapi
     ),
-    components(schemas(ErrorBody)),
+    // The ids and states parameters use (bodies and views bring their own).
+    components(schemas(ErrorBody, AdvertiserId, FileId, FileState)),
     modifiers(&OperatorAuth)
 )]
 pub struct ApiDoc;
@@ -465,15 +521,19 @@ pub struct ApiDoc;
 /// What routes share, added once: the bearer scheme; on every route but the document itself
 /// the token requirement with its 401 and the 503 of an unavailable catalog; on a route with an
 /// `{id}` ([`Route::id`]) that parameter and the 400 of an invalid one, and on a file's routes
-/// the 404 of a missing file. Every route may answer 429 over the operator's
-/// `MEMBERLAKE_ADMIN_RATE_LIMIT`, and 503 when the surface is overloaded or the request times
-/// out (`memberlake::http::surface`).
+/// the 404 of a missing file; on a route with a body the 413 of one over
+/// [`MAX_BODY_BYTES`](crate::surface::MAX_BODY_BYTES). Every route may answer 429 over the
+/// operator's `MEMBERLAKE_ADMIN_RATE_LIMIT`, and 503 when the surface is overloaded or the
+/// request times out (`memberlake::http::surface`); both carry `Retry-After`.
 struct OperatorAuth;
 
 impl utoipa::Modify for OperatorAuth {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::header::Header;
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        use utoipa::openapi::{ContentBuilder, Ref, Required, ResponseBuilder};
         use utoipa::IntoParams;
         let components = doc.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
@@ -481,38 +541,190 @@ impl utoipa::Modify for OperatorAuth {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
         let error = |description: &str| {
-            ResponseBuilder::new()
-                .description(description)
-                .content(
-                    "application/json",
-                    ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
-                )
-                .build()
+            ResponseBuilder::new().description(description).content(
+                "application/json",
+                ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+            )
         };
+        let seconds = ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(1));
+        let mut retry_after = Header::new(seconds);
+        retry_after.description = Some("Seconds to wait before retrying".into());
+        let retry = |description: &str| error(description).header("Retry-After", retry_after.clone()).build();
+        let mut challenge = Header::default();
+        challenge.description = Some("`Bearer`".into());
+        let too_large = format!("Body larger than {} KiB", crate::surface::MAX_BODY_BYTES / 1024);
         for (path, item) in doc.paths.paths.iter_mut() {
-            let open = path == routes::OPENAPI.template;
+            let route = routes::ALL.iter().find(|r| r.template == path);
+            let open = route == Some(&routes::OPENAPI);
             for op in [&mut item.get, &mut item.post, &mut item.put].into_iter().flatten() {
                 let responses = &mut op.responses.responses;
-                responses.insert("429".into(), error("Over MEMBERLAKE_ADMIN_RATE_LIMIT; retry (Retry-After)").into());
+                responses.insert("429".into(), retry("Over MEMBERLAKE_ADMIN_RATE_LIMIT; retry (Retry-After)").into());
                 if open {
-                    responses.insert("503".into(), error("Overloaded or timed out; retry (Retry-After)").into());
+                    responses.insert("503".into(), retry("Overloaded or timed out; retry (Retry-After)").into());
                 } else {
                     op.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
-                    responses.insert("401".into(), error("Missing or invalid operator token").into());
+                    let unauthorized =
+                        error("Missing or invalid operator token").header("WWW-Authenticate", challenge.clone());
+                    responses.insert("401".into(), unauthorized.build().into());
                     let unavailable = "Catalog unavailable, overloaded or timed out; retry (Retry-After)";
-                    responses.insert("503".into(), error(unavailable).into());
+                    responses.insert("503".into(), retry(unavailable).into());
                 }
-                let in_path = || Some(utoipa::openapi::path::ParameterIn::Path);
-                let (id, invalid) = match routes::ALL.iter().find(|r| r.template == path).and_then(|r| r.id) {
+                if let Some(body) = &mut op.request_body {
+                    responses.insert("413".into(), error(&too_large).build().into());
+                    if route == Some(&routes::ROLLBACK) {
+                        body.required = Some(Required::False);
+                    }
+                }
+                let in_path = || Some(ParameterIn::Path);
+                let (id, invalid) = match route.and_then(|r| r.id) {
                     Some(PathId::File) => {
-                        responses.insert("404".into(), error("No such file").into());
+                        responses.insert("404".into(), error("No such file").build().into());
                         (FileIdParam::into_params(in_path), "Invalid file id")
                     }
                     Some(PathId::Advertiser) => (AdvertiserIdParam::into_params(in_path), "Invalid advertiser id"),
                     None => continue,
                 };
                 op.parameters.get_or_insert_with(Vec::new).splice(0..0, id);
-                responses.entry("400".into()).or_insert_with(|| error(invalid).into());
+                responses.entry("400".into()).or_insert_with(|| error(invalid).build().into());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The document states what the server checks: each value a schema admits is one the
+    //! server's parser or [`Validate`] rule accepts, and the other way round.
+
+    use memberlake_admin::requests::{LIMITS, PRIORITIES};
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    fn doc() -> Value {
+        serde_json::to_value(<ApiDoc as utoipa::OpenApi>::openapi()).unwrap()
+    }
+
+    /// `schema` with a `$ref` to a component resolved; of a nullable one (`oneOf` null or a
+    /// schema), the schema.
+    fn resolve(doc: &Value, schema: &Value) -> Value {
+        if let Some(one_of) = schema["oneOf"].as_array() {
+            let not_null: Vec<_> = one_of.iter().filter(|s| s["type"] != "null").collect();
+            assert_eq!(not_null.len(), 1, "{schema}");
+            return resolve(doc, not_null[0]);
+        }
+        match schema["$ref"].as_str() {
+            Some(r) => doc["components"]["schemas"][r.trim_start_matches("#/components/schemas/")].clone(),
+            None => schema.clone(),
+        }
+    }
+
+    fn operation(doc: &Value, route: Route) -> Value {
+        doc["paths"][route.template][route.method.as_str().to_ascii_lowercase()].clone()
+    }
+
+    fn parameter(doc: &Value, route: Route, name: &str) -> Value {
+        let op = operation(doc, route);
+        let param = op["parameters"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap().clone();
+        resolve(doc, &param["schema"])
+    }
+
+    fn body_property(doc: &Value, route: Route, name: &str) -> Value {
+        let body = operation(doc, route)["requestBody"]["content"]["application/json"]["schema"].clone();
+        resolve(doc, &resolve(doc, &body)["properties"][name])
+    }
+
+    /// Whether a numeric schema admits `x`, by the facets the document uses.
+    fn admits_number(schema: &Value, x: f64) -> bool {
+        let bound = |k: &str| schema[k].as_f64();
+        bound("minimum").is_none_or(|m| x >= m)
+            && bound("maximum").is_none_or(|m| x <= m)
+            && bound("exclusiveMinimum").is_none_or(|m| x > m)
+            && bound("exclusiveMaximum").is_none_or(|m| x < m)
+    }
+
+    /// Whether a string schema admits `s`.
+    fn admits_string(schema: &Value, s: &str) -> bool {
+        let len = s.chars().count() as u64;
+        regex::Regex::new(schema["pattern"].as_str().expect("a pattern")).unwrap().is_match(s)
+            && schema["minLength"].as_u64().is_none_or(|min| len >= min)
+            && schema["maxLength"].as_u64().is_none_or(|max| len <= max)
+    }
+
+    /// Integers near `bounds`' ends, and any.
+    fn near(lo: i64, hi: i64) -> impl Strategy<Value = i64> {
+        prop_oneof![lo - 3..lo + 3, hi - 3..hi + 3, any::<i64>()]
+    }
+
+    proptest! {
+        #[test]
+        fn file_ids(id in near(FileId::MIN, i64::MAX - 3)) {
+            let schema = parameter(&doc(), routes::FILE, "id");
+            prop_assert_eq!(admits_number(&schema, id as f64), parse_file_id(&id.to_string()).is_ok(), "{}", id);
+        }
+
+        #[test]
+        fn advertiser_ids(s in prop_oneof![proptest::string::string_regex("[A-Za-z0-9_-]{0,66}").unwrap(), any::<String>()]) {
+            let doc = doc();
+            let accepted = AdvertiserId::from_path(&s).is_ok();
+            prop_assert_eq!(admits_string(&parameter(&doc, routes::SET_WEIGHT, "id"), &s), accepted, "{:?}", &s);
+            prop_assert_eq!(admits_string(&parameter(&doc, routes::FILES, "advertiser_id"), &s), accepted, "{:?}", &s);
+        }
+
+        #[test]
+        fn limits(n in near(i64::from(*LIMITS.start()), i64::from(*LIMITS.end()))) {
+            let doc = doc();
+            let accepted = u32::try_from(n).is_ok_and(|n| LimitQuery { limit: Some(n) }.validate().is_ok());
+            prop_assert_eq!(admits_number(&parameter(&doc, routes::ACTIONS, "limit"), n as f64), accepted, "{}", n);
+            prop_assert_eq!(admits_number(&parameter(&doc, routes::FILES, "limit"), n as f64), accepted, "{}", n);
+        }
+
+        #[test]
+        fn priorities(p in near(i64::from(*PRIORITIES.start()), i64::from(*PRIORITIES.end()))) {
+            let schema = body_property(&doc(), routes::SET_PRIORITY, "priority");
+            let accepted = serde_json::from_value::<SetPriority>(json!({"priority": p})).is_ok_and(|b| b.validate().is_ok());
+            prop_assert_eq!(admits_number(&schema, p as f64), accepted, "{}", p);
+        }
+
+        #[test]
+        fn weights(w in prop_oneof![-1.0..2.0f64, 999_999.0..1_000_001.0f64, any::<f64>()]) {
+            let schema = body_property(&doc(), routes::SET_WEIGHT, "weight");
+            prop_assert_eq!(admits_number(&schema, w) && w.is_finite(), SetWeight { weight: w }.validate().is_ok(), "{}", w);
+        }
+
+        #[test]
+        fn rollback_targets(to in near(FileId::MIN, i64::MAX - 3)) {
+            let schema = body_property(&doc(), routes::ROLLBACK, "to");
+            let accepted = serde_json::from_value::<Rollback>(json!({"to": to})).is_ok_and(|b| b.validate().is_ok());
+            prop_assert_eq!(admits_number(&schema, to as f64), accepted, "{}", to);
+        }
+    }
+
+    #[test]
+    fn bodies_refuse_unknown_fields_and_say_so() {
+        let doc = doc();
+        for (route, schema) in
+            [(routes::SET_PRIORITY, "SetPriority"), (routes::SET_WEIGHT, "SetWeight"), (routes::ROLLBACK, "Rollback")]
+        {
+            let op = operation(&doc, route);
+            let body = &op["requestBody"]["content"]["application/json"]["schema"];
+            assert_eq!(body["$ref"], format!("#/components/schemas/{schema}"), "{route}");
+            assert_eq!(doc["components"]["schemas"][schema]["additionalProperties"], false, "{route}");
+            assert_eq!(op["requestBody"]["required"], route != routes::ROLLBACK, "{route}");
+            assert!(op["responses"]["413"].is_object(), "{route}: a body over the limit");
+        }
+        let states = parameter(&doc, routes::FILES, "state");
+        assert_eq!(states["enum"], json!(FileState::ALL.map(FileState::as_str)));
+    }
+
+    #[test]
+    fn retryable_answers_say_when() {
+        let doc = doc();
+        for route in routes::ALL {
+            let op = operation(&doc, route);
+            for status in ["429", "503"] {
+                assert!(op["responses"][status]["headers"]["Retry-After"].is_object(), "{route} {status}");
             }
         }
     }

@@ -127,7 +127,7 @@ pub async fn run(deps: Deps, config: &Config, shutdown: Shutdown) -> Result<(), 
                 tracing::warn!(error = %e, "loading the registered objects failed; retrying");
                 tokio::select! {
                     _ = shutdown.wait() => return stopped(server, ops, replicas).await,
-                    _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
             }
         }

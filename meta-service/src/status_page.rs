@@ -2,23 +2,61 @@
 //! Queue depth per lane, versions held for an operator (first, with why and the commands that
 //! decide them), files in flight with their progress (ranges hashed, then buckets merged) and
 //! their change so far (members added and removed), throughput over the last 15 minutes as a
-//! small bar chart, and recent failures with their reasons.
+//! small bar chart, recent failures with their reasons, and advertisers' list lifespans (an
+//! expired list, which matches nobody, stands out).
 
 use std::fmt::Write;
 
 use axum::extract::State;
 use axum::response::{Html, IntoResponse, Response};
-use memberlake::catalog::{FileRecord, FileState, MinuteRows, Overview};
+use chrono::{DateTime, Utc};
+use memberlake::catalog::{AdvertiserLifespan, FileRecord, FileState, MinuteRows, Overview};
 use memberlake::http::ApiError;
 use memberlake_admin::routes;
 
 use crate::state::AdminState;
 
 pub async fn page(State(state): State<AdminState>) -> Response {
-    match state.overview().await {
-        Ok(overview) => Html(render(&overview)).into_response(),
+    let read = async {
+        Ok::<_, memberlake::catalog::CatalogError>((state.overview().await?, state.catalog.lifespans().await?))
+    };
+    match read.await {
+        Ok((overview, lifespans)) => {
+            let mut html = render(&overview);
+            let end = html.rfind("<p style=").unwrap_or(html.len());
+            html.insert_str(end, &render_lifespans(&lifespans, Utc::now()));
+            Html(html).into_response()
+        }
         Err(e) => ApiError::unavailable(format!("catalog unavailable: {e}")).into_response(),
     }
+}
+
+/// Advertisers with a list lifespan: an expired list (it answers "not a member" to every
+/// lookup until a fresh upload) is marked `expired`.
+fn render_lifespans(lifespans: &[AdvertiserLifespan], now: DateTime<Utc>) -> String {
+    let mut html = String::from("<h2>List lifespans</h2>");
+    if lifespans.is_empty() {
+        html.push_str("<p>No advertiser has one: every list matches until replaced.</p>");
+        return html;
+    }
+    html.push_str("<table id=lifespans><tr><th>advertiser</th><th>lifespan</th><th>expires</th><th>state</th></tr>");
+    for l in lifespans {
+        let expired = l.expires_at.is_some_and(|at| at <= now);
+        let (class, state) = match (expired, l.expires_at) {
+            (true, _) => (" class=fail", "expired"),
+            (false, Some(_)) => ("", "matching"),
+            (false, None) => ("", "no active list"),
+        };
+        let _ = write!(
+            html,
+            "<tr{class}><td>{}</td><td>{:.0} days</td><td>{}</td><td>{state}</td></tr>",
+            esc(l.advertiser_id.as_str()),
+            l.lifespan_secs / 86_400.0,
+            l.expires_at.map_or("-".to_owned(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string()),
+        );
+    }
+    html.push_str("</table>");
+    html
 }
 
 fn esc(s: &str) -> String {
@@ -212,6 +250,26 @@ mod tests {
     use memberlake::lake::Compression;
 
     use super::*;
+
+    #[test]
+    fn an_expired_list_is_marked() {
+        let now = Utc::now();
+        let lifespan = |adv: &str, expires_at| AdvertiserLifespan {
+            advertiser_id: AdvertiserId::parse(adv).unwrap(),
+            lifespan_secs: 30.0 * 86_400.0,
+            expires_at,
+        };
+        let html = render_lifespans(
+            &[
+                lifespan("old", Some(now - chrono::Duration::hours(1))),
+                lifespan("fresh", Some(now + chrono::Duration::days(3))),
+            ],
+            now,
+        );
+        assert!(html.contains("<tr class=fail><td>old</td><td>30 days</td>"), "{html}");
+        assert!(html.contains("<td>fresh</td><td>30 days</td>") && html.contains("matching"), "{html}");
+        assert!(render_lifespans(&[], now).contains("No advertiser has one"));
+    }
 
     #[test]
     fn escapes_what_it_shows() {

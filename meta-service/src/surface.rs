@@ -225,14 +225,16 @@ mod tests {
             assert!(op["responses"]["400"].is_object(), "{route}");
             match id {
                 PathId::File => {
-                    assert_eq!(param["schema"]["type"], "integer", "{route}");
+                    assert_eq!(param["schema"]["$ref"], "#/components/schemas/FileId", "{route}");
                     assert_eq!(op["responses"]["404"]["description"], "No such file", "{route}");
                 }
-                PathId::Advertiser => assert_eq!(param["schema"]["type"], "string", "{route}"),
+                PathId::Advertiser => {
+                    assert_eq!(param["schema"]["$ref"], "#/components/schemas/AdvertiserId", "{route}")
+                }
             }
         }
         let rollback = &paths[routes::ROLLBACK.template]["post"];
-        assert_eq!(rollback["requestBody"]["required"].as_bool(), None, "a rollback's body is optional");
+        assert_eq!(rollback["requestBody"]["required"], false, "a rollback's body is optional");
         for route in [routes::APPROVE, routes::REJECT] {
             assert!(paths[route.template]["post"]["responses"]["409"].is_object(), "{route}: 409 unless held");
         }
@@ -252,9 +254,12 @@ mod tests {
         ] {
             assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
         }
-        let state = &doc["components"]["schemas"]["FileView"]["properties"]["state"];
         assert_eq!(
-            state["enum"],
+            doc["components"]["schemas"]["FileView"]["properties"]["state"]["$ref"],
+            "#/components/schemas/FileState"
+        );
+        assert_eq!(
+            doc["components"]["schemas"]["FileState"]["enum"],
             json!(["registered", "ingesting", "merging", "held", "ingested", "failed", "cancelled"])
         );
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());

@@ -6,9 +6,12 @@
 //!
 //! - [`Config`], [`Deps`], [`run`]: the service as a library; `main.rs` only wires them;
 //! - `leader`: the elector, which holds this process's [`Leadership`] term, if any;
-//! - `duties`: what the leader does every tick, and the background retirement pass.
+//! - `duties`: what the leader does every tick, and the background retirement pass;
+//! - `health`: the pipeline gauges (queue per lane, files per state, SLA at risk), exported by
+//!   the leader only.
 
 mod duties;
+mod health;
 mod leader;
 
 use std::net::SocketAddr;
@@ -17,9 +20,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use memberlake::bootstrap;
-use memberlake::catalog::{Catalog, CatalogError, Leadership};
+use memberlake::catalog::{Catalog, CatalogError, HealthQuery, Leadership};
 use memberlake::config::{
-    parse_duration, DatabaseArgs, InstanceArgs, LakeArgs, LeaseArgs, LogArgs, PlanArgs, StoreArgs,
+    parse_duration, DatabaseArgs, InstanceArgs, LakeArgs, LaneArgs, LeaseArgs, LogArgs, PlanArgs, StoreArgs,
 };
 use memberlake::http::ops_router;
 use memberlake::lake::Lake;
@@ -75,6 +78,17 @@ pub struct Config {
     pub lake: LakeArgs,
     #[command(flatten)]
     pub instance: InstanceArgs,
+    /// The workers' lanes, so that the queue gauges split the queue as the workers do.
+    #[command(flatten)]
+    pub lanes: LaneArgs,
+    /// The promised time from a file's registration to its active version; files projected to
+    /// miss it are exported as `memberlake_files_sla_at_risk`.
+    #[arg(long, env = "MEMBERLAKE_SLA", value_parser = parse_duration, default_value = "2h")]
+    pub sla: Duration,
+    /// How often the leader reads the pipeline gauges (queue per lane, files per state, SLA at
+    /// risk) from the catalog: three index-backed queries, O(work in flight).
+    #[arg(long, env = "MEMBERLAKE_HEALTH_INTERVAL", value_parser = parse_duration, default_value = "15s")]
+    pub health_interval: Duration,
     /// /healthz, /readyz and /metrics.
     #[arg(long, env = "MEMBERLAKE_METRICS_ADDR", default_value = "127.0.0.1:9102")]
     pub metrics_addr: SocketAddr,
@@ -132,10 +146,21 @@ pub async fn run(deps: Deps, config: &Config, shutdown: Shutdown) -> Result<(), 
     let mut retirement: Option<tokio::task::JoinHandle<()>> = None;
     let mut work_cleanup: Option<tokio::task::JoinHandle<()>> = None;
     let mut last_retire = tokio::time::Instant::now() - config.retire_interval;
+    let mut health = health::HealthGauges::new(
+        HealthQuery {
+            express_max_bytes: config.lanes.express_max_file_size,
+            urgent_priority: config.lanes.urgent_priority,
+            sla: config.sla,
+            finished_window: health::FINISHED_WINDOW,
+        },
+        config.health_interval,
+    );
     let mut tick = 0u64;
     loop {
         tick += 1;
-        if let Some(leader) = elector.tick().await.cloned() {
+        let leading = elector.tick().await.cloned();
+        health.tick(&catalog, leading.is_some()).await;
+        if let Some(leader) = leading {
             let span = info_span!("leader_tick", term = leader.term(), tick);
             match duties::run_tick(&leader, &duties).instrument(span).await {
                 Ok(()) => {}

@@ -223,7 +223,7 @@ fn counts(queued: i64, leased: i64, done: i64, failed: i64) -> RangeCounts {
 }
 
 fn version(advertiser: &str, id: FileId) -> ActiveVersion {
-    ActiveVersion { advertiser_id: adv(advertiser), version: id.into(), legacy: false }
+    ActiveVersion { advertiser_id: adv(advertiser), version: id.into(), legacy: false, expires_at: None }
 }
 
 fn after_error(error: &str, max_attempts: i32) -> GiveBack {
@@ -1485,4 +1485,79 @@ async fn a_retry_is_refused_until_a_merged_failed_version_is_undone() {
     assert_eq!(settle(&leader).await, Settled { activated: vec![(adv("acme"), v1)], ..Default::default() });
     let f = suite.file(v1).await;
     assert_eq!((f.state, f.active, f.version.members), (FileState::Ingested, true, Some(20)));
+}
+
+/// The pipeline's health (`Catalog::pipeline_health`, exported by the splitter leader): the
+/// claimable queue per lane and the age of its oldest unit, files per state, and the SLA
+/// projection — a file is at risk when the fraction of its units done lags the fraction of the
+/// SLA spent, judged from SLA/10 after registration on; paused files are neither queued work nor
+/// at risk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_health_counts_the_queue_per_lane_files_per_state_and_sla_risk() {
+    use memberlake::catalog::{HealthQuery, PipelineHealth};
+    let suite = Suite::new().await;
+    let leader = suite.leader().await;
+    let health = |sla: Duration| {
+        let catalog = suite.catalog.clone();
+        async move {
+            let q = HealthQuery {
+                express_max_bytes: 2000,
+                urgent_priority: 100,
+                sla,
+                finished_window: Duration::from_secs(3600),
+            };
+            catalog.pipeline_health(&q).await.unwrap()
+        }
+    };
+    let files_in = |h: &PipelineHealth, state: FileState| h.files.iter().find(|(s, _)| *s == state).unwrap().1;
+    let units = |h: &PipelineHealth| (h.lanes[0].units, h.lanes[1].units);
+
+    let empty = health(LONG).await;
+    assert_eq!((empty.lanes[0].lane.as_str(), empty.lanes[1].lane.as_str()), ("express", "bulk"));
+    assert_eq!((units(&empty), empty.lanes[0].oldest_seconds, empty.sla_at_risk), ((0, 0), 0.0, 0));
+    assert_eq!(empty.files.len(), FileState::ALL.len());
+    assert!(empty.files.iter().all(|(_, n)| *n == 0), "{empty:?}");
+
+    // A small file (express: 2 ranges) and a large one (bulk only: 4 ranges).
+    let small = suite.register("small", 1500).await;
+    let large = suite.register("large", 3500).await;
+    let registered = Instant::now();
+    let h = health(LONG).await;
+    assert_eq!((files_in(&h, FileState::Registered), units(&h)), (2, (0, 0)), "not split: no unit yet");
+    split(&leader).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let h = health(LONG).await;
+    assert_eq!((files_in(&h, FileState::Ingesting), files_in(&h, FileState::Registered)), (2, 0));
+    assert_eq!(units(&h), (2, 4));
+    assert!(h.lanes.iter().all(|l| l.oldest_seconds >= 0.3 && l.oldest_seconds < 60.0), "{h:?}");
+
+    // The small file's two ranges done: 2 of its 4 units (2 ranges + 2 buckets).
+    for _ in 0..2 {
+        let g = suite.claim("w", LONG).await.unwrap();
+        assert_eq!(g.lease().file_id, small);
+        assert!(g.complete(&report(10, 0)).await.unwrap());
+    }
+    assert_eq!(units(&health(LONG).await), (0, 4));
+    // Within a tenth of the SLA nothing is judged.
+    assert_eq!(health(LONG).await.sla_at_risk, 0);
+    // SLA 10 s, judged from 1 s on: the large file (nothing done) is at risk; the small one (half
+    // done) is not before 5 s have passed.
+    let since = registered.elapsed();
+    if since < Duration::from_millis(1100) {
+        tokio::time::sleep(Duration::from_millis(1100) - since).await;
+    }
+    let h = health(Duration::from_secs(10)).await;
+    assert!(registered.elapsed() < Duration::from_secs(5), "the machine is too slow for this check");
+    assert_eq!(h.sla_at_risk, 1, "{h:?}");
+    // SLA 1 s: both are past due.
+    assert_eq!(health(Duration::from_secs(1)).await.sla_at_risk, 2);
+
+    // Paused: its units are no claimable queue, and it waits for an operator, not at risk.
+    suite.catalog.set_paused("ops", large, true).await.unwrap();
+    let h = health(Duration::from_secs(1)).await;
+    assert_eq!((units(&h), h.lanes[1].oldest_seconds, h.sla_at_risk), ((0, 0), 0.0, 1));
+    // Cancelled: a terminal state, counted in the window.
+    suite.catalog.cancel_file("ops", large).await.unwrap();
+    let h = health(Duration::from_secs(1)).await;
+    assert_eq!((files_in(&h, FileState::Cancelled), files_in(&h, FileState::Ingesting)), (1, 1));
 }

@@ -79,7 +79,7 @@ impl Load {
                     samples.push(done.unwrap());
                 }
                 i += 1;
-                let (hash, want) = if i % 2 == 0 {
+                let (hash, want) = if i.is_multiple_of(2) {
                     (members[(i / 2) % members.len()], true)
                 } else {
                     (EmailHash(rand::random()), false)

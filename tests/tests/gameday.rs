@@ -153,12 +153,12 @@ async fn every_role_killed_once() {
     let world = TestWorld::new().await;
     let admin =
         |n: &str| world.spawn("meta-service", n, &[("MEMBERLAKE_ADMIN_ADDR", &format!("127.0.0.1:{}", free_port()))]);
-    let mut metas = vec![admin("meta-a"), admin("meta-b")];
-    let mut splitters = vec![
+    let mut metas = [admin("meta-a"), admin("meta-b")];
+    let mut splitters = [
         world.spawn("splitter", "splitter-a", &[("MEMBERLAKE_RANGE_SIZE", "32KiB")]),
         world.spawn("splitter", "splitter-b", &[("MEMBERLAKE_RANGE_SIZE", "32KiB")]),
     ];
-    let mut workers = vec![
+    let mut workers = [
         world.spawn("compute-worker", "worker-a", &[("MEMBERLAKE_WRITE_CONCURRENCY", "8")]),
         world.spawn("compute-worker", "worker-b", &[("MEMBERLAKE_WRITE_CONCURRENCY", "8")]),
     ];

@@ -303,6 +303,15 @@ async fn bad_input_is_counted_and_reported_and_nothing_else_is_lost() {
     let reasons: Vec<_> = samples.iter().map(|s| s.reason).collect();
     assert_eq!(reasons, vec![MissingAt, NotUtf8, MultipleAt, EmptyLocalPart, LineTooLong]);
     assert_eq!(samples[4].offset, long_line_at);
+    // The worker counts them by reason (memberlake_worker_rows_rejected_total{reason}; a range
+    // redone after a lost lease counts its rows again, hence at least once).
+    let (_, m) = pipeline.workers[0].get("/metrics").await.unwrap();
+    for reason in [MissingAt, NotUtf8, MultipleAt, EmptyLocalPart, LineTooLong] {
+        let series = format!("memberlake_worker_rows_rejected_total{{reason=\"{}\"}} ", reason.as_str());
+        let count = m.lines().find_map(|l| l.strip_prefix(&series)?.parse::<f64>().ok());
+        assert!(count >= Some(1.0), "{series}in:\n{m}");
+    }
+    assert!(!m.contains("reason=\"empty_domain\""), "no row was rejected for an empty domain");
     for e in ["alice@example.com", "bob@example.com", "jörg@bücher.de", "last@example.com", "final@example.com"] {
         assert_eq!(stored_members(&world.store, "odd", f.file_id, &[md5_email(e)]).await, 1, "{e}");
     }

@@ -539,3 +539,100 @@ async fn the_openapi_document_lists_every_admin_route_without_a_token() {
     let r = reqwest::get(format!("{}{}", admin.url, routes::FILES.template)).await.unwrap();
     assert_eq!(r.status(), 401);
 }
+
+/// A list past its advertiser's lifespan matches nobody (`/v1/match` and `/v1/suppress` answer
+/// "not a member"), is shown as expired by the admin API, the CLI and the status page, and is
+/// counted by the splitter leader's gauge; a longer lifespan or a fresh upload brings it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_past_its_lifespan_matches_nobody_until_refreshed() {
+    let world = TestWorld::new().await;
+    let members: Vec<_> = emails(0, 20).iter().map(|e| md5_email(e)).collect();
+    world.seed_list("acme", &members).await;
+    world.seed_list("globex", &members).await;
+    let admin = Admin::start(&world, Some("ops:ops-secret")).await;
+    let (_matcher, url) = world.start_matcher(&[("MEMBERLAKE_VERSIONS_REFRESH", "200ms")]).await;
+    let splitter = world.spawn("splitter", "splitter-lifespan", &[("MEMBERLAKE_HEALTH_INTERVAL", "200ms")]);
+    let c = reqwest::Client::new();
+    let suppressed = |advertisers: &'static [&'static str]| {
+        let (c, url, h) = (c.clone(), url.clone(), members[0]);
+        async move {
+            let r = c
+                .post(format!("{url}/v1/suppress"))
+                .json(&json!({"email_hash": h.to_hex(), "advertiser_ids": advertisers}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let body: Value = r.json().await.unwrap();
+            body["members"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect::<Vec<_>>()
+        }
+    };
+    assert!(is_member(&c, &url, "acme", members[0]).await);
+
+    // An hour: the fresh list keeps matching.
+    let acme = memberlake_admin::AdvertiserId::parse("acme").unwrap();
+    let set = admin.client.set_lifespan(&acme, Some(3600)).await.unwrap();
+    assert_eq!((set.lifespan_secs, set.expired), (Some(3600), false));
+    let expires = set.expires_at.expect("acme has an active list");
+    assert!(expires > chrono::Utc::now() + chrono::Duration::minutes(59), "{expires}");
+    // The list was uploaded two hours ago (the test moves its upload time back): it expired.
+    sqlx::query("UPDATE files SET last_modified = now() - interval '2 hours' WHERE advertiser_id = 'acme'")
+        .execute(world.catalog.pool())
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(30), "acme's expired list to stop matching", || async {
+        (!is_member(&c, &url, "acme", members[0]).await).then_some(())
+    })
+    .await;
+    for h in &members {
+        assert!(!is_member(&c, &url, "acme", *h).await, "an expired list matches nobody");
+        assert!(is_member(&c, &url, "globex", *h).await, "another advertiser's list is untouched");
+    }
+    assert_eq!(suppressed(&["acme", "globex"]).await, ["globex"]);
+
+    // Seen as expired by operators: the API, the CLI, the status page, the leader's gauge.
+    let all = admin.client.lifespans().await.unwrap().lifespans;
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!((all[0].advertiser_id.as_str(), all[0].expired), ("acme", true));
+    let (ok, out, err) = admin.cli("ops-secret", &["lifespan"]);
+    assert!(ok, "{err}");
+    let line = out.lines().find(|l| l.starts_with("acme")).unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("1h") && line.ends_with("expired"), "{out}");
+    let page = reqwest::get(format!("{}/?token=ops-secret", admin.url)).await.unwrap().text().await.unwrap();
+    assert!(page.contains("<tr class=fail><td>acme</td>"), "{page}");
+    wait_for(Duration::from_secs(30), "the leader's expired-lists gauge", || async {
+        let (_, text) = splitter.get("/metrics").await.ok()?;
+        (metric_value(&text, "memberlake_lists_expired") == 1.0).then_some(())
+    })
+    .await;
+
+    // A longer lifespan (through the CLI) brings the list back; so does a fresh upload.
+    let (ok, _, err) = admin.cli("ops-secret", &["lifespan", "acme", "30d"]);
+    assert!(ok, "{err}");
+    wait_for(Duration::from_secs(30), "acme's list matching again", || async {
+        is_member(&c, &url, "acme", members[0]).await.then_some(())
+    })
+    .await;
+    admin.client.set_lifespan(&acme, Some(3600)).await.unwrap();
+    wait_for(Duration::from_secs(30), "acme expired again", || async {
+        (!is_member(&c, &url, "acme", members[0]).await).then_some(())
+    })
+    .await;
+    world.seed_list("acme", &members[..5]).await;
+    wait_for(Duration::from_secs(30), "the fresh upload matching", || async {
+        is_member(&c, &url, "acme", members[0]).await.then_some(())
+    })
+    .await;
+    assert!(!is_member(&c, &url, "acme", members[10]).await, "the fresh list's members only");
+    // Unlimited, and bad values refused with a 400 that says what is accepted.
+    assert_eq!(admin.client.set_lifespan(&acme, None).await.unwrap().lifespan_secs, None);
+    assert!(admin.client.lifespans().await.unwrap().lifespans.is_empty());
+    let (status, body) =
+        admin.raw(reqwest::Method::PUT, "/admin/v1/advertisers/acme/lifespan", Some(json!({"lifespan_secs": 0}))).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("lifespan_secs must be"), "{body}");
+    let (status, _) = admin.raw(reqwest::Method::PUT, "/admin/v1/advertisers/acme/lifespan", Some(json!({}))).await;
+    assert_eq!(status, 400, "unlimited must be asked for");
+    let actions = admin.client.actions(&LimitQuery { limit: Some(10) }).await.unwrap().actions;
+    assert!(actions.iter().filter(|a| a.action == "lifespan").count() >= 4, "audited: {actions:?}");
+}

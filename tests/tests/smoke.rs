@@ -147,7 +147,7 @@ async fn lake_lists_and_range_reads(lake: &Lake) {
 
     // A read naming a stale etag is refused, not served from the new object.
     let err = match lake.read(&object.key, "\"not-the-etag\"", Some(window)).await {
-        Ok(s) => s.try_collect::<Vec<_>>().await.err().expect("stale etag refused"),
+        Ok(s) => s.try_collect::<Vec<_>>().await.expect_err("stale etag refused"),
         Err(e) => e,
     };
     assert!(err.is_permanent(), "{err}");

@@ -13,6 +13,7 @@
 //! - [`leadership`](self::leadership): the splitter's term, [`Leadership`], through which every
 //!   leader action goes, fenced by the term;
 //! - [`versions`](self::versions): advertisers' active versions for the matcher;
+//! - `health`: the queue per lane, files per state and SLA risk an operator alerts on;
 //! - [`operator`](self::operator): operators' views and audited actions;
 //! - `replicas`: the live replicas of each API surface, for their shared rate limits.
 //!
@@ -29,6 +30,7 @@ use crate::error::{Classify, ErrorClass};
 pub use crate::states::{FileState, RangeState, WorkStage};
 
 mod files;
+mod health;
 mod leadership;
 mod leases;
 mod operator;
@@ -36,18 +38,19 @@ mod replicas;
 mod versions;
 
 pub use files::{FileRecord, VersionRecord};
+pub use health::{HealthQuery, LaneQueue, PipelineHealth};
 pub use leadership::{
-    bucket_bits_for, reject_guard, shrink_guard, CleanupQueued, LeaderInfo, Leadership, SettlePolicy, Settled, WorkToDelete,
-    APPROVED, APPROVED_REJECTS, DEFAULT_BUCKET_TARGET,
+    bucket_bits_for, reject_guard, shrink_guard, CleanupQueued, LeaderInfo, Leadership, SettlePolicy, Settled,
+    WorkToDelete, APPROVED, APPROVED_REJECTS, DEFAULT_BUCKET_TARGET,
 };
 pub use leases::{
-    BucketReport, ClaimPolicy, GiveBack, Lane, LeaseGuard, PriorityKnobs, UnitLease, RangeReport, RejectionSample,
+    BucketReport, ClaimPolicy, GiveBack, Lane, LeaseGuard, PriorityKnobs, RangeReport, RejectionSample, UnitLease,
     UnitReport, MAX_REJECTION_SAMPLES,
 };
 pub use operator::{
     FileDetail, FileFilter, MinuteRows, OperatorAction, Overview, RangeCounts, RangeError, ReasonCount,
 };
-pub use versions::{ActiveManifest, ActiveVersion, ACTIVATIONS_CHANNEL};
+pub use versions::{ActiveManifest, ActiveVersion, AdvertiserLifespan, ACTIVATIONS_CHANNEL};
 
 /// The text of `queries/<table>/<name>.sql`.
 macro_rules! sql {
@@ -197,7 +200,7 @@ pub fn query_files() -> Vec<(String, &'static str)> {
     }
     let mut out = all!(
         "api_replicas": ["heartbeat", "leave"],
-        "advertisers": ["activate", "active_manifest", "active_versions", "ensure", "lock_active", "notify_activation", "set_weight"],
+        "advertisers": ["activate", "active_manifest", "active_versions", "ensure", "lifespans", "lock_active", "notify_activation", "set_lifespan", "set_weight"],
         "files": [
             "all", "approve", "begin_retirement", "by_id", "expire_manifests", "fail", "finish_cleanup",
             "finish_retirement", "hold", "in_flight_of", "insert_rollback", "list", "lock_for_completion", "lock_for_retry",
@@ -205,6 +208,7 @@ pub fn query_files() -> Vec<(String, &'static str)> {
             "mark_superseded", "pace", "queue_cleanup", "ready_to_activate", "ready_to_settle", "register",
             "registered_objects", "reopen", "reregister", "set_paused", "set_priority", "split_in_flight", "start_merge", "supersede_stale",
             "to_retire", "to_split", "to_undo", "work_deleted", "work_to_delete",
+            "count_by_state", "sla_at_risk",
         ],
         "leader_leases": ["acquire", "current", "hold_term", "resign"],
         "operator_actions": ["latest", "record"],
@@ -214,6 +218,7 @@ pub fn query_files() -> Vec<(String, &'static str)> {
             "first_failed", "heartbeat", "insert_plan", "insert_units", "last_errors", "lock_lease", "queue_depth",
             "reap_expired", "rejection_samples", "rejects_by_reason", "release", "retry_failed", "revoke_file", "rows_per_minute",
             "runs_of_file", "set_last_error",
+            "queue_by_lane",
         ],
     );
     out.push(("ping".to_owned(), include_str!("queries/ping.sql")));

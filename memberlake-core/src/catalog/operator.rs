@@ -55,7 +55,7 @@ pub struct RangeCounts {
 /// The latest error of one work unit.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct RangeError {
-    pub stage: crate::states::WorkStage,
+    pub stage: WorkStage,
     pub range_index: i32,
     pub attempts: i32,
     pub error: String,
@@ -460,6 +460,30 @@ impl Catalog {
         record_action(&mut tx, actor, "weight", &target, serde_json::json!({"weight": weight})).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Sets how long an advertiser's list keeps matching after its upload (`None`: unlimited);
+    /// returns when its active list stops (or stopped) matching, if it has one. Audited.
+    pub async fn set_lifespan(
+        &self,
+        actor: &str,
+        advertiser: &AdvertiserId,
+        lifespan: Option<std::time::Duration>,
+    ) -> Result<Option<DateTime<Utc>>> {
+        if lifespan.is_some_and(|l| l.is_zero()) {
+            return Err(CatalogError::Invalid("a lifespan must be longer than zero".into()));
+        }
+        let secs = lifespan.map(|l| l.as_secs_f64());
+        let mut tx = self.pool.begin().await?;
+        let expires_at: Option<DateTime<Utc>> = sqlx::query_scalar(sql!("advertisers", "set_lifespan"))
+            .bind(advertiser)
+            .bind(secs)
+            .fetch_one(&mut *tx)
+            .await?;
+        let target = format!("advertiser:{advertiser}");
+        record_action(&mut tx, actor, "lifespan", &target, serde_json::json!({"lifespan_secs": secs})).await?;
+        tx.commit().await?;
+        Ok(expires_at)
     }
 
     /// The audit log, newest first (`limit` clamped to 1..=1000).

@@ -5,6 +5,7 @@
 //! (by `(last_modified, file_id)`); the notification on [`ACTIVATIONS_CHANNEL`] is delivered at
 //! commit.
 
+use chrono::{DateTime, Utc};
 use sqlx::postgres::PgListener;
 
 use super::{sql, Catalog, Result};
@@ -20,6 +21,24 @@ pub struct ActiveVersion {
     pub version: ListVersion,
     /// Ingested before change-proportional versions: its rows are in `memberships`.
     pub legacy: bool,
+    /// When it stops matching: its upload plus the advertiser's lifespan (`None`: never).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl ActiveVersion {
+    /// Past its lifespan at `now`: every lookup answers "not a member".
+    pub fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+}
+
+/// An advertiser's list lifespan, and when its active list stops (or stopped) matching.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct AdvertiserLifespan {
+    pub advertiser_id: AdvertiserId,
+    pub lifespan_secs: f64,
+    /// `None` while the advertiser has no active list.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// An advertiser's active version, as a dry run reads its manifest.
@@ -41,6 +60,11 @@ impl Catalog {
     /// Every advertiser's active list version.
     pub async fn active_versions(&self) -> Result<Vec<ActiveVersion>> {
         Ok(sqlx::query_as(sql!("advertisers", "active_versions")).fetch_all(&self.pool).await?)
+    }
+
+    /// Every advertiser that has a lifespan, by id.
+    pub async fn lifespans(&self) -> Result<Vec<AdvertiserLifespan>> {
+        Ok(sqlx::query_as(sql!("advertisers", "lifespans")).fetch_all(&self.pool).await?)
     }
 
     /// A listener on [`ACTIVATIONS_CHANNEL`].

@@ -6,8 +6,10 @@
 //!    odd characters that could forge log lines) is replaced by a fresh UUID; it is echoed in the
 //!    response and carried by the request's span, so a caller's report meets the log line
 //!    (tower-http `SetRequestId` and `PropagateRequestId`);
-//! 2. **the request's span** `http{request_id, method, route, caller}` (tower-http `Trace`):
-//!    every event a handler logs carries it; each answer is logged at `debug`
+//! 2. **the request's span** `http{request_id, method, route, caller, status}` (tower-http
+//!    `Trace`), exported with its children when traces are ([`crate::telemetry::traces`]; a W3C
+//!    `traceparent` makes it a child of the caller's span): every event a handler logs carries
+//!    it; each answer is logged at `debug`
 //!    (`MEMBERLAKE_LOG=info,memberlake::http=debug`: at 10K requests/s a line per request is a
 //!    choice, not a default). The route is the matched template, never the raw URI, whose query
 //!    may hold a token (`?token=` of the status page);
@@ -327,16 +329,20 @@ fn is_sane_request_id(id: &[u8]) -> bool {
 fn request_span(request: &Request) -> Span {
     let request_id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", MatchedPath::as_str);
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "http",
         request_id = %request_id,
         method = %request.method(),
         route = %route,
-        caller = tracing::field::Empty
-    )
+        caller = tracing::field::Empty,
+        status = tracing::field::Empty
+    );
+    crate::telemetry::traces::continue_remote_trace(&span, request.headers());
+    span
 }
 
-fn log_response(response: &Response, latency: Duration, _: &Span) {
+fn log_response(response: &Response, latency: Duration, span: &Span) {
+    span.record("status", response.status().as_u16());
     tracing::debug!(status = response.status().as_u16(), latency_us = latency.as_micros() as u64, "answered");
 }
 

@@ -1,5 +1,7 @@
--- Every advertiser's active list version (the file id of its active list), and whether it is a
--- legacy version (rows in `memberships`, ingested before change-proportional versions).
-SELECT a.advertiser_id, a.active_file_id AS version, f.store_format = 'rows' AS legacy
+-- Every advertiser's active list version (the file id of its active list), whether it is a
+-- legacy version (rows in `memberships`, ingested before change-proportional versions), and
+-- when it stops matching: its upload time plus the advertiser's lifespan (NULL: never).
+SELECT a.advertiser_id, a.active_file_id AS version, f.store_format = 'rows' AS legacy,
+       f.last_modified + a.lifespan AS expires_at
 FROM advertisers a
 JOIN files f ON f.file_id = a.active_file_id
