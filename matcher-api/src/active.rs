@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use memberlake::catalog::Catalog;
+use memberlake::catalog::{list_expired, Catalog};
 use memberlake::ids::ListVersion;
 use memberlake::shutdown::Shutdown;
 use tracing::{debug, info, warn};
@@ -47,7 +47,7 @@ impl Snapshot {
     }
 
     fn get_at(&self, advertiser: &str, now: DateTime<Utc>) -> Option<&ActiveVersion> {
-        self.0.get(advertiser).filter(|av| av.expires_at.is_none_or(|at| now < at))
+        self.0.get(advertiser).filter(|av| !list_expired(av.expires_at, now))
     }
 }
 

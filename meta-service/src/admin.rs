@@ -395,7 +395,7 @@ async fn set_lifespan(
     let lifespan = lifespan_secs.map(std::time::Duration::from_secs);
     let expires_at = state.catalog.set_lifespan(actor.name(), &advertiser, lifespan).await.map_err(map_err)?;
     tracing::info!(actor = %actor, %advertiser, ?lifespan_secs, "operator set advertiser list lifespan");
-    let expired = expires_at.is_some_and(|at| at <= chrono::Utc::now());
+    let expired = memberlake::catalog::list_expired(expires_at, chrono::Utc::now());
     Ok(Json(LifespanView { advertiser_id: advertiser, lifespan_secs, expires_at, expired }))
 }
 
@@ -415,10 +415,10 @@ async fn lifespans(State(s): State<AdminState>) -> Result<Json<LifespansResponse
         lifespans: lifespans
             .into_iter()
             .map(|l| LifespanView {
+                expired: l.is_expired_at(now),
                 advertiser_id: l.advertiser_id,
                 lifespan_secs: Some(l.lifespan_secs.round() as u64),
                 expires_at: l.expires_at,
-                expired: l.expires_at.is_some_and(|at| at <= now),
             })
             .collect(),
     }))

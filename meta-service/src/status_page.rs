@@ -41,7 +41,7 @@ fn render_lifespans(lifespans: &[AdvertiserLifespan], now: DateTime<Utc>) -> Str
     }
     html.push_str("<table id=lifespans><tr><th>advertiser</th><th>lifespan</th><th>expires</th><th>state</th></tr>");
     for l in lifespans {
-        let expired = l.expires_at.is_some_and(|at| at <= now);
+        let expired = l.is_expired_at(now);
         let (class, state) = match (expired, l.expires_at) {
             (true, _) => (" class=fail", "expired"),
             (false, Some(_)) => ("", "matching"),

@@ -86,9 +86,10 @@ impl Catalog {
         // One row per advertiser with a lifespan (few): counted here rather than in SQL.
         let now = chrono::Utc::now();
         let warn_until = now + chrono::Duration::from_std(LIST_EXPIRY_WARNING).unwrap_or(chrono::Duration::MAX);
-        let expiries: Vec<_> = self.lifespans().await?.into_iter().filter_map(|l| l.expires_at).collect();
-        let lists_expired = expiries.iter().filter(|at| **at <= now).count() as i64;
-        let lists_expiring = expiries.iter().filter(|at| **at > now && **at <= warn_until).count() as i64;
+        let lifespans = self.lifespans().await?;
+        let lists_expired = lifespans.iter().filter(|l| l.is_expired_at(now)).count() as i64;
+        let lists_expiring =
+            lifespans.iter().filter(|l| !l.is_expired_at(now) && l.is_expired_at(warn_until)).count() as i64;
         Ok(PipelineHealth { lanes: [lane("express"), lane("bulk")], files, sla_at_risk, lists_expiring, lists_expired })
     }
 }

@@ -50,7 +50,7 @@ pub use leases::{
 pub use operator::{
     FileDetail, FileFilter, MinuteRows, OperatorAction, Overview, RangeCounts, RangeError, ReasonCount,
 };
-pub use versions::{ActiveManifest, ActiveVersion, AdvertiserLifespan, ACTIVATIONS_CHANNEL};
+pub use versions::{list_expired, ActiveManifest, ActiveVersion, AdvertiserLifespan, ACTIVATIONS_CHANNEL};
 
 /// The text of `queries/<table>/<name>.sql`.
 macro_rules! sql {

@@ -25,11 +25,11 @@ pub struct ActiveVersion {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-impl ActiveVersion {
-    /// Past its lifespan at `now`: every lookup answers "not a member".
-    pub fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
-        self.expires_at.is_some_and(|at| at <= now)
-    }
+/// Whether a list that stops matching at `expires_at` (`None`: never) has expired at `now`:
+/// from that instant on, every lookup of it answers "not a member". The one definition the
+/// matcher, the status views and the leader's gauges share.
+pub fn list_expired(expires_at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    expires_at.is_some_and(|at| at <= now)
 }
 
 /// An advertiser's list lifespan, and when its active list stops (or stopped) matching.
@@ -39,6 +39,13 @@ pub struct AdvertiserLifespan {
     pub lifespan_secs: f64,
     /// `None` while the advertiser has no active list.
     pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl AdvertiserLifespan {
+    /// Its active list matches nobody at `now` ([`list_expired`]).
+    pub fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
+        list_expired(self.expires_at, now)
+    }
 }
 
 /// An advertiser's active version, as a dry run reads its manifest.
