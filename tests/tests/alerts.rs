@@ -475,7 +475,15 @@ async fn alerts_fire_on_a_stuck_file_and_a_matcher_outage() {
             let expr = expr.replace("$__rate_interval", "1m").replace("$__interval", "15s").replace("$__range", "1h");
             assert!(!expr.contains('$'), "panel {title}: a variable this test does not know: {expr}");
             queries += 1;
-            if !prometheus.query(&expr).await.is_empty() {
+            // A rate needs two scrapes of a counter that only just appeared: a panel that must
+            // show what this test provoked gets a few scrapes to do so.
+            let mut has_data = !prometheus.query(&expr).await.is_empty();
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while !has_data && must_show.contains(&title) && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                has_data = !prometheus.query(&expr).await.is_empty();
+            }
+            if has_data {
                 shown.push(title);
             }
         }
