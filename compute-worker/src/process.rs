@@ -181,22 +181,32 @@ async fn process_range(ctx: &UnitContext<'_>, lease: &UnitLease) -> Result<(Rang
         size: lease.object_size,
         compression: lease.compression,
     };
+    // Loaded after the claim: every erasure fenced below this lease is in it (catalog::erasures).
+    let erased = ctx.catalog.erased_hashes().await?;
     let (hash_tx, mut hash_rx) = mpsc::channel::<Vec<EmailHash>>(2);
     let reader = ingest::read_range(ctx.lake, &object, lease.range, ctx.cfg.block_size, hash_tx);
     let spiller = async {
         let started = Instant::now();
         let mut spill = RunSpill::new(objects, lease.range_index, ctx.cfg.run_spill_hashes);
-        while let Some(block) = hash_rx.recv().await {
+        let mut dropped = 0u64;
+        while let Some(mut block) = hash_rx.recv().await {
+            if !erased.is_empty() {
+                let before = block.len();
+                block.retain(|h| !erased.contains(h));
+                dropped += (before - block.len()) as u64;
+            }
             spill.push(ctx.work, block).await?;
         }
         let parts = spill.finish(ctx.work).await?;
-        Ok::<_, UnitError>((parts, started.elapsed().as_secs_f64()))
+        Ok::<_, UnitError>((parts, dropped, started.elapsed().as_secs_f64()))
     }
     .instrument(info_span!("write_runs"));
     let (read, spilled) = tokio::join!(reader, spiller);
     let (mut report, timings) = read?;
-    let (parts, write_secs) = spilled?;
+    let (parts, erased, write_secs) = spilled?;
     report.run_parts = parts;
+    // Of the valid rows (`rows`), those not written to the runs.
+    report.erased = erased;
     Ok((report, Timings { read_secs: timings.read_secs, hash_secs: timings.hash_secs, write_secs }))
 }
 
@@ -215,11 +225,15 @@ async fn merge_unit(
         None => None,
     };
     let merged = async {
+        // Loaded after the claim: an erasure recorded before this lease was drawn is in it
+        // (catalog::erasures), and its hash reaches no manifest, diff or row of this unit.
+        let erased = ctx.catalog.erased_in_bucket(objects.buckets, b).await?;
         Ok::<_, UnitError>(match lease.restores {
             // A rollback: the member set is an earlier version's manifest.
             Some((version, bits)) => {
                 let restored = VersionObjects::new(&lease.advertiser_id, version, bits).map_err(unit_error)?;
-                versions::merge_bucket(ctx.work, &objects, MergeSource::Manifest(&restored), base.as_ref(), b).await?
+                versions::merge_bucket(ctx.work, &objects, MergeSource::Manifest(&restored), base.as_ref(), b, &erased)
+                    .await?
             }
             None => {
                 let runs: Vec<String> = ctx
@@ -230,7 +244,7 @@ async fn merge_unit(
                     .flat_map(|(range, parts)| (0..parts).map(move |part| (range, part)))
                     .map(|(range, part)| objects.dir.run(range, part))
                     .collect();
-                versions::merge_bucket(ctx.work, &objects, MergeSource::Runs(&runs), base.as_ref(), b).await?
+                versions::merge_bucket(ctx.work, &objects, MergeSource::Runs(&runs), base.as_ref(), b, &erased).await?
             }
         })
     }
@@ -241,7 +255,8 @@ async fn merge_unit(
     let started = Instant::now();
     let version = lease.list_version();
     let (added, removed) = (merged.added.len() as u64, merged.removed.len() as u64);
-    let report = BucketReport { members: merged.members, added, removed, rows_written: added + removed };
+    let report =
+        BucketReport { members: merged.members, added, removed, rows_written: added + removed, erased: merged.erased };
     write_rows(ctx, lease, ChangeOp::Set { present: true }, version, merged.added).await?;
     write_rows(ctx, lease, ChangeOp::Set { present: false }, version, merged.removed).await?;
     Ok((report, Timings { read_secs, hash_secs: 0.0, write_secs: started.elapsed().as_secs_f64() }))

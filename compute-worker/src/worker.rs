@@ -304,6 +304,7 @@ fn record_done(stage: memberlake::catalog::WorkStage, report: &UnitReport, timin
             info!(
                 rows = report.rows,
                 rejected = report.rejected,
+                erased = report.erased,
                 runs = report.run_parts,
                 seconds = secs,
                 read_s = timings.read_secs,
@@ -316,13 +317,15 @@ fn record_done(stage: memberlake::catalog::WorkStage, report: &UnitReport, timin
             // Where the time went, per stage (the stages overlap: they are pipelined).
             metrics::histogram!("memberlake_worker_read_seconds").record(timings.read_secs);
             metrics::histogram!("memberlake_worker_hash_seconds").record(timings.hash_secs);
-            metrics::counter!("memberlake_worker_rows_hashed_into_runs_total").increment(report.rows);
+            metrics::counter!("memberlake_worker_rows_hashed_into_runs_total").increment(report.rows - report.erased);
+            metrics::counter!("memberlake_worker_hashes_erased_total").increment(report.erased);
         }
         UnitReport::Merge(report) => {
             info!(
                 members = report.members,
                 added = report.added,
                 removed = report.removed,
+                erased = report.erased,
                 seconds = secs,
                 merge_s = timings.read_secs,
                 write_s = timings.write_secs,
@@ -330,6 +333,7 @@ fn record_done(stage: memberlake::catalog::WorkStage, report: &UnitReport, timin
             );
             metrics::histogram!("memberlake_worker_write_seconds").record(timings.write_secs);
             metrics::counter!("memberlake_worker_rows_written_total").increment(report.rows_written);
+            metrics::counter!("memberlake_worker_hashes_erased_total").increment(report.erased);
         }
         UnitReport::Cleanup { rows_deleted } => {
             info!(rows_deleted, seconds = secs, "cleanup unit done");

@@ -8,15 +8,21 @@
 //! A version past its advertiser's list lifespan (issue 20) is not served: [`Snapshot::get`]
 //! checks the expiry at each lookup against the wall clock, so a list stops matching on time
 //! even while the catalog cannot be reached.
+//!
+//! Erased hashes (issue 20) are part of the snapshot: [`Snapshot::list`] finds no list for
+//! one, so it is "not a member" of every advertiser without a store read, from the refresh
+//! that first sees the erasure (its notification, else the next poll) — before the leader has
+//! deleted its rows, whatever the cache holds. The set is loaded whole at start and then by
+//! sequence number (`catalog.erasures_since`); each hash costs ~50 bytes of memory.
 
-use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
 use memberlake::catalog::{list_expired, Catalog};
-use memberlake::ids::ListVersion;
+use memberlake::ids::{EmailHash, ListVersion};
 use memberlake::shutdown::Shutdown;
 use tracing::{debug, info, warn};
 
@@ -37,9 +43,21 @@ pub type ActiveRow = (String, ListVersion, bool, Option<DateTime<Utc>>);
 /// An immutable snapshot: one request reads one snapshot, so its answer reflects one
 /// consistent version per advertiser.
 #[derive(Clone, Default)]
-pub struct Snapshot(Arc<HashMap<String, ActiveVersion>>);
+pub struct Snapshot {
+    versions: Arc<HashMap<String, ActiveVersion>>,
+    erased: Arc<HashSet<EmailHash>>,
+}
 
 impl Snapshot {
+    /// The active list of `advertiser` that may hold `hash`: none if the advertiser has no
+    /// list, its list expired, or the hash is erased. Every answer of the API goes through here.
+    pub fn list(&self, advertiser: &str, hash: &EmailHash) -> Option<&ActiveVersion> {
+        if self.erased.contains(hash) {
+            return None;
+        }
+        self.get(advertiser)
+    }
+
     /// `advertiser`'s active version, unless it has none or it has expired (then nobody is a
     /// member).
     pub fn get(&self, advertiser: &str) -> Option<&ActiveVersion> {
@@ -47,13 +65,15 @@ impl Snapshot {
     }
 
     fn get_at(&self, advertiser: &str, now: DateTime<Utc>) -> Option<&ActiveVersion> {
-        self.0.get(advertiser).filter(|av| !list_expired(av.expires_at, now))
+        self.versions.get(advertiser).filter(|av| !list_expired(av.expires_at, now))
     }
 }
 
 #[derive(Clone, Default)]
 pub struct ActiveVersions {
     inner: Arc<RwLock<Option<Snapshot>>>,
+    /// The erased hashes known so far and the last sequence number read (the refresher's).
+    erased: Arc<Mutex<(i64, Arc<HashSet<EmailHash>>)>>,
 }
 
 impl ActiveVersions {
@@ -68,11 +88,12 @@ impl ActiveVersions {
         let now = Instant::now();
         let mut guard = self.inner.write().expect("poisoned");
         let previous = guard.clone().unwrap_or_default();
+        let erased = self.erased.lock().expect("poisoned").1.clone();
         let mut changed = 0;
         let next: HashMap<String, ActiveVersion> = rows
             .into_iter()
             .map(|(adv, version, legacy, expires_at)| {
-                let entry = match previous.0.get(&adv) {
+                let entry = match previous.versions.get(&adv) {
                     Some(prev) if prev.version == version => ActiveVersion { expires_at, ..*prev },
                     _ => {
                         changed += 1;
@@ -83,12 +104,31 @@ impl ActiveVersions {
             })
             .collect();
         metrics::gauge!("memberlake_matcher_active_advertisers").set(next.len() as f64);
-        *guard = Some(Snapshot(Arc::new(next)));
+        *guard = Some(Snapshot { versions: Arc::new(next), erased });
         changed
+    }
+
+    /// Adds erasures `(seq, hash)` (some may be known already: the catalog re-sends recent
+    /// ones); the next [`apply`](Self::apply) serves them. Returns how many were new.
+    pub fn apply_erasures(&self, rows: Vec<(i64, EmailHash)>) -> usize {
+        let mut erased = self.erased.lock().expect("poisoned");
+        let fresh: Vec<_> = rows.into_iter().filter(|(_, h)| !erased.1.contains(h)).collect();
+        let Some(last) = fresh.iter().map(|(seq, _)| *seq).max() else { return 0 };
+        let mut set = HashSet::clone(&erased.1);
+        set.extend(fresh.iter().map(|(_, h)| *h));
+        metrics::gauge!("memberlake_matcher_erased_hashes").set(set.len() as f64);
+        *erased = (last.max(erased.0), Arc::new(set));
+        fresh.len()
     }
 
     /// Loads from the catalog once.
     pub async fn refresh(&self, catalog: &Catalog) -> Result<usize, memberlake::catalog::CatalogError> {
+        // Erasures first: a snapshot is never served without the erasures recorded before it.
+        let since = self.erased.lock().expect("poisoned").0;
+        let erased = self.apply_erasures(catalog.erasures_since(since).await?);
+        if erased > 0 {
+            info!(erased, "erasures received");
+        }
         let rows = catalog.active_versions().await?;
         let rows = rows
             .into_iter()
@@ -174,6 +214,25 @@ mod tests {
         av.apply(vec![("a".into(), ListVersion(1), false, Some(before)), row("b", 2, false)]);
         let snapshot = av.snapshot().unwrap();
         assert_eq!(snapshot.get_at("a", before), None);
-        assert_eq!(snapshot.0["a"].observed_at, observed);
+        assert_eq!(snapshot.versions["a"].observed_at, observed);
+    }
+
+    #[test]
+    fn an_erased_hash_has_no_list_anywhere() {
+        let av = ActiveVersions::default();
+        let (gone, kept) = (EmailHash([7; 16]), EmailHash([8; 16]));
+        av.apply(vec![row("a", 1, false), row("b", 2, false)]);
+        assert!(av.snapshot().unwrap().list("a", &gone).is_some());
+        assert_eq!(av.apply_erasures(vec![(3, gone)]), 1);
+        assert!(av.snapshot().unwrap().list("a", &gone).is_some(), "served from the next snapshot");
+        av.apply(vec![row("a", 1, false), row("b", 2, false)]);
+        let snapshot = av.snapshot().unwrap();
+        for adv in ["a", "b"] {
+            assert!(snapshot.list(adv, &gone).is_none());
+            assert!(snapshot.list(adv, &kept).is_some());
+        }
+        assert_eq!(av.erased.lock().unwrap().0, 3, "the next poll reads after seq 3");
+        assert_eq!(av.apply_erasures(vec![]), 0);
+        assert_eq!(av.apply_erasures(vec![(3, gone)]), 0, "a re-sent erasure is not new");
     }
 }

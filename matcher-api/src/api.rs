@@ -193,8 +193,8 @@ async fn match_one(State(state): State<AppState>, RawQuery(query): RawQuery) -> 
     let (advertiser, hash) =
         parse_match_query(query.as_deref().unwrap_or("")).map_err(|e| ApiError::bad_request(e.0))?;
     let active = snapshot(&state)?;
-    let member = match active.get(advertiser.as_str()) {
-        // No list ingested for this advertiser: nobody is a member.
+    let member = match active.list(advertiser.as_str(), &hash) {
+        // No list ingested for this advertiser (or it expired, or the hash is erased): not a member.
         None => false,
         Some(av) => {
             let partition = state
@@ -239,7 +239,8 @@ async fn suppress(
     }
     let (hash, advertisers) = parse_suppress_body(&body).map_err(|e| ApiError::bad_request(e.0))?;
     let active = snapshot(&state)?;
-    let candidates: Vec<_> = advertisers.iter().filter_map(|a| active.get(a.as_str()).map(|av| (a, *av))).collect();
+    let candidates: Vec<_> =
+        advertisers.iter().filter_map(|a| active.list(a.as_str(), &hash).map(|av| (a, *av))).collect();
     let members = match candidates.iter().map(|(_, av)| av.observed_at).max() {
         None => Vec::new(),
         Some(needed_since) => {

@@ -6,17 +6,17 @@ use std::time::Duration;
 
 use std::fmt::Display;
 
-use memberlake_records::ids::{AdvertiserId, FileId};
+use memberlake_records::ids::{AdvertiserId, EmailHash, FileId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::requests::{
-    InvalidRequest, LimitQuery, ListFilesQuery, Rollback, SetLifespan, SetPriority, SetWeight, Validate,
+    EraseRequest, InvalidRequest, LimitQuery, ListFilesQuery, Rollback, SetLifespan, SetPriority, SetWeight, Validate,
 };
 use crate::routes::{self, Method, Route};
 use crate::views::{
-    ActionsResponse, ErrorBody, FileDetailView, FileResponse, FilesResponse, LifespanView, LifespansResponse,
-    OverviewView, RetryResponse, RollbackResponse, WeightResponse,
+    ActionsResponse, ErasureView, ErrorBody, FileDetailView, FileResponse, FilesResponse, LifespanView,
+    LifespansResponse, OverviewView, RetryResponse, RollbackResponse, WeightResponse,
 };
 
 /// Why a call failed.
@@ -168,6 +168,25 @@ impl AdminClient {
         self.call(routes::LIFESPANS, self.request(routes::LIFESPANS, routes::LIFESPANS.template)).await
     }
 
+    /// Erases a person from every list, for good: answers the erasure and whether this call
+    /// recorded it (`true`: the server answered 202 Accepted) or it was requested before
+    /// (`false`: 200, the erasure already recorded; erasing is idempotent). The request is
+    /// checked first, as the server checks it, and nothing is sent if it is refused. Prefer
+    /// [`EraseRequest::EmailHash`] ([`hash_email`](crate::hash_email) computes it locally by
+    /// the ingestion rule): then the email never leaves this machine.
+    pub async fn erase(&self, request: &EraseRequest) -> Result<(ErasureView, bool), AdminError> {
+        request.validate()?;
+        let send = self.request(routes::ERASE, routes::ERASE.template).json(request);
+        let (erasure, status) = self.call_with_status(routes::ERASE, send).await?;
+        Ok((erasure, status == reqwest::StatusCode::ACCEPTED))
+    }
+
+    /// The erasure of `hash` and how far it has come; none requested is a 404
+    /// [`AdminError::Api`].
+    pub async fn erasure(&self, hash: EmailHash) -> Result<ErasureView, AdminError> {
+        self.call(routes::ERASURE, self.request(routes::ERASURE, &routes::ERASURE.path(hash))).await
+    }
+
     /// The audit log, newest first.
     pub async fn actions(&self, query: &LimitQuery) -> Result<ActionsResponse, AdminError> {
         query.validate()?;
@@ -213,12 +232,22 @@ impl AdminClient {
     }
 
     async fn call<T: DeserializeOwned>(&self, route: Route, request: reqwest::RequestBuilder) -> Result<T, AdminError> {
+        self.call_with_status(route, request).await.map(|(answer, _)| answer)
+    }
+
+    /// [`call`](Self::call), and the success status (for a route whose 200 and 202 differ).
+    async fn call_with_status<T: DeserializeOwned>(
+        &self,
+        route: Route,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(T, reqwest::StatusCode), AdminError> {
         let transport = |source| AdminError::Transport { base: self.base.clone(), source };
         let response = request.send().await.map_err(transport)?;
         let status = response.status();
         let body = response.bytes().await.map_err(transport)?;
         if status.is_success() {
-            return serde_json::from_slice(&body).map_err(|source| AdminError::Decode { route, source });
+            let answer = serde_json::from_slice(&body).map_err(|source| AdminError::Decode { route, source })?;
+            return Ok((answer, status));
         }
         Err(match serde_json::from_slice::<ErrorBody>(&body) {
             Ok(ErrorBody { error }) => {
@@ -315,6 +344,31 @@ mod tests {
             assert!(seen.starts_with("POST /admin/v1/advertisers/acme/rollback HTTP/1.1\r\n"), "{seen}");
             assert!(seen.ends_with(body), "{seen}");
         }
+    }
+
+    #[tokio::test]
+    async fn an_erasure_says_whether_it_was_recorded_now() {
+        const H: &str = "c160f8cc69a4f0bf2b0362752353d060";
+        let view = format!(
+            r#"{{"email_hash": "{H}", "requested_at": "2026-01-02T03:04:05Z", "requested_by": "ops", "state": "pending",
+                "passes": 0, "objects_rewritten": 0, "completed_at": null, "last_pass_at": null}}"#
+        );
+        let hash = EmailHash::from_hex(H.as_bytes()).unwrap();
+        for (status, created) in [("202 Accepted", true), ("200 OK", false)] {
+            let (client, server) = answer_once(status, &view).await;
+            let (erasure, recorded) = client.erase(&EraseRequest::EmailHash(hash)).await.unwrap();
+            assert_eq!((erasure.email_hash, recorded), (hash, created), "{status}");
+            let seen = server.await.unwrap();
+            assert!(seen.starts_with("POST /admin/v1/erasures HTTP/1.1\r\n"), "{seen}");
+            assert!(seen.ends_with(&format!(r#"{{"email_hash":"{H}"}}"#)), "{seen}");
+        }
+        let (client, server) = answer_once("200 OK", &view).await;
+        assert_eq!(client.erasure(hash).await.unwrap().requested_by, "ops");
+        assert!(server.await.unwrap().starts_with(&format!("GET /admin/v1/erasures/{H} HTTP/1.1\r\n")));
+        // An email the server would refuse is refused here; nothing is sent (nothing listens on 9).
+        let offline = AdminClient::new("127.0.0.1:9", None);
+        let err = offline.erase(&EraseRequest::Email("not an email".into())).await.unwrap_err();
+        assert!(matches!(err, AdminError::Invalid(InvalidRequest::EmailRejected(_))), "{err:?}");
     }
 
     #[tokio::test]

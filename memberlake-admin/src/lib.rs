@@ -21,16 +21,16 @@ pub mod client;
 
 #[cfg(feature = "client")]
 pub use client::{AdminClient, AdminError};
-pub use memberlake_records::ids::{AdvertiserId, FileId};
+pub use memberlake_records::ids::{AdvertiserId, EmailHash, FileId};
 pub use memberlake_records::records::RejectReason;
 pub use memberlake_records::states::{FileState, RangeState};
 pub use requests::{
-    parse_file_id, InvalidRequest, LimitQuery, ListFilesQuery, Listing, Rollback, SetLifespan, SetPriority, SetWeight,
-    Validate, LIFESPAN_SECS,
+    hash_email, parse_file_id, EraseRequest, InvalidRequest, LimitQuery, ListFilesQuery, Listing, Rollback,
+    SetLifespan, SetPriority, SetWeight, Validate, LIFESPAN_SECS,
 };
 pub use routes::{PathId, Route};
 pub use views::{
-    ActionsResponse, ErrorBody, ErrorDetail, FileDetailView, FileResponse, FileView, FilesResponse, LifespanView,
-    LifespansResponse, MinuteRowsView, OperatorActionView, OverviewView, RangeCountsView, RangeErrorView,
-    ReasonCountView, RejectionSampleView, RetryResponse, RollbackResponse, VersionView, WeightResponse,
+    ActionsResponse, ErasureState, ErasureView, ErrorBody, ErrorDetail, FileDetailView, FileResponse, FileView,
+    FilesResponse, LifespanView, LifespansResponse, MinuteRowsView, OperatorActionView, OverviewView, RangeCountsView,
+    RangeErrorView, ReasonCountView, RejectionSampleView, RetryResponse, RollbackResponse, VersionView, WeightResponse,
 };

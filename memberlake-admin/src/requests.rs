@@ -6,10 +6,12 @@
 
 use std::ops::RangeInclusive;
 
-use memberlake_records::ids::{AdvertiserId, FileId};
+use memberlake_records::ids::{AdvertiserId, EmailHash, FileId};
+use memberlake_records::records::{parse_line, Record, RejectReason, MAX_EMAIL_BYTES, MAX_LINE_BYTES};
 use memberlake_records::states::FileState;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::{RefOr, Schema};
 
 /// Listings return this many entries when no `limit` is given.
 pub const DEFAULT_LIMIT: u32 = 100;
@@ -36,6 +38,21 @@ pub enum InvalidRequest {
     FileId(String),
     #[error("lifespan_secs must be 1..=3153600000 (a hundred years), or null for unlimited")]
     Lifespan,
+    /// An erasure names neither or both of `email` and `email_hash`.
+    #[error("an erasure names exactly one of `email` or `email_hash`, not {}", if *.0 { "both" } else { "neither" })]
+    EraseTarget(bool),
+    /// The email is a line a list would reject, for this reason.
+    #[error("email rejected as a member list would reject it: {}", .0.as_str())]
+    EmailRejected(RejectReason),
+    /// The email is blank: a list would skip the line.
+    #[error("email is blank: a member list skips such a line")]
+    EmailBlank,
+    /// The email is valid in a list but not as the API takes one: ASCII, at most 254 characters.
+    #[error(
+        "email must be ASCII and at most 254 characters as sent; send any other list line as its email_hash \
+         (`memberlake erase` hashes any line locally)"
+    )]
+    EmailForm,
 }
 
 /// The rules on a request's values, beyond its shape.
@@ -278,6 +295,181 @@ impl Validate for Rollback {
     }
 }
 
+/// The hash of one list line (an email, or 32 hex digits taken as an already-hashed email) by
+/// the ingestion rule itself ([`parse_line`], not a first line, [`MAX_LINE_BYTES`]), so that an
+/// erasure names exactly the hash ingestion stored for that line. Used by the server on an
+/// [`EraseRequest`]'s `email` and by the CLI, which hashes locally so that the email never
+/// leaves the operator's machine. An error names the reason, never the line.
+pub fn hash_email(line: &str) -> Result<EmailHash, InvalidRequest> {
+    if line.len() > MAX_LINE_BYTES {
+        return Err(InvalidRequest::EmailRejected(RejectReason::LineTooLong));
+    }
+    match parse_line(line.as_bytes(), false) {
+        Record::Member(hash) => Ok(hash),
+        Record::Rejected(reason) => Err(InvalidRequest::EmailRejected(reason)),
+        Record::Skipped => Err(InvalidRequest::EmailBlank),
+    }
+}
+
+/// What the API takes as an [`EraseRequest`]'s `email`, as a regular expression (ECMAScript and
+/// `regex` read it alike), with at most [`MAX_EMAIL_BYTES`] characters: exactly the ASCII lines
+/// of that length that [`hash_email`] (the ingestion rule) takes as a member. So the document
+/// admits no email the server refuses and the other way round (a property test holds them
+/// equal); a line in any other form (not ASCII, or longer) is sent as its `email_hash`.
+///
+/// The rule, spelled out: ASCII whitespace (`\t \n \x0C \r` and space) around the line is
+/// trimmed; one pair of double quotes around what is left is removed, and whitespace inside
+/// them trimmed; the rest is 32 hex digits, or an address with exactly one `@` and something
+/// that is not whitespace on each side of it. (Case does not matter: the rule lower-cases.)
+pub fn email_pattern() -> String {
+    const WS: &str = r"[\x09\x0A\x0C\x0D ]"; // trimmed around a line
+    const ANY: &str = r"[\x00-?A-\x7F]"; // ASCII but `@`
+    const SOLID: &str = r"[\x00-\x08\x0B\x0E-\x1F!-?A-\x7F]"; // ... and not whitespace
+    const UNQUOTE: &str = r"[\x00-\x08\x0B\x0E-\x1F!#-?A-\x7F]"; // ... and not `"`
+    let hex = format!("[0-9A-Fa-f]{{{}}}", EmailHash::HEX_LEN);
+    // Unquoted: an address whose first or last solid character is not a quote (one with quotes
+    // at both ends is read as quoted).
+    let bare = format!("{UNQUOTE}{ANY}*@{ANY}*{SOLID}|{SOLID}{ANY}*@{ANY}*{UNQUOTE}");
+    // Quoted: whatever the quotes hold, trimmed, is a hash or an address.
+    let inner = format!("{ANY}*{SOLID}{ANY}*@{ANY}*{SOLID}{ANY}*");
+    format!("^(?:{WS}*(?:{hex}|{bare}){WS}*|{WS}*\"{WS}*(?:{hex}|{inner}){WS}*\"{WS}*)$")
+}
+
+/// Whether the API takes `email` as sent (its hash aside): [`email_pattern`]'s length and
+/// alphabet. What is left of the pattern is [`hash_email`].
+fn sendable_email(email: &str) -> bool {
+    email.is_ascii() && email.len() <= MAX_EMAIL_BYTES
+}
+
+/// The `email` of an [`EraseRequest`]: [`email_pattern`], at most [`MAX_EMAIL_BYTES`].
+fn email_schema() -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(email_pattern()))
+        .max_length(Some(MAX_EMAIL_BYTES))
+        .description(Some(
+            "The email as an advertiser lists it (one line of a list: either case, whitespace and one pair of \
+             quotes around it allowed; or 32 hex digits), ASCII, at most 254 characters; hashed by the \
+             ingestion rule. Never logged, stored or returned. A line in any other form: send its `email_hash`",
+        ))
+        .examples(["jane.doe@example.com"])
+}
+
+/// Body of [`ERASE`](crate::routes::ERASE): whom to erase, as exactly one of `email` or
+/// `email_hash` (`{"email": "..."}` or `{"email_hash": "..."}`, no other field). Prefer the hash
+/// ([`hash_email`] computes it as ingestion does): then the email never leaves the caller.
+///
+/// On the wire an object with one of two fields; in Rust the one that was sent. Its `Debug`
+/// does not show an email.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "EraseBody", into = "EraseBody")]
+pub enum EraseRequest {
+    /// The email (or a list line of 32 hex digits) as an advertiser lists it; the server hashes
+    /// it and forgets it.
+    Email(String),
+    /// The email's hash.
+    EmailHash(EmailHash),
+}
+
+impl EraseRequest {
+    /// The hash to erase: the given one, or the email's by the ingestion rule ([`hash_email`])
+    /// if the API takes it as sent ([`email_pattern`]: ASCII, at most 254 characters).
+    pub fn email_hash(&self) -> Result<EmailHash, InvalidRequest> {
+        match self {
+            EraseRequest::EmailHash(hash) => Ok(*hash),
+            EraseRequest::Email(email) => {
+                let hash = hash_email(email)?;
+                sendable_email(email).then_some(hash).ok_or(InvalidRequest::EmailForm)
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for EraseRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EraseRequest::Email(_) => f.write_str("EraseRequest::Email(<not shown>)"),
+            EraseRequest::EmailHash(hash) => write!(f, "EraseRequest::EmailHash({hash})"),
+        }
+    }
+}
+
+impl Validate for EraseRequest {
+    fn validate(&self) -> Result<(), InvalidRequest> {
+        self.email_hash().map(drop)
+    }
+}
+
+/// [`EraseRequest`] as sent: both fields optional, neither may be `null`, no other field.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EraseBody {
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    email_hash: Option<EmailHash>,
+}
+
+/// A field that may be left out but, when present, is a `T` (not `null`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+impl TryFrom<EraseBody> for EraseRequest {
+    type Error = InvalidRequest;
+    fn try_from(body: EraseBody) -> Result<Self, InvalidRequest> {
+        match (body.email, body.email_hash) {
+            (Some(email), None) => Ok(EraseRequest::Email(email)),
+            (None, Some(hash)) => Ok(EraseRequest::EmailHash(hash)),
+            (both, _) => Err(InvalidRequest::EraseTarget(both.is_some())),
+        }
+    }
+}
+
+impl From<EraseRequest> for EraseBody {
+    fn from(request: EraseRequest) -> Self {
+        match request {
+            EraseRequest::Email(email) => EraseBody { email: Some(email), email_hash: None },
+            EraseRequest::EmailHash(hash) => EraseBody { email: None, email_hash: Some(hash) },
+        }
+    }
+}
+
+/// `oneOf` two objects, each with its one required field and nothing else: a body the document
+/// admits names exactly one, as the server requires.
+impl utoipa::PartialSchema for EraseRequest {
+    fn schema() -> RefOr<Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, OneOfBuilder};
+        use utoipa::openapi::Ref;
+        let only = |name: &str, schema: RefOr<Schema>, description: &str| {
+            ObjectBuilder::new()
+                .property(name, schema)
+                .required(name)
+                .additional_properties(Some(AdditionalProperties::<Schema>::FreeForm(false)))
+                .description(Some(description))
+        };
+        OneOfBuilder::new()
+            .item(only("email", email_schema().into(), "By email: the server hashes it as ingestion does"))
+            .item(only(
+                "email_hash",
+                Ref::from_schema_name(<EmailHash as utoipa::ToSchema>::name()).into(),
+                "By hash (preferred: the email never leaves the caller)",
+            ))
+            .description(Some("Whom to erase: exactly one of `email` or `email_hash`"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for EraseRequest {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "EraseRequest".into()
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((<EmailHash as utoipa::ToSchema>::name().into(), <EmailHash as utoipa::PartialSchema>::schema()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,6 +502,87 @@ mod tests {
         }
         // A negative number is refused too (it deserializes to 0).
         assert_eq!(parse(r#"{"lifespan_secs": -5}"#).unwrap().validate(), Err(InvalidRequest::Lifespan));
+    }
+
+    #[test]
+    fn an_erasure_names_exactly_one_of_email_or_hash() {
+        const H: &str = "c160f8cc69a4f0bf2b0362752353d060";
+        let parse = |s: &str| serde_json::from_str::<EraseRequest>(s);
+        let hash = EmailHash::from_hex(H.as_bytes()).unwrap();
+        assert_eq!(parse(&format!(r#"{{"email_hash": "{H}"}}"#)).unwrap(), EraseRequest::EmailHash(hash));
+        assert_eq!(parse(r#"{"email": "Jane@Example.com"}"#).unwrap(), EraseRequest::Email("Jane@Example.com".into()));
+        for (body, says) in [
+            ("{}", "not neither"),
+            (&format!(r#"{{"email": "a@b", "email_hash": "{H}"}}"#), "not both"),
+            (r#"{"email": null}"#, "invalid type: null"),
+            (r#"{"email_hash": null}"#, "invalid type: null"),
+            (&format!(r#"{{"email_hash": "{H}", "advertiser_id": "acme"}}"#), "unknown field `advertiser_id`"),
+            (r#"{"email_hash": "abc"}"#, "email_hash must be 32 hexadecimal digits"),
+            (r#"{"email": 5}"#, "invalid type"),
+            (r#"{"email": "a@b", "email": "c@d"}"#, "duplicate field `email`"),
+        ] {
+            let err = parse(body).unwrap_err().to_string();
+            assert!(err.contains(says), "{body}: {err:?} should say {says:?}");
+        }
+        assert_eq!(
+            InvalidRequest::EraseTarget(false).to_string(),
+            "an erasure names exactly one of `email` or `email_hash`, not neither"
+        );
+        // Sent as the one field.
+        assert_eq!(
+            serde_json::to_string(&EraseRequest::EmailHash(hash)).unwrap(),
+            format!(r#"{{"email_hash":"{H}"}}"#)
+        );
+        assert_eq!(serde_json::to_string(&EraseRequest::Email("a@b".into())).unwrap(), r#"{"email":"a@b"}"#);
+    }
+
+    #[test]
+    fn an_email_is_hashed_by_the_ingestion_rule() {
+        use memberlake_records::records::md5_hash;
+        let jane = md5_hash(b"jane.doe@example.com");
+        // As a list line: case, whitespace, quotes.
+        for line in [
+            "jane.doe@example.com",
+            "Jane.Doe@Example.COM",
+            "  \"jane.doe@example.com\"\r\n",
+            "\" JANE.doe@example.com\t\"",
+        ] {
+            assert_eq!(hash_email(line), Ok(jane), "{line:?}");
+            assert_eq!(EraseRequest::Email(line.into()).email_hash(), Ok(jane), "{line:?}");
+        }
+        // 32 hex digits are a hash already, as in a list.
+        let hex = jane.to_hex().to_uppercase();
+        assert_eq!(hash_email(&hex), Ok(jane));
+        assert_eq!(EraseRequest::Email(hex).email_hash(), Ok(jane));
+        assert_eq!(EraseRequest::EmailHash(jane).validate(), Ok(()));
+        for (email, refused) in [
+            ("jane", InvalidRequest::EmailRejected(RejectReason::MissingAt)),
+            ("jane@doe@example.com", InvalidRequest::EmailRejected(RejectReason::MultipleAt)),
+            ("@example.com", InvalidRequest::EmailRejected(RejectReason::EmptyLocalPart)),
+            ("\"\"", InvalidRequest::EmailRejected(RejectReason::Empty)),
+            (&format!("{}@example.com", "j".repeat(250)), InvalidRequest::EmailRejected(RejectReason::TooLong)),
+            (&format!("{}@example.com", "j".repeat(5000)), InvalidRequest::EmailRejected(RejectReason::LineTooLong)),
+            (" \t", InvalidRequest::EmailBlank),
+            ("\"@example.com\"", InvalidRequest::EmailRejected(RejectReason::EmptyLocalPart)),
+            ("\"jane@ \"", InvalidRequest::EmailRejected(RejectReason::EmptyDomain)),
+            // Valid in a list, but not as the API takes it: the hash is sent then.
+            ("jané@example.com", InvalidRequest::EmailForm),
+            (&format!("{}jane.doe@example.com", " ".repeat(240)), InvalidRequest::EmailForm),
+        ] {
+            let request = EraseRequest::Email(email.to_owned());
+            assert_eq!(request.validate(), Err(refused.clone()), "{email:?}");
+            let message = refused.to_string();
+            assert!(!message.contains("jane") && !message.contains("example"), "never the email: {message}");
+            assert!(!format!("{request:?}").contains("jane"), "nor in Debug");
+        }
+        assert_eq!(
+            InvalidRequest::EmailRejected(RejectReason::MissingAt).to_string(),
+            "email rejected as a member list would reject it: missing_at"
+        );
+        // What a list holds in the middle of an address, it holds: quotes, spaces, a tab.
+        for odd in ["ja\"ne@example.com", "ja ne@exa\tmple.com", "\"jane@example.com", "\"\"jane@example.com\"\""] {
+            assert!(EraseRequest::Email(odd.into()).validate().is_ok(), "{odd:?}");
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The admin API's routes, spelled once: meta-service mounts these templates and
-//! [`AdminClient`](crate::AdminClient) fills them in. What a route's `{id}` names (a file or an
-//! advertiser) is part of the route ([`Route::id`]), so the server's document and checks follow
-//! it instead of guessing from the path.
+//! [`AdminClient`](crate::AdminClient) fills them in. What a route's path parameter names (a
+//! file, an advertiser or an email hash) is part of the route ([`Route::id`]), so the server's
+//! document and checks follow it instead of guessing from the path.
 
 use std::fmt;
 
@@ -29,13 +29,33 @@ impl fmt::Display for Method {
     }
 }
 
-/// What the `{id}` of a route's path names.
+/// What the one parameter of a route's path (`{id}`, or `{hash}` for an email hash) names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PathId {
     /// A file id (a positive integer), which is also the list version's id.
     File,
     /// An advertiser id (`[A-Za-z0-9_-]{1,64}`).
     Advertiser,
+    /// An email hash (32 hex digits), `{hash}`.
+    EmailHash,
+}
+
+impl PathId {
+    /// The parameter's name in the template (and the OpenAPI document).
+    pub const fn name(self) -> &'static str {
+        match self {
+            PathId::File | PathId::Advertiser => "id",
+            PathId::EmailHash => "hash",
+        }
+    }
+
+    /// The parameter as the template spells it: `{id}` or `{hash}`.
+    pub const fn placeholder(self) -> &'static str {
+        match self {
+            PathId::File | PathId::Advertiser => "{id}",
+            PathId::EmailHash => "{hash}",
+        }
+    }
 }
 
 /// One route: a method and a path template (axum and OpenAPI share the `{id}` syntax).
@@ -43,7 +63,7 @@ pub enum PathId {
 pub struct Route {
     pub method: Method,
     pub template: &'static str,
-    /// What `{id}` in the template names; `None`: the path has no `{id}`.
+    /// What the template's parameter ([`PathId::placeholder`]) names; `None`: the path has none.
     pub id: Option<PathId>,
 }
 
@@ -62,10 +82,18 @@ impl Route {
         Self { method, template, id: Some(PathId::Advertiser) }
     }
 
-    /// The path with `{id}` filled in. Ids are digits or `[A-Za-z0-9_-]`, so nothing needs
-    /// escaping.
+    /// A route on one erasure: `{hash}` is an email hash.
+    const fn email_hash(method: Method, template: &'static str) -> Self {
+        Self { method, template, id: Some(PathId::EmailHash) }
+    }
+
+    /// The path with its parameter filled in (a path without one is the template). Ids are
+    /// digits, hex digits or `[A-Za-z0-9_-]`, so nothing needs escaping.
     pub fn path(self, id: impl fmt::Display) -> String {
-        self.template.replace("{id}", &id.to_string())
+        match self.id {
+            Some(param) => self.template.replace(param.placeholder(), &id.to_string()),
+            None => self.template.to_owned(),
+        }
     }
 }
 
@@ -96,6 +124,11 @@ pub const SET_WEIGHT: Route = Route::advertiser(Method::Put, "/admin/v1/advertis
 pub const SET_LIFESPAN: Route = Route::advertiser(Method::Put, "/admin/v1/advertisers/{id}/lifespan");
 /// Every advertiser with a lifespan, with its active list's expiry.
 pub const LIFESPANS: Route = Route::new(Method::Get, "/admin/v1/lifespans");
+/// Erases a person from every list, for good ([`EraseRequest`](crate::EraseRequest): the email
+/// or its hash): 202 when it records the erasure, 200 with the one already recorded.
+pub const ERASE: Route = Route::new(Method::Post, "/admin/v1/erasures");
+/// One erasure, by email hash, and how far it has come.
+pub const ERASURE: Route = Route::email_hash(Method::Get, "/admin/v1/erasures/{hash}");
 /// Rolls an advertiser back to an earlier version ([`Rollback`](crate::Rollback)), as a new
 /// version.
 pub const ROLLBACK: Route = Route::advertiser(Method::Post, "/admin/v1/advertisers/{id}/rollback");
@@ -108,7 +141,7 @@ pub const OVERVIEW: Route = Route::new(Method::Get, "/admin/v1/overview");
 pub const OPENAPI: Route = Route::new(Method::Get, "/admin/v1/openapi.json");
 
 /// Every route of the admin API.
-pub const ALL: [Route; 16] = [
+pub const ALL: [Route; 18] = [
     FILES,
     FILE,
     SET_PRIORITY,
@@ -121,6 +154,8 @@ pub const ALL: [Route; 16] = [
     SET_WEIGHT,
     SET_LIFESPAN,
     LIFESPANS,
+    ERASE,
+    ERASURE,
     ROLLBACK,
     ACTIONS,
     OVERVIEW,
@@ -138,6 +173,9 @@ mod tests {
         assert_eq!(APPROVE.path(7), "/admin/v1/files/7/approve");
         assert_eq!(ROLLBACK.path("acme"), "/admin/v1/advertisers/acme/rollback");
         assert_eq!(FILES.path(1), "/admin/v1/files");
+        let hash = "c160f8cc69a4f0bf2b0362752353d060";
+        assert_eq!(ERASURE.path(hash), format!("/admin/v1/erasures/{hash}"));
+        assert_eq!(ERASE.path(hash), "/admin/v1/erasures");
     }
 
     #[test]
@@ -150,10 +188,16 @@ mod tests {
     #[test]
     fn a_route_names_its_id_exactly_when_its_path_has_one() {
         for route in ALL {
-            assert_eq!(route.id.is_some(), route.template.contains("{id}"), "{route}");
+            let params = route.template.matches('{').count();
+            assert_eq!(params, usize::from(route.id.is_some()), "{route}: one parameter, named by `id`");
+            if let Some(id) = route.id {
+                assert!(route.template.contains(id.placeholder()), "{route}");
+                assert_eq!(id.placeholder(), format!("{{{}}}", id.name()), "{route}");
+            }
             let prefix = match route.id {
                 Some(PathId::File) => "/admin/v1/files/{id}",
                 Some(PathId::Advertiser) => "/admin/v1/advertisers/{id}/",
+                Some(PathId::EmailHash) => "/admin/v1/erasures/{hash}",
                 None => "/admin/v1/",
             };
             assert!(route.template.starts_with(prefix), "{route}");

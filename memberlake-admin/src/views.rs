@@ -3,7 +3,7 @@
 //! so that a server may add one without breaking older clients.
 
 use chrono::{DateTime, Utc};
-use memberlake_records::ids::{AdvertiserId, FileId};
+use memberlake_records::ids::{AdvertiserId, EmailHash, FileId};
 use memberlake_records::records::RejectReason;
 use memberlake_records::states::FileState;
 use serde::{Deserialize, Serialize};
@@ -66,6 +66,10 @@ pub struct VersionView {
     /// Store rows written by merging, and deleted by undoing or retiring it.
     pub rows_written: i64,
     pub rows_deleted: i64,
+    /// Rows of the list dropped because their hash is erased (an erasure outlives every
+    /// upload); absent (0) from servers before erasures.
+    #[serde(default)]
+    pub erased: i64,
     /// Why it is held for an operator (e.g. the shrink guard's reason); once approved, how
     /// (`approved`, as every rollback is: an operator asked for it).
     pub held_reason: Option<String>,
@@ -185,6 +189,54 @@ pub struct LifespansResponse {
     pub lifespans: Vec<LifespanView>,
 }
 
+/// Where an erasure stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErasureState {
+    /// Recorded: every matcher answers "not a member" for the hash (within its refresh) and no
+    /// merge brings it back, while the leader's passes remove it from the store and the work
+    /// location.
+    Pending,
+    /// A pass that started once no merge unit could still write the hash found and removed it
+    /// everywhere.
+    Complete,
+}
+
+impl ErasureState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErasureState::Pending => "pending",
+            ErasureState::Complete => "complete",
+        }
+    }
+}
+
+impl std::fmt::Display for ErasureState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An erasure and how far it has come ([`ERASE`](crate::routes::ERASE),
+/// [`ERASURE`](crate::routes::ERASURE)). It names the hash, never an email.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErasureView {
+    pub email_hash: EmailHash,
+    pub requested_at: DateTime<Utc>,
+    /// Who asked first (a repeated request changes nothing): the token's name.
+    #[schema(example = "ops")]
+    pub requested_by: String,
+    /// `complete` once `completed_at` is set.
+    pub state: ErasureState,
+    /// The leader's passes over it so far (store partitions deleted, work objects rewritten).
+    pub passes: i32,
+    /// Work objects (manifest buckets, diffs, runs) rewritten without the hash.
+    pub objects_rewritten: i64,
+    /// When the pass that completed it finished.
+    pub completed_at: Option<DateTime<Utc>>,
+    pub last_pass_at: Option<DateTime<Utc>>,
+}
+
 /// [`ACTIONS`](crate::routes::ACTIONS): the audit log, newest first.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ActionsResponse {
@@ -200,10 +252,10 @@ pub struct OperatorActionView {
     #[schema(example = "ops")]
     pub actor: String,
     /// `prioritize`, `pause`, `resume`, `cancel`, `retry`, `approve`, `reject`, `rollback`,
-    /// `weight` or `lifespan`.
+    /// `weight`, `lifespan` or `erase`.
     #[schema(example = "prioritize")]
     pub action: String,
-    /// `file:<id>` or `advertiser:<id>`.
+    /// `file:<id>`, `advertiser:<id>` or `email_hash:<hash>`.
     #[schema(example = "file:42")]
     pub target: String,
     /// The action's parameters, e.g. `{"priority": 5}`.
@@ -358,6 +410,31 @@ mod tests {
         assert_eq!(o.rows_per_minute[0].rows, 600);
         let e: ErrorBody = round_trip(json!({"error": {"code": "bad_request", "message": "limit must be 1..=1000"}}));
         assert_eq!(e.error.code, "bad_request");
+    }
+
+    #[test]
+    fn erasures_round_trip() {
+        let pending: ErasureView = round_trip(json!({
+            "email_hash": "c160f8cc69a4f0bf2b0362752353d060", "requested_at": "2026-01-02T03:04:05.123456Z",
+            "requested_by": "ops", "state": "pending", "passes": 0, "objects_rewritten": 0,
+            "completed_at": null, "last_pass_at": null
+        }));
+        assert_eq!(
+            (pending.state, pending.email_hash.to_hex().as_str()),
+            (ErasureState::Pending, "c160f8cc69a4f0bf2b0362752353d060")
+        );
+        let complete: ErasureView = round_trip(json!({
+            "email_hash": "c160f8cc69a4f0bf2b0362752353d060", "requested_at": "2026-01-02T03:04:05Z",
+            "requested_by": "ops", "state": "complete", "passes": 2, "objects_rewritten": 17,
+            "completed_at": "2026-01-02T03:09:00Z", "last_pass_at": "2026-01-02T03:09:00Z"
+        }));
+        assert_eq!((complete.state, complete.passes, complete.objects_rewritten), (ErasureState::Complete, 2, 17));
+        for state in [ErasureState::Pending, ErasureState::Complete] {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
+        }
+        let mut wire = serde_json::to_value(&complete).unwrap();
+        wire["state"] = json!("done");
+        assert!(serde_json::from_value::<ErasureView>(wire).is_err(), "a state outside the contract");
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use indicatif::HumanBytes;
 use memberlake_admin::{
-    parse_file_id, ActionsResponse, AdminClient, AdvertiserId, FileDetailView, FileId, FileState, FileView,
-    LifespanView, LimitQuery, ListFilesQuery,
+    hash_email, parse_file_id, ActionsResponse, AdminClient, AdminError, AdvertiserId, EmailHash, EraseRequest,
+    ErasureState, ErasureView, FileDetailView, FileId, FileState, FileView, LifespanView, LimitQuery, ListFilesQuery,
 };
 use serde::Serialize;
 
@@ -106,6 +106,35 @@ pub enum AdminCommand {
         #[arg(value_parser = parse_lifespan, requires = "advertiser")]
         lifespan: Option<Lifespan>,
     },
+    /// Erase a person from every advertiser's list, for good (hashed here: the email is never sent).
+    ///
+    /// The email (or a list line of 32 hex digits) is hashed here by the ingestion rule and only
+    /// the hash is sent: the email never leaves this machine. Every lookup of the hash answers
+    /// "not a member" at once and no later upload brings it back; the splitter leader then
+    /// removes it from the store and the work location. Asking again is harmless (it reports
+    /// the erasure already requested). With --wait, waits until that removal is complete: exit
+    /// code 11 if it is not within --timeout.
+    Erase {
+        /// The email as an advertiser lists it, or its hash (32 hex digits).
+        #[arg(value_name = "EMAIL_OR_HASH")]
+        email: EmailOrHash,
+        /// Wait, with progress, until the erasure is complete.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: give up after this long (`90s`, `10m`, `2h`) with exit code 11 (the
+        /// erasure goes on). Default: no limit.
+        #[arg(long, value_parser = parse_timeout, requires = "wait")]
+        timeout: Option<Duration>,
+        /// With --wait: refresh interval in seconds.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
+    /// One erasure and how far it has come, by the email (hashed here) or its hash.
+    Erasure {
+        /// The email as an advertiser lists it, or its hash (32 hex digits).
+        #[arg(value_name = "EMAIL_OR_HASH")]
+        email: EmailOrHash,
+    },
     /// The operator audit log.
     Actions {
         /// 1..=1000
@@ -170,6 +199,20 @@ pub async fn run(args: AdminArgs, command: AdminCommand) -> Result<(), Failed> {
             }
             show(json, &all, |r| print!("{}", lifespans_table(&r.lifespans)))
         }
+        AdminCommand::Erase { email, wait, timeout, interval } => {
+            let hash = email.hash()?;
+            let (erasure, created) = client.erase(&EraseRequest::EmailHash(hash)).await?;
+            if wait {
+                let interval = Duration::from_secs_f64(interval.max(0.2));
+                return wait_erasure(&client, erasure, created, interval, timeout, json).await;
+            }
+            show(json, &erasure, |e| print!("{}", erasure_report(e, Some(created))))
+        }
+        AdminCommand::Erasure { email } => {
+            let hash = email.hash()?;
+            let erasure = client.erasure(hash).await.map_err(not_requested)?;
+            show(json, &erasure, |e| print!("{}", erasure_report(e, None)))
+        }
         AdminCommand::Actions { limit } => {
             show(json, &client.actions(&LimitQuery { limit: Some(limit) }).await?, print_actions)
         }
@@ -199,6 +242,18 @@ fn parse_lifespan(s: &str) -> Result<Lifespan, String> {
     if matches!(s.trim(), "unlimited" | "none") {
         return Ok(Lifespan(None));
     }
+    let secs =
+        parse_secs(s).ok_or_else(|| format!("invalid lifespan {s:?}: expected e.g. 540d, 12h, 90m, or `unlimited`"))?;
+    if !memberlake_admin::LIFESPAN_SECS.contains(&secs) {
+        return Err(format!("lifespan {s:?} out of range: from 1s to 36500d, or `unlimited`"));
+    }
+    Ok(Lifespan(Some(secs)))
+}
+
+/// Whole seconds written as a number and a unit (`90`, `90s`, `10m`, `12h`, `540d`); `None` if
+/// not such a number or too large. (0 for a number out of range, so that it is refused as out
+/// of range rather than as a typo.)
+fn parse_secs(s: &str) -> Option<u64> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
@@ -207,13 +262,83 @@ fn parse_lifespan(s: &str) -> Result<Lifespan, String> {
         "m" => 60,
         "h" => 3600,
         "d" => 86_400,
-        _ => return Err(format!("invalid lifespan {s:?}: expected e.g. 540d, 12h, 90m, or `unlimited`")),
+        _ => return None,
     };
-    let secs = number.parse::<u64>().ok().and_then(|n| n.checked_mul(unit_secs)).unwrap_or(0);
-    if !memberlake_admin::LIFESPAN_SECS.contains(&secs) {
-        return Err(format!("lifespan {s:?} out of range: from 1s to 36500d, or `unlimited`"));
+    Some(number.parse::<u64>().ok().and_then(|n| n.checked_mul(unit_secs)).unwrap_or(0))
+}
+
+/// `erase --timeout`: at least a second.
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match parse_secs(s) {
+        Some(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
+        _ => Err(format!("invalid timeout {s:?}: expected e.g. 90s, 10m or 2h")),
     }
-    Ok(Lifespan(Some(secs)))
+}
+
+/// A person to erase as given on the command line: an email as an advertiser lists it, or its
+/// hash. Hashed here ([`hash_email`], the ingestion rule), never sent; its `Debug` does not show
+/// it, and a refusal names the reason, never the value.
+#[derive(Clone)]
+pub struct EmailOrHash(String);
+
+impl From<String> for EmailOrHash {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+impl std::fmt::Debug for EmailOrHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EmailOrHash(<not shown>)")
+    }
+}
+
+impl EmailOrHash {
+    /// The hash ingestion stored for this line; a line a list would reject or skip is bad
+    /// usage (exit code 2), with the reason.
+    fn hash(&self) -> Result<EmailHash, Failed> {
+        hash_email(&self.0).map_err(|e| Failed::from(AdminError::Invalid(e)))
+    }
+}
+
+/// `memberlake erasure` of a hash nobody asked to erase: not found, and how to ask.
+fn not_requested(e: AdminError) -> Failed {
+    if e.status() == Some(404) {
+        return Failed::new(Exit::NotFound, e).hint("`memberlake erase <email-or-hash>` requests one");
+    }
+    e.into()
+}
+
+/// The first line of an erasure's report: its hash, whether this request recorded it
+/// (`created`; `None`: not known, a lookup) and its state.
+fn erasure_headline(e: &ErasureView, created: Option<bool>) -> String {
+    let how = match created {
+        Some(true) => "erasure recorded now",
+        Some(false) => "erasure already requested",
+        None => "erasure",
+    };
+    format!("email hash {}: {how} ({})\n", e.email_hash, e.state)
+}
+
+/// An erasure: the headline, then when and by whom it was requested and the leader's passes.
+fn erasure_report(e: &ErasureView, created: Option<bool>) -> String {
+    let time = |t: Option<String>| t.unwrap_or_else(|| "-".to_owned());
+    let mut out = erasure_headline(e, created);
+    for (label, value) in [
+        ("requested", format!("{} by {}", e.requested_at.format(TIME), e.requested_by)),
+        ("passes", e.passes.to_string()),
+        ("objects rewritten", e.objects_rewritten.to_string()),
+        ("last pass", time(e.last_pass_at.map(|t| t.format(TIME).to_string()))),
+        ("completed", time(e.completed_at.map(|t| t.format(TIME).to_string()))),
+    ] {
+        let _ = writeln!(out, "  {label:<19}{value}");
+    }
+    if e.state == ErasureState::Pending {
+        out.push_str(
+            "every lookup of the hash already answers \"not a member\"; the leader is removing it from the store\n",
+        );
+    }
+    out
 }
 
 /// Advertisers' lifespans: how long, until when, and whether the list matches nobody now.
@@ -371,6 +496,7 @@ fn version_report(f: &FileView) -> String {
         ("unchanged", known(v.unchanged)),
         ("rows written", v.rows_written.to_string()),
         ("rows deleted", v.rows_deleted.to_string()),
+        ("erased", v.erased.to_string()),
         ("base version", v.base_version.map_or_else(|| "none (written in full)".to_owned(), |b| b.to_string())),
         ("held reason", v.held_reason.clone().unwrap_or_else(|| "-".to_owned())),
     ];
@@ -487,6 +613,61 @@ async fn wait(client: &AdminClient, id: FileId, interval: Duration, json: bool) 
     }
 }
 
+/// Waits for `erasure` (recorded by this run if `created`) to complete, with a spinner over the
+/// leader's passes, at most `timeout`; then prints its report.
+async fn wait_erasure(
+    client: &AdminClient,
+    mut erasure: ErasureView,
+    created: bool,
+    interval: Duration,
+    timeout: Option<Duration>,
+    json: bool,
+) -> Result<(), Failed> {
+    use indicatif::{ProgressBar, ProgressStyle};
+    if !json && erasure.state == ErasureState::Pending {
+        print!("{}", erasure_headline(&erasure, Some(created)));
+    }
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let bar = if json { ProgressBar::hidden() } else { ProgressBar::new_spinner() };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} erasure {prefix} {msg} ({elapsed})").expect("a valid template"),
+    );
+    bar.set_prefix(erasure.email_hash.to_string());
+    let hash = erasure.email_hash;
+    loop {
+        bar.set_message(format!(
+            "· {} · {} passes · {} objects rewritten",
+            erasure.state, erasure.passes, erasure.objects_rewritten
+        ));
+        bar.tick();
+        if erasure.state == ErasureState::Complete {
+            bar.finish_and_clear();
+            return show(json, &erasure, |e| print!("{}", erasure_report(e, Some(created)))).map_err(Failed::from);
+        }
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            bar.finish_and_clear();
+            let waited = timeout.map_or(0, |t| t.as_secs());
+            return Err(Failed::new(
+                Exit::WaitTimedOut,
+                anyhow::anyhow!(
+                    "the erasure of {hash} is not complete after {}: {} passes so far",
+                    human_secs(waited),
+                    erasure.passes
+                ),
+            )
+            .hint(format!(
+                "it goes on, and every lookup already answers \"not a member\"; `memberlake erasure {hash}` shows how far it is"
+            )));
+        }
+        let sleep = match deadline {
+            Some(d) => interval.min(d.saturating_duration_since(tokio::time::Instant::now())),
+            None => interval,
+        };
+        tokio::time::sleep(sleep).await;
+        erasure = client.erasure(hash).await.map_err(not_requested)?;
+    }
+}
+
 /// One progress bar per file in flight, updated every `interval`.
 async fn watch(client: &AdminClient, interval: Duration) -> anyhow::Result<()> {
     use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -566,6 +747,7 @@ mod tests {
             unchanged: Some(8),
             rows_written: 94,
             rows_deleted: 0,
+            erased: 0,
             held_reason: Some("shrinks the active list from 100 to 10 members".into()),
             activated_at: None,
             rollback_of: None,
@@ -586,6 +768,66 @@ mod tests {
             (human_secs(540 * 86_400), human_secs(7200), human_secs(61)),
             ("540d".into(), "2h".into(), "61s".into())
         );
+    }
+
+    fn erasure(state: ErasureState) -> ErasureView {
+        let at = "2026-01-02T03:04:05Z".parse().unwrap();
+        let done = (state == ErasureState::Complete).then_some(at);
+        ErasureView {
+            email_hash: EmailHash::from_hex(b"c160f8cc69a4f0bf2b0362752353d060").unwrap(),
+            requested_at: at,
+            requested_by: "ops".into(),
+            state,
+            passes: if done.is_some() { 2 } else { 0 },
+            objects_rewritten: if done.is_some() { 17 } else { 0 },
+            completed_at: done,
+            last_pass_at: done,
+        }
+    }
+
+    #[test]
+    fn an_erasure_report_says_what_was_recorded_and_how_far_it_is() {
+        assert_eq!(
+            erasure_report(&erasure(ErasureState::Pending), Some(true)),
+            "email hash c160f8cc69a4f0bf2b0362752353d060: erasure recorded now (pending)
+  requested          2026-01-02T03:04:05Z by ops
+  passes             0
+  objects rewritten  0
+  last pass          -
+  completed          -
+every lookup of the hash already answers \"not a member\"; the leader is removing it from the store
+"
+        );
+        let complete = erasure_report(&erasure(ErasureState::Complete), Some(false));
+        assert!(
+            complete.starts_with("email hash c160f8cc69a4f0bf2b0362752353d060: erasure already requested (complete)\n")
+        );
+        assert!(
+            complete.contains("  objects rewritten  17\n  last pass          2026-01-02T03:04:05Z\n"),
+            "{complete}"
+        );
+        assert!(!complete.contains("removing"), "{complete}");
+        assert!(erasure_headline(&erasure(ErasureState::Complete), None).ends_with(": erasure (complete)\n"));
+    }
+
+    #[test]
+    fn emails_are_hashed_here_and_never_shown() {
+        let jane = EmailOrHash::from("  \"Jane.Doe@Example.com\"".to_owned());
+        let hash = jane.hash().unwrap();
+        assert_eq!(hash, EmailOrHash::from("jane.doe@example.com".to_owned()).hash().unwrap());
+        assert_eq!(EmailOrHash::from(hash.to_hex().to_uppercase()).hash().unwrap(), hash, "a hash is taken as is");
+        assert!(!format!("{jane:?}").contains("Jane"));
+        for bad in ["jane.doe", "", "jane@doe@example.com"] {
+            let failed = EmailOrHash::from(bad.to_owned()).hash().unwrap_err();
+            assert_eq!(failed.exit, Exit::Usage, "{bad:?}");
+            let text = failed.render();
+            assert!(text.starts_with("error: email ") && (bad.is_empty() || !text.contains(bad)), "{text}");
+        }
+        assert_eq!(parse_timeout("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_timeout("90"), Ok(Duration::from_secs(90)));
+        for bad in ["0s", "soon", "-1m", ""] {
+            assert!(parse_timeout(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -198,7 +198,8 @@ async fn dry_run(
     let mut diff = base.as_ref().map(|b| Diff { version: b.version, added: 0, removed: 0 });
     for b in 0..(1u32 << bits) {
         let base = base.as_ref().map(|base| (&base.work, &base.objects));
-        let merged = versions::merge_bucket_against(scratch, &objects, MergeSource::Runs(&runs), base, b).await?;
+        // Erasures are not applied: the dry run reports what the list itself holds.
+        let merged = versions::merge_bucket_against(scratch, &objects, MergeSource::Runs(&runs), base, b, &[]).await?;
         findings.members += merged.members;
         if let Some(d) = diff.as_mut() {
             d.added += merged.added.len() as u64;

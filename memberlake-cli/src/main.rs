@@ -4,11 +4,13 @@
 //!   with the default feature `migrate`, the one part that needs the services' I/O stack.
 //! - `memberlake check <list> [--advertiser A]`: a dry run of a list (same feature).
 //! - `memberlake files | file | prioritize | pause | resume | cancel | retry | approve | reject
-//!   | rollback | weight | actions | watch | wait`: the operator API (meta-service,
-//!   `MEMBERLAKE_ADMIN_ADDR`, token in `MEMBERLAKE_ADMIN_TOKEN`), through
+//!   | rollback | weight | lifespan | erase | erasure | actions | watch | wait`: the operator API
+//!   (meta-service, `MEMBERLAKE_ADMIN_ADDR`, token in `MEMBERLAKE_ADMIN_TOKEN`), through
 //!   `memberlake_admin::AdminClient`. `file` prints the file's version report; `approve` and
-//!   `reject` decide on a held version; `rollback <advertiser> [--to <file
-//!   id>]` restores an earlier version as a new one.
+//!   `reject` decide on a held version; `rollback <advertiser> [--to <file id>]` restores an
+//!   earlier version as a new one; `erase <email-or-hash> [--wait [--timeout T]]` erases a person
+//!   for good (the email hashed here, only the hash sent) and `erasure <email-or-hash>` shows how
+//!   far an erasure is.
 
 mod admin;
 #[cfg(feature = "migrate")]
@@ -94,7 +96,7 @@ mod tests {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "memberlake", &mut out);
             let script = String::from_utf8(out).unwrap();
-            for command in ["files", "approve", "rollback", "wait", "completions"] {
+            for command in ["files", "approve", "rollback", "wait", "lifespan", "erase", "erasure", "completions"] {
                 assert!(script.contains(command), "{shell}: {command}");
             }
         }
@@ -125,6 +127,38 @@ mod tests {
             cli.command,
             Command::Admin(admin::AdminCommand::Prioritize { id: memberlake_admin::FileId(7), priority: -5 })
         ));
+    }
+
+    #[test]
+    fn erasures_have_commands() {
+        use std::time::Duration;
+        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("memberlake").chain(args.iter().copied()));
+        let Ok(Cli { command: Command::Admin(admin::AdminCommand::Erase { wait, timeout, .. }), .. }) =
+            parse(&["erase", "jane@example.com"])
+        else {
+            panic!()
+        };
+        assert_eq!((wait, timeout), (false, None));
+        let Ok(Cli { command: Command::Admin(admin::AdminCommand::Erase { wait, timeout, interval, .. }), .. }) =
+            parse(&["erase", "c160f8cc69a4f0bf2b0362752353d060", "--wait", "--timeout", "10m", "--json"])
+        else {
+            panic!()
+        };
+        assert_eq!((wait, timeout, interval), (true, Some(Duration::from_secs(600)), 1.0));
+        assert!(matches!(
+            parse(&["erasure", "jane@example.com"]),
+            Ok(Cli { command: Command::Admin(admin::AdminCommand::Erasure { .. }), .. })
+        ));
+        for bad in [
+            &["erase"][..],
+            &["erase", "a@b", "--timeout", "5m"],
+            &["erase", "a@b", "--wait", "--timeout", "0s"],
+            &["erasure"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        // The value is hashed when the command runs, so a refusal never echoes it (clap's would).
+        assert!(parse(&["erase", "not an email"]).is_ok());
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub enum Exit {
     /// `memberlake check`: the list would fail (unreadable: corrupt compression, changed or
     /// missing object).
     WouldFail = 10,
+    /// `memberlake erase --wait --timeout`: the erasure was not complete in time (it goes on).
+    WaitTimedOut = 11,
 }
 
 /// The table for `--help`.
@@ -45,7 +47,7 @@ pub const EXIT_CODES: &str =
     "Exit codes: 0 done · 1 unexpected failure · 2 bad arguments · 3 a server is unreachable or \
 unavailable (retry later) · 4 not found · 5 refused (state or value) · 6 token missing, wrong or rate-limited · \
 7 (wait) the file failed or was cancelled · 8 (wait) the version is held for an operator · 9 (check) the list \
-would be held · 10 (check) the list would fail";
+would be held · 10 (check) the list would fail · 11 (erase --wait) the erasure was not complete within --timeout";
 
 impl From<Exit> for ExitCode {
     fn from(e: Exit) -> Self {

@@ -445,6 +445,9 @@ pub struct MembershipStore {
     select_partition: PreparedStatement,
     delete_row: PreparedStatement,
     scan_segment: PreparedStatement,
+    /// Partition deletes of an erased hash, in each table.
+    erase_changes: PreparedStatement,
+    erase_legacy: PreparedStatement,
     timeout: Duration,
 }
 
@@ -614,6 +617,8 @@ impl MembershipStore {
         ))
         .await?;
         scan_changes.set_page_size(5000);
+        let erase_changes = prepare(format!("DELETE FROM {ks}.membership_changes WHERE email_hash = ?")).await?;
+        let erase_legacy = prepare(format!("DELETE FROM {ks}.memberships WHERE email_hash = ?")).await?;
         Ok(Self {
             session,
             keyspace: keyspace.to_owned(),
@@ -626,6 +631,8 @@ impl MembershipStore {
             select_partition,
             delete_row,
             scan_segment,
+            erase_changes,
+            erase_legacy,
             timeout,
         })
     }
@@ -678,6 +685,21 @@ impl MembershipStore {
         metrics::counter!("memberlake_store_rows_written_total", "op" => operation).increment(hashes.len() as u64);
         if hashes.len() > 1 {
             metrics::counter!("memberlake_store_batches_written_total").increment(1);
+        }
+        Ok(())
+    }
+
+    /// Deletes `h`'s partitions in both tables: every row of every advertiser and version, one
+    /// partition tombstone each (an erasure). Idempotent.
+    pub async fn erase_partitions(&self, h: &EmailHash) -> Result<(), StoreError> {
+        for statement in [&self.erase_changes, &self.erase_legacy] {
+            tokio::time::timeout(self.timeout, self.session.execute_unpaged(statement, (&h.0[..],)))
+                .await
+                .map_err(|_| StoreError::Timeout { operation: "erase", timeout: self.timeout })
+                .and_then(|r| r.map_err(StoreError::execute("erase")))
+                .inspect_err(|_| {
+                    metrics::counter!("memberlake_store_errors_total", "request" => "write").increment(1)
+                })?;
         }
         Ok(())
     }

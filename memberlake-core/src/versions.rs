@@ -24,7 +24,9 @@ use crate::ids::{AdvertiserId, EmailHash, ListVersion};
 use crate::lake::LakeError;
 use futures::StreamExt;
 
-use crate::manifest::{diff_sorted, encode_run, encode_sorted, merge_sorted, Buckets, Change, ManifestError, RunIndex};
+use crate::manifest::{
+    decode_run, diff_sorted, encode_run, encode_sorted, merge_sorted, Buckets, Change, ManifestError, RunIndex,
+};
 pub use crate::work::DiffSide;
 use crate::work::{VersionDir, WorkLocation};
 
@@ -329,6 +331,8 @@ pub struct MergedBucket {
     pub added: Vec<EmailHash>,
     pub removed: Vec<EmailHash>,
     pub members: u64,
+    /// Distinct hashes of the version's input dropped because they are erased.
+    pub erased: u64,
 }
 
 /// Bucket `b` (at `want`) of every run in `runs`, read [`RUN_READS_IN_FLIGHT`] at a time.
@@ -371,14 +375,19 @@ pub enum MergeSource<'a> {
 /// same bucket of `base` (if any), and writes the manifest bucket and the diff (before the
 /// caller writes a single row). Deterministic and idempotent: a redone merge rewrites the same
 /// objects.
+///
+/// `erased` (sorted: the bucket's erased hashes) are dropped from the input and from the base
+/// alike: an erased person is in no manifest, diff or row this merge writes — not even as a
+/// "removed" row — whatever the base's manifest still says.
 pub async fn merge_bucket(
     work: &WorkLocation,
     objects: &VersionObjects,
     source: MergeSource<'_>,
     base: Option<&VersionObjects>,
     b: u32,
+    erased: &[EmailHash],
 ) -> Result<MergedBucket, VersionError> {
-    merge_bucket_against(work, objects, source, base.map(|base| (work, base)), b).await
+    merge_bucket_against(work, objects, source, base.map(|base| (work, base)), b, erased).await
 }
 
 /// [`merge_bucket`] with the base version's manifest read from a location of its own: a dry run
@@ -390,15 +399,20 @@ pub async fn merge_bucket_against(
     source: MergeSource<'_>,
     base: Option<(&WorkLocation, &VersionObjects)>,
     b: u32,
+    erased: &[EmailHash],
 ) -> Result<MergedBucket, VersionError> {
     let inputs = match source {
         MergeSource::Runs(runs) => read_runs_bucket(work, runs, objects.buckets, b).await?,
         MergeSource::Manifest(restored) => vec![read_manifest_bucket(work, restored, objects.buckets, b).await?],
     };
-    let old = match base {
+    let mut old = match base {
         Some((base_work, base)) => read_manifest_bucket(base_work, base, objects.buckets, b).await?,
         None => Vec::new(),
     };
+    if !erased.is_empty() {
+        old.retain(|h| erased.binary_search(h).is_err());
+    }
+    let erased = erased.to_vec();
     let has_base = base.is_some();
     // Each bucket object is a run of one bucket's hashes; a 1-bit index keeps it small.
     let one = Buckets::new(1).expect("1 bit is valid");
@@ -406,9 +420,17 @@ pub async fn merge_bucket_against(
     let encoded = tokio::task::spawn_blocking({
         let manifest_key = manifest_key.clone();
         move || {
-            let members: Vec<EmailHash> = merge_sorted(inputs.into_iter().map(Vec::into_iter).collect()).collect();
+            let mut members: Vec<EmailHash> = merge_sorted(inputs.into_iter().map(Vec::into_iter).collect()).collect();
+            let before = members.len();
+            if !erased.is_empty() {
+                members.retain(|h| erased.binary_search(h).is_err());
+            }
             let manifest = encode_sorted(&members, one).map_err(VersionError::run(&manifest_key))?;
-            let mut merged = MergedBucket { members: members.len() as u64, ..Default::default() };
+            let mut merged = MergedBucket {
+                members: members.len() as u64,
+                erased: (before - members.len()) as u64,
+                ..Default::default()
+            };
             if has_base {
                 for change in diff_sorted(old, members) {
                     match change {
@@ -434,6 +456,44 @@ pub async fn merge_bucket_against(
     }
     work.put(&manifest_key, Bytes::from(manifest)).await?;
     Ok(merged)
+}
+
+/// Rewrites the run at `key` (a range's run, a manifest bucket, a diff side) without the
+/// hashes of `erased` (sorted), keeping its bucket width. Returns those it held (none: the
+/// object is left alone; a missing object holds none). Each hash's bucket is looked up first
+/// (the cached index and one ranged read), so an object is read whole only when it holds one.
+/// For an erasure (`splitter::duties::erase_once`): a reader sees the object whole, before or
+/// after (one PUT).
+pub async fn erase_from_run(
+    work: &WorkLocation,
+    key: &str,
+    erased: &[EmailHash],
+) -> Result<Vec<EmailHash>, VersionError> {
+    let probe = Buckets::new(crate::manifest::DEFAULT_BUCKET_BITS).expect("a valid width");
+    let mut found = Vec::new();
+    for h in erased {
+        match read_bucket(work, key, probe, probe.bucket_of(&h.0)).await {
+            Ok(bucket) if bucket.binary_search(h).is_ok() => found.push(*h),
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        }
+    }
+    if found.is_empty() {
+        return Ok(found);
+    }
+    found.sort_unstable();
+    let bytes = work.get(key).await?;
+    let (key_owned, drop) = (key.to_owned(), found.clone());
+    let rewritten = tokio::task::spawn_blocking(move || {
+        let (index, mut hashes) = decode_run(&bytes).map_err(VersionError::run(&key_owned))?;
+        hashes.retain(|h| drop.binary_search(h).is_err());
+        Ok::<_, VersionError>(encode_run(&mut hashes, index.buckets()))
+    })
+    .await
+    .expect("rewriting a run does not panic")?;
+    work.put(key, Bytes::from(rewritten)).await?;
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -498,7 +558,7 @@ mod tests {
             v1_runs.push(key);
         }
         for b in 0..v1.buckets.count() {
-            let merged = merge_bucket(&work, &v1, MergeSource::Runs(&v1_runs), None, b).await.unwrap();
+            let merged = merge_bucket(&work, &v1, MergeSource::Runs(&v1_runs), None, b, &[]).await.unwrap();
             assert_eq!(merged.added.len() as u64, merged.members, "a first version adds every member");
             assert!(merged.removed.is_empty());
         }
@@ -508,7 +568,7 @@ mod tests {
         put_run(&work, &v2_runs[1], (1500..3030).map(h).collect(), v2.buckets).await.unwrap();
         let (mut added, mut removed, mut members) = (Vec::new(), Vec::new(), 0);
         for b in 0..v2.buckets.count() {
-            let merged = merge_bucket(&work, &v2, MergeSource::Runs(&v2_runs), Some(&v1), b).await.unwrap();
+            let merged = merge_bucket(&work, &v2, MergeSource::Runs(&v2_runs), Some(&v1), b, &[]).await.unwrap();
             // What the diff objects say is what the merge returned.
             assert_eq!(read_diff(&work, &v2, true, b, DiffSide::Added).await.unwrap(), merged.added);
             assert_eq!(read_diff(&work, &v2, true, b, DiffSide::Removed).await.unwrap(), merged.removed);
@@ -533,7 +593,7 @@ mod tests {
         let v4 = VersionObjects::new(&adv, ListVersion(4), v1.buckets.bits()).unwrap();
         let (mut added, mut removed, mut members) = (Vec::new(), Vec::new(), 0);
         for b in 0..v4.buckets.count() {
-            let merged = merge_bucket(&work, &v4, MergeSource::Manifest(&v1), Some(&v2), b).await.unwrap();
+            let merged = merge_bucket(&work, &v4, MergeSource::Manifest(&v1), Some(&v2), b, &[]).await.unwrap();
             members += merged.members;
             added.extend(merged.added);
             removed.extend(merged.removed);
@@ -585,6 +645,42 @@ mod tests {
         assert_eq!(sorted(all), sorted((0..350).map(h).collect()));
         let empty = RunSpill::new(objects.clone(), 5, 100);
         assert_eq!(empty.finish(&work).await.unwrap(), 1, "an empty range writes one empty run");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_erased_hash_leaves_no_trace_in_a_merge_and_is_rewritten_out_of_runs() {
+        let (work, dir) = work();
+        let adv = AdvertiserId::parse("acme").unwrap();
+        let v1 = VersionObjects::new(&adv, ListVersion(1), 2).unwrap();
+        let runs = vec![v1.dir.run(0, 0)];
+        put_run(&work, &runs[0], (0..400).map(h).collect(), v1.buckets).await.unwrap();
+        for b in 0..v1.buckets.count() {
+            merge_bucket(&work, &v1, MergeSource::Runs(&runs), None, b, &[]).await.unwrap();
+        }
+        // Erase h(7): v2 has the same input; the base still lists it (not rewritten yet).
+        let gone = h(7);
+        let gb = v1.buckets.bucket_of(&gone.0);
+        let v2 = VersionObjects::new(&adv, ListVersion(2), 2).unwrap();
+        let v2_runs = vec![v2.dir.run(0, 0)];
+        put_run(&work, &v2_runs[0], (0..400).map(h).collect(), v2.buckets).await.unwrap();
+        let merged = merge_bucket(&work, &v2, MergeSource::Runs(&v2_runs), Some(&v1), gb, &[gone]).await.unwrap();
+        assert_eq!(merged.erased, 1);
+        assert!(merged.added.is_empty() && merged.removed.is_empty(), "no row for the erased hash, not even absent");
+        assert!(!read_manifest_bucket(&work, &v2, v2.buckets, gb).await.unwrap().contains(&gone));
+        // The rewrite takes it out of v1's manifest bucket and the run, and leaves the rest.
+        assert_eq!(erase_from_run(&work, &v1.dir.manifest(gb), &[gone]).await.unwrap(), vec![gone]);
+        assert!(!erase_from_run(&work, &v1.dir.manifest(gb), &[gone]).await.unwrap().contains(&gone), "idempotent");
+        assert!(erase_from_run(&work, &runs[0], &[gone]).await.unwrap() == vec![gone]);
+        assert!(erase_from_run(&work, "versions/none/1/manifest/00000.run", &[gone]).await.unwrap().is_empty());
+        let mut all = Vec::new();
+        for b in 0..v1.buckets.count() {
+            all.extend(read_manifest_bucket(&work, &v1, v1.buckets, b).await.unwrap());
+            let run = read_bucket(&work, &runs[0], v1.buckets, b).await.unwrap();
+            assert!(!run.contains(&gone));
+            assert_eq!(run.len(), (0..400).map(h).filter(|x| *x != gone && v1.buckets.bucket_of(&x.0) == b).count());
+        }
+        assert_eq!(all, sorted((0..400).map(h).filter(|x| *x != gone).collect()));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -176,7 +176,7 @@ mod postgres {
     use sqlx::postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef, Postgres};
     use sqlx::{Decode, Encode, Type};
 
-    use super::AdvertiserId;
+    use super::{AdvertiserId, EmailHash};
 
     impl Type<Postgres> for AdvertiserId {
         fn type_info() -> PgTypeInfo {
@@ -197,6 +197,29 @@ mod postgres {
         fn decode(value: PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
             let s = <&str as Decode<Postgres>>::decode(value)?;
             Ok(AdvertiserId::parse(s)?)
+        }
+    }
+
+    /// `BYTEA`, the raw bytes; a value of another width fails to decode.
+    impl Type<Postgres> for EmailHash {
+        fn type_info() -> PgTypeInfo {
+            <&[u8] as Type<Postgres>>::type_info()
+        }
+        fn compatible(ty: &PgTypeInfo) -> bool {
+            <&[u8] as Type<Postgres>>::compatible(ty)
+        }
+    }
+
+    impl Encode<'_, Postgres> for EmailHash {
+        fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+            <&[u8] as Encode<Postgres>>::encode(&self.0[..], buf)
+        }
+    }
+
+    impl<'r> Decode<'r, Postgres> for EmailHash {
+        fn decode(value: PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+            let bytes = <&[u8] as Decode<Postgres>>::decode(value)?;
+            Ok(EmailHash(bytes.try_into().map_err(|_| format!("an email hash of {} bytes", bytes.len()))?))
         }
     }
 }

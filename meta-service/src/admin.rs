@@ -11,6 +11,10 @@
 //! | `POST /admin/v1/files/{id}/pause` · `/resume` · `/cancel` · `/retry` | lifecycle |
 //! | `POST /admin/v1/files/{id}/approve` · `/reject` | decide on a held version (409 unless held) |
 //! | `PUT  /admin/v1/advertisers/{id}/weight` `{"weight": w}` | advertiser weight |
+//! | `PUT  /admin/v1/advertisers/{id}/lifespan` `{"lifespan_secs": s}` | how long its list keeps matching (null: unlimited) |
+//! | `GET  /admin/v1/lifespans` | advertisers with a lifespan, and when their lists expire |
+//! | `POST /admin/v1/erasures` `{"email_hash": h}` or `{"email": e}` | erase a person for good (202 recorded now, 200 already) |
+//! | `GET  /admin/v1/erasures/{hash}` | one erasure and how far it has come |
 //! | `POST /admin/v1/advertisers/{id}/rollback` `{"to": v}` (body optional) | restore version `v`, or the previous one, as a new version |
 //! | `GET  /admin/v1/actions?limit=` | the audit log |
 //! | `GET  /admin/v1/overview` | queue per lane, files in flight, throughput, failures |
@@ -23,17 +27,18 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::handler::Handler;
 use axum::http::request::Parts;
+use axum::http::StatusCode;
 use axum::routing::{on, MethodFilter};
 use axum::{Json, Router};
 use memberlake::catalog::{CatalogError, FileFilter, FileRecord};
 use memberlake::http::{ApiError, Caller};
-use memberlake::ids::{AdvertiserId, FileId};
+use memberlake::ids::{AdvertiserId, EmailHash, FileId};
 use memberlake_admin::routes::{self, Method, PathId, Route};
 use memberlake_admin::FileState;
 use memberlake_admin::{
-    parse_file_id, ActionsResponse, ErrorBody, FileDetailView, FileResponse, FilesResponse, InvalidRequest,
-    LifespanView, LifespansResponse, LimitQuery, ListFilesQuery, Listing, OverviewView, RetryResponse, Rollback,
-    RollbackResponse, SetLifespan, SetPriority, SetWeight, Validate, WeightResponse,
+    parse_file_id, ActionsResponse, EraseRequest, ErasureView, ErrorBody, FileDetailView, FileResponse, FilesResponse,
+    InvalidRequest, LifespanView, LifespansResponse, LimitQuery, ListFilesQuery, Listing, OverviewView, RetryResponse,
+    Rollback, RollbackResponse, SetLifespan, SetPriority, SetWeight, Validate, WeightResponse,
 };
 use serde::de::DeserializeOwned;
 
@@ -56,6 +61,8 @@ pub fn api() -> Router<AdminState> {
         .mount(routes::SET_WEIGHT, set_weight)
         .mount(routes::SET_LIFESPAN, set_lifespan)
         .mount(routes::LIFESPANS, lifespans)
+        .mount(routes::ERASE, erase)
+        .mount(routes::ERASURE, erasure)
         .mount(routes::ROLLBACK, rollback)
         .mount(routes::ACTIONS, actions)
         .mount(routes::OVERVIEW, overview)
@@ -154,8 +161,14 @@ impl FromPathId for AdvertiserId {
     }
 }
 
-/// A call on one file's or advertiser's route: the state, the caller (as the token check
-/// established it) and the id from the path, parsed.
+impl FromPathId for EmailHash {
+    fn from_path(raw: &str) -> Result<Self, ApiError> {
+        EmailHash::from_hex(raw.as_bytes()).map_err(|e| ApiError::bad_request(e.to_string()))
+    }
+}
+
+/// A call on one file's, advertiser's or erasure's route: the state, the caller (as the token
+/// check established it) and the id from the path, parsed.
 struct Call<Id> {
     state: AdminState,
     actor: Caller,
@@ -166,6 +179,8 @@ struct Call<Id> {
 type FileCall = Call<FileId>;
 /// A call on an advertiser's route ([`PathId::Advertiser`]).
 type AdvertiserCall = Call<AdvertiserId>;
+/// A call on an erasure's route ([`PathId::EmailHash`]).
+type ErasureCall = Call<EmailHash>;
 
 impl<Id: FromPathId + Send> FromRequestParts<AdminState> for Call<Id> {
     type Rejection = ApiError;
@@ -208,6 +223,16 @@ struct FileIdParam {
 struct AdvertiserIdParam {
     /// Advertiser id: `[A-Za-z0-9_-]{1,64}`.
     id: AdvertiserId,
+}
+
+/// The `{hash}` of an erasure's route, for the document (added by [`OperatorAuth`]); handlers
+/// parse it with [`EmailHash::from_hex`].
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct EmailHashParam {
+    /// Email hash: 32 hex digits, either case.
+    hash: EmailHash,
 }
 
 /// Files, newest first.
@@ -424,6 +449,62 @@ async fn lifespans(State(s): State<AdminState>) -> Result<Json<LifespansResponse
     }))
 }
 
+/// Erases a person from every advertiser's list, for good.
+///
+/// By `email_hash`, or by `email`, which is hashed here by the ingestion rule and then
+/// forgotten (never logged, stored or returned). From the matchers' next refresh (1 s by
+/// default) every lookup of the hash answers "not a member"; no later upload brings it back;
+/// the splitter leader's passes delete it from the store and rewrite the work objects that hold
+/// it, and complete the erasure. Idempotent: a repeat answers the erasure already recorded,
+/// with 200. Audited (`erase`, `email_hash:<hash>`).
+#[utoipa::path(
+    post,
+    path = routes::ERASE.template,
+    request_body = EraseRequest,
+    responses(
+        (status = 202, description = "Recorded by this request: the erasure, pending", body = ErasureView),
+        (status = 200, description = "Requested before: the erasure as it stands (nothing changed)", body = ErasureView),
+        (
+            status = 400,
+            description = "Neither or both of `email` and `email_hash`, an unknown field, an invalid hash, or an email \
+                           a list would reject (the reason named) or not ASCII or longer than 254 characters (the \
+                           email is never echoed)",
+            body = ErrorBody
+        ),
+    )
+)]
+async fn erase(
+    State(state): State<AdminState>,
+    actor: Caller,
+    b: Result<Json<EraseRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<ErasureView>), ApiError> {
+    // The email, if one was sent, goes no further than this: only its hash does.
+    let hash = body(b)?.email_hash().map_err(invalid)?;
+    let erasure = state.catalog.request_erasure(actor.name(), hash).await.map_err(map_err)?;
+    let created = erasure.created;
+    tracing::info!(actor = %actor, email_hash = %hash, created, "operator requested an erasure");
+    let status = if created { StatusCode::ACCEPTED } else { StatusCode::OK };
+    Ok((status, Json(erasure.into_view())))
+}
+
+/// One erasure, by email hash.
+///
+/// When and by whom it was requested, the leader's passes over it, and whether it is complete.
+#[utoipa::path(
+    get,
+    path = routes::ERASURE.template,
+    responses(
+        (status = 200, description = "The erasure and how far it has come", body = ErasureView),
+    )
+)]
+async fn erasure(call: ErasureCall) -> Result<Json<ErasureView>, ApiError> {
+    let Call { state, id: hash, .. } = call;
+    let erasure = state.catalog.erasure(hash).await.map_err(map_err)?;
+    let erasure =
+        erasure.ok_or_else(|| ApiError::not_found(format!("no erasure of email hash {hash} was requested")))?;
+    Ok(Json(erasure.into_view()))
+}
+
 /// Rolls an advertiser back to version `to`, or by default to the version active before the
 /// current one. The rollback is a new version (no lake object) that merges the restored member
 /// set against the active one, so it costs the difference; it is never held (an operator asked).
@@ -507,21 +588,21 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 /// `memberlake-admin`.
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    info(title = "memberlake admin API", description = "Operate ingestion: files, priorities, lifecycle, held versions, rollbacks, advertiser weights, the audit log."),
+    info(title = "memberlake admin API", description = "Operate ingestion: files, priorities, lifecycle, held versions, rollbacks, advertiser weights, list lifespans, erasures, the audit log."),
     paths(
         list_files, file_detail, set_priority, pause, resume, cancel, retry, approve, reject, set_weight, set_lifespan,
-        lifespans, rollback, actions, overview, openapi
+        lifespans, erase, erasure, rollback, actions, overview, openapi
     ),
     // The ids and states parameters use (bodies and views bring their own).
-    components(schemas(ErrorBody, AdvertiserId, FileId, FileState)),
+    components(schemas(ErrorBody, AdvertiserId, FileId, FileState, EmailHash)),
     modifiers(&OperatorAuth)
 )]
 pub struct ApiDoc;
 
 /// What routes share, added once: the bearer scheme; on every route but the document itself
-/// the token requirement with its 401 and the 503 of an unavailable catalog; on a route with an
-/// `{id}` ([`Route::id`]) that parameter and the 400 of an invalid one, and on a file's routes
-/// the 404 of a missing file; on a route with a body the 413 of one over
+/// the token requirement with its 401 and the 503 of an unavailable catalog; on a route with a
+/// path parameter ([`Route::id`]) that parameter and the 400 of an invalid one, and on a file's
+/// or an erasure's route the 404 of a missing one; on a route with a body the 413 of one over
 /// [`MAX_BODY_BYTES`](crate::surface::MAX_BODY_BYTES). Every route may answer 429 over the
 /// operator's `MEMBERLAKE_ADMIN_RATE_LIMIT`, and 503 when the surface is overloaded or the
 /// request times out (`memberlake::http::surface`); both carry `Retry-After`.
@@ -582,6 +663,11 @@ impl utoipa::Modify for OperatorAuth {
                         (FileIdParam::into_params(in_path), "Invalid file id")
                     }
                     Some(PathId::Advertiser) => (AdvertiserIdParam::into_params(in_path), "Invalid advertiser id"),
+                    Some(PathId::EmailHash) => {
+                        responses
+                            .insert("404".into(), error("No erasure of this email hash was requested").build().into());
+                        (EmailHashParam::into_params(in_path), "Invalid email hash")
+                    }
                     None => continue,
                 };
                 op.parameters.get_or_insert_with(Vec::new).splice(0..0, id);
@@ -652,6 +738,41 @@ mod tests {
             && schema["maxLength"].as_u64().is_none_or(|max| len <= max)
     }
 
+    /// The object of the erasure body's `oneOf` that names `field`, with the field's schema
+    /// resolved.
+    fn erase_branch(doc: &Value, field: &str) -> Value {
+        let body = operation(doc, routes::ERASE)["requestBody"]["content"]["application/json"]["schema"].clone();
+        let one_of = resolve_ref(doc, &body)["oneOf"].as_array().expect("a oneOf").clone();
+        let branch = one_of.iter().find(|b| b["properties"].get(field).is_some()).expect("a branch naming it");
+        resolve(doc, &branch["properties"][field])
+    }
+
+    /// A `$ref` resolved, without reading a `oneOf` as nullable ([`resolve`] does).
+    fn resolve_ref(doc: &Value, schema: &Value) -> Value {
+        match schema["$ref"].as_str() {
+            Some(r) => doc["components"]["schemas"][r.trim_start_matches("#/components/schemas/")].clone(),
+            None => schema.clone(),
+        }
+    }
+
+    /// Strings near the email rule: either side of each part of it (whitespace and quotes
+    /// around the line or inside it, control characters, none, one or two `@`, 254 characters,
+    /// 32 hex digits, ASCII or not), and any.
+    fn emails() -> impl Strategy<Value = String> {
+        let re = |r: &str| proptest::string::string_regex(r).unwrap();
+        // Around a line: whitespace the rule trims, and what it does not (\x0B, \x00).
+        let pad = "[ \t\n\r\x0B\x0C\x00\"]{0,3}";
+        prop_oneof![
+            re(&format!("{pad}[!-~]{{0,5}}@[!-~]{{0,5}}{pad}")),
+            re(&format!("{pad}[a-z\" \t]{{0,4}}[@\"]?[a-z ]{{0,3}}@[a-z.\" ]{{0,4}}{pad}")),
+            re(&format!("{pad}[\x00-\x7F]{{0,6}}{pad}")),
+            re(&format!("{pad}\"?[0-9A-Fa-f]{{31,33}}\"?{pad}")),
+            re("[a-z]{1,8}[é@]?[a-z]{0,3}@[a-z]{1,8}"),
+            re(&format!("{pad}[a-z]{{236,246}}@example\\.com{pad}")),
+            any::<String>(),
+        ]
+    }
+
     /// Integers near `bounds`' ends, and any.
     fn near(lo: i64, hi: i64) -> impl Strategy<Value = i64> {
         prop_oneof![lo - 3..lo + 3, hi - 3..hi + 3, any::<i64>()]
@@ -694,6 +815,19 @@ mod tests {
         }
 
         #[test]
+        fn erasure_hashes(s in prop_oneof![proptest::string::string_regex("[0-9A-Fa-fg]{30,34}").unwrap(), any::<String>()]) {
+            let schema = parameter(&doc(), routes::ERASURE, "hash");
+            prop_assert_eq!(admits_string(&schema, &s), EmailHash::from_path(&s).is_ok(), "{:?}", &s);
+        }
+
+        #[test]
+        fn erasure_emails(s in emails()) {
+            let schema = erase_branch(&doc(), "email");
+            let accepted = serde_json::from_value::<EraseRequest>(json!({"email": &s})).is_ok_and(|b| b.validate().is_ok());
+            prop_assert_eq!(admits_string(&schema, &s), accepted, "{:?}", &s);
+        }
+
+        #[test]
         fn rollback_targets(to in near(FileId::MIN, i64::MAX - 3)) {
             let schema = body_property(&doc(), routes::ROLLBACK, "to");
             let accepted = serde_json::from_value::<Rollback>(json!({"to": to})).is_ok_and(|b| b.validate().is_ok());
@@ -716,6 +850,56 @@ mod tests {
         }
         let states = parameter(&doc, routes::FILES, "state");
         assert_eq!(states["enum"], json!(FileState::ALL.map(FileState::as_str)));
+    }
+
+    #[test]
+    fn an_erasure_body_is_one_of_two_objects_each_with_one_field() {
+        let doc = doc();
+        let op = operation(&doc, routes::ERASE);
+        let body = &op["requestBody"]["content"]["application/json"]["schema"];
+        assert_eq!(body["$ref"], "#/components/schemas/EraseRequest");
+        assert_eq!(op["requestBody"]["required"], true);
+        assert!(op["responses"]["413"].is_object(), "a body over the limit");
+        let schema = &doc["components"]["schemas"]["EraseRequest"];
+        let branches = schema["oneOf"].as_array().unwrap();
+        let mut fields = Vec::new();
+        for branch in branches {
+            let properties: Vec<&String> = branch["properties"].as_object().unwrap().keys().collect();
+            assert_eq!(properties.len(), 1, "{branch}");
+            assert_eq!(branch["required"], json!([properties[0]]), "{branch}");
+            assert_eq!(branch["additionalProperties"], false, "{branch}");
+            fields.push(properties[0].clone());
+        }
+        assert_eq!(fields, ["email", "email_hash"]);
+        assert_eq!(branches[1]["properties"]["email_hash"]["$ref"], "#/components/schemas/EmailHash");
+        // What the document admits, the server accepts, and the other way round: one field, not
+        // null, nothing else.
+        let h = "C160F8CC69A4F0BF2B0362752353D060";
+        for (body, admitted) in [
+            (json!({"email_hash": h}), true),
+            (json!({"email": "jane.doe@example.com"}), true),
+            (json!({"email": h}), true),
+            (json!({}), false),
+            (json!({"email": "jane.doe@example.com", "email_hash": h}), false),
+            (json!({"email": null}), false),
+            (json!({"email_hash": h, "note": "x"}), false),
+            (json!([{"email_hash": h}]), false),
+        ] {
+            let accepted = serde_json::from_value::<EraseRequest>(body.clone()).is_ok_and(|b| b.validate().is_ok());
+            assert_eq!(accepted, admitted, "{body}");
+        }
+        let responses = &op["responses"];
+        for status in ["200", "202"] {
+            assert_eq!(
+                responses[status]["content"]["application/json"]["schema"]["$ref"],
+                "#/components/schemas/ErasureView"
+            );
+        }
+        let view = &doc["components"]["schemas"]["ErasureView"];
+        assert_eq!(doc["components"]["schemas"]["ErasureState"]["enum"], json!(["pending", "complete"]));
+        assert_eq!(view["properties"]["email_hash"]["$ref"], "#/components/schemas/EmailHash");
+        let get = operation(&doc, routes::ERASURE);
+        assert_eq!(get["responses"]["404"]["description"], "No erasure of this email hash was requested");
     }
 
     #[test]

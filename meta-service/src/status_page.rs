@@ -2,15 +2,16 @@
 //! Queue depth per lane, versions held for an operator (first, with why and the commands that
 //! decide them), files in flight with their progress (ranges hashed, then buckets merged) and
 //! their change so far (members added and removed), throughput over the last 15 minutes as a
-//! small bar chart, recent failures with their reasons, and advertisers' list lifespans (an
-//! expired list, which matches nobody, stands out).
+//! small bar chart, recent failures with their reasons, advertisers' list lifespans (an
+//! expired list, which matches nobody, stands out) and the erasure backlog (erasures not
+//! complete yet, and the oldest one's age).
 
 use std::fmt::Write;
 
 use axum::extract::State;
 use axum::response::{Html, IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use memberlake::catalog::{AdvertiserLifespan, FileRecord, FileState, MinuteRows, Overview};
+use memberlake::catalog::{AdvertiserLifespan, ErasureBacklog, FileRecord, FileState, MinuteRows, Overview};
 use memberlake::http::ApiError;
 use memberlake_admin::routes;
 
@@ -18,13 +19,18 @@ use crate::state::AdminState;
 
 pub async fn page(State(state): State<AdminState>) -> Response {
     let read = async {
-        Ok::<_, memberlake::catalog::CatalogError>((state.overview().await?, state.catalog.lifespans().await?))
+        Ok::<_, memberlake::catalog::CatalogError>((
+            state.overview().await?,
+            state.catalog.lifespans().await?,
+            state.catalog.erasure_backlog().await?,
+        ))
     };
     match read.await {
-        Ok((overview, lifespans)) => {
+        Ok((overview, lifespans, erasures)) => {
             let mut html = render(&overview);
             let end = html.rfind("<p style=").unwrap_or(html.len());
-            html.insert_str(end, &render_lifespans(&lifespans, Utc::now()));
+            let sections = render_lifespans(&lifespans, Utc::now()) + &render_erasures(&erasures);
+            html.insert_str(end, &sections);
             Html(html).into_response()
         }
         Err(e) => ApiError::unavailable(format!("catalog unavailable: {e}")).into_response(),
@@ -57,6 +63,36 @@ fn render_lifespans(lifespans: &[AdvertiserLifespan], now: DateTime<Utc>) -> Str
     }
     html.push_str("</table>");
     html
+}
+
+/// The erasure backlog: erasures the splitter leader has yet to complete, and how long the
+/// oldest has waited. (Each already answers "not a member" everywhere; completing it removes the
+/// hash from the store and the work location.)
+fn render_erasures(backlog: &ErasureBacklog) -> String {
+    let mut html = String::from("<h2>Erasures</h2>");
+    if backlog.pending == 0 {
+        html.push_str("<p id=erasures>None pending.</p>");
+        return html;
+    }
+    let _ = write!(
+        html,
+        "<p id=erasures><b>{}</b> pending, oldest {} ago. <code>memberlake erasure &lt;hash&gt;</code> shows one.</p>",
+        backlog.pending,
+        age(backlog.oldest_age_secs),
+    );
+    html
+}
+
+/// A duration for a reader: its two largest units (`3d 4h`, `2h 5m`, `4m 10s`, `12s`).
+fn age(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    let (d, h, m, s) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
 }
 
 fn esc(s: &str) -> String {
@@ -269,6 +305,15 @@ mod tests {
         assert!(html.contains("<tr class=fail><td>old</td><td>30 days</td>"), "{html}");
         assert!(html.contains("<td>fresh</td><td>30 days</td>") && html.contains("matching"), "{html}");
         assert!(render_lifespans(&[], now).contains("No advertiser has one"));
+    }
+
+    #[test]
+    fn the_erasure_backlog_says_how_many_and_how_old() {
+        let html = render_erasures(&ErasureBacklog { pending: 3, oldest_age_secs: 3725.4 });
+        assert!(html.contains("<p id=erasures><b>3</b> pending, oldest 1h 2m ago."), "{html}");
+        assert!(render_erasures(&ErasureBacklog { pending: 0, oldest_age_secs: 0.0 }).contains("None pending."));
+        let ages = [0.2, 12.0, 250.0, 86_400.0 * 3.0 + 4.0 * 3600.0 + 59.0].map(age);
+        assert_eq!(ages, ["0s", "12s", "4m 10s", "3d 4h"].map(String::from));
     }
 
     #[test]

@@ -107,7 +107,7 @@ mod tests {
     #[tokio::test]
     async fn bad_requests_are_400s_that_say_why() {
         let app = app(&[], "0");
-        let cases: [(Method, &str, Option<&str>, &str); 16] = [
+        let cases: [(Method, &str, Option<&str>, &str); 23] = [
             (Method::Get, "/admin/v1/files?stat=failed", None, "unknown field `stat`"),
             (Method::Get, "/admin/v1/files?state=done", None, "unknown variant `done`"),
             (Method::Get, "/admin/v1/files?advertiser_id=a%20b", None, "advertiser_id must match"),
@@ -134,17 +134,38 @@ mod tests {
             ),
             (Method::Post, "/admin/v1/advertisers/acme/rollback", Some(r#"{"to": 0}"#), "file id must be a positive"),
             (Method::Post, "/admin/v1/advertisers/acme/rollback", Some(r#"{"to": "x"}"#), "invalid type"),
+            (Method::Get, "/admin/v1/erasures/c160f8cc", None, "email_hash must be 32 hexadecimal digits"),
+            (Method::Post, "/admin/v1/erasures", Some("{}"), "exactly one of `email` or `email_hash`, not neither"),
+            (
+                Method::Post,
+                "/admin/v1/erasures",
+                Some(r#"{"email": "jane@example.com", "email_hash": "c160f8cc69a4f0bf2b0362752353d060"}"#),
+                "not both",
+            ),
+            (Method::Post, "/admin/v1/erasures", Some(r#"{"email": "jane.example.com"}"#), ": missing_at"),
+            (Method::Post, "/admin/v1/erasures", Some(r#"{"email": "jané@example.com"}"#), "must be ASCII"),
+            (Method::Post, "/admin/v1/erasures", Some(r#"{"email": null}"#), "invalid type: null"),
+            (Method::Post, "/admin/v1/erasures", Some(r#"{"email_hash": "jane@example.com"}"#), "32 hexadecimal"),
         ];
         for (method, uri, body, says) in cases {
             let (status, message) = refused(&app, method, uri, body).await;
             assert_eq!(status, 400, "{method} {uri}: {message}");
             assert!(message.contains(says), "{method} {uri}: {message:?} should say {says:?}");
+            assert!(!message.contains("jane"), "{method} {uri}: an email is never echoed: {message:?}");
         }
         let big = format!(r#"{{"priority": 1, "pad": "{}"}}"#, "x".repeat(MAX_BODY_BYTES));
         assert_eq!(refused(&app, Method::Post, "/admin/v1/files/1/priority", Some(&big)).await.0, 413);
         // A valid request reaches the catalog, which is unreachable here.
         let (status, message) = refused(&app, Method::Get, "/admin/v1/files?state=failed&limit=3", None).await;
         assert_eq!(status, 503, "{message}");
+        for (method, uri, body) in [
+            (Method::Post, "/admin/v1/erasures", Some(r#"{"email": " \"Jane.Doe@Example.com\"\r\n"}"#)),
+            (Method::Post, "/admin/v1/erasures", Some(r#"{"email_hash": "C160F8CC69A4F0BF2B0362752353D060"}"#)),
+            (Method::Get, "/admin/v1/erasures/c160f8cc69a4f0bf2b0362752353d060", None),
+        ] {
+            let (status, message) = refused(&app, method, uri, body).await;
+            assert_eq!(status, 503, "{method} {uri}: {message}");
+        }
     }
 
     #[tokio::test]
@@ -220,7 +241,7 @@ mod tests {
             let param = &op["parameters"][0];
             assert_eq!(
                 (&param["name"], &param["in"], param["required"].as_bool()),
-                (&json!("id"), &json!("path"), Some(true))
+                (&json!(id.name()), &json!("path"), Some(true))
             );
             assert!(op["responses"]["400"].is_object(), "{route}");
             match id {
@@ -231,6 +252,10 @@ mod tests {
                 PathId::Advertiser => {
                     assert_eq!(param["schema"]["$ref"], "#/components/schemas/AdvertiserId", "{route}")
                 }
+                PathId::EmailHash => {
+                    assert_eq!(param["schema"]["$ref"], "#/components/schemas/EmailHash", "{route}");
+                    assert!(op["responses"]["404"].is_object(), "{route}");
+                }
             }
         }
         let rollback = &paths[routes::ROLLBACK.template]["post"];
@@ -238,6 +263,8 @@ mod tests {
         for route in [routes::APPROVE, routes::REJECT] {
             assert!(paths[route.template]["post"]["responses"]["409"].is_object(), "{route}: 409 unless held");
         }
+        let erase = &paths[routes::ERASE.template]["post"]["responses"];
+        assert!(erase["202"].is_object() && erase["200"].is_object(), "recorded now, or before");
         let body_400 = &paths[routes::SET_PRIORITY.template]["post"]["responses"]["400"]["description"];
         assert_eq!(body_400, "Invalid file id or body");
         let methods: usize = paths.values().map(|item| item.as_object().unwrap().len()).sum();
@@ -250,6 +277,9 @@ mod tests {
             "SetWeight",
             "Rollback",
             "RollbackResponse",
+            "EraseRequest",
+            "ErasureView",
+            "EmailHash",
             "ErrorBody",
         ] {
             assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");

@@ -5,12 +5,12 @@
 //! added to a catalog type does not compile until someone decides whether operators see it.
 
 use memberlake::catalog::{
-    FileDetail, FileRecord, MinuteRows, OperatorAction, Overview, RangeCounts, RangeError, ReasonCount,
+    Erasure, FileDetail, FileRecord, MinuteRows, OperatorAction, Overview, RangeCounts, RangeError, ReasonCount,
     RejectionSample, VersionRecord,
 };
 use memberlake_admin::views::{
-    FileDetailView, FileView, MinuteRowsView, OperatorActionView, OverviewView, RangeCountsView, RangeErrorView,
-    ReasonCountView, RejectionSampleView, VersionView,
+    ErasureState, ErasureView, FileDetailView, FileView, MinuteRowsView, OperatorActionView, OverviewView,
+    RangeCountsView, RangeErrorView, ReasonCountView, RejectionSampleView, VersionView,
 };
 
 /// A catalog value as its admin API view.
@@ -89,6 +89,7 @@ impl IntoView for VersionRecord {
             removed,
             rows_written,
             rows_deleted,
+            erased,
             held_reason,
             activated_at,
             rollback_of,
@@ -106,6 +107,7 @@ impl IntoView for VersionRecord {
             unchanged,
             rows_written,
             rows_deleted,
+            erased,
             held_reason,
             activated_at,
             rollback_of,
@@ -198,6 +200,35 @@ impl IntoView for Overview {
     }
 }
 
+impl IntoView for Erasure {
+    type View = ErasureView;
+    /// `seq` is the matchers' polling order and `created` says how the request that returned it
+    /// went (the status code says it on the wire): neither is the erasure's state.
+    fn into_view(self) -> ErasureView {
+        let Erasure {
+            seq: _,
+            email_hash,
+            requested_at,
+            requested_by,
+            passes,
+            last_pass_at,
+            objects_rewritten,
+            completed_at,
+            created: _,
+        } = self;
+        ErasureView {
+            email_hash,
+            requested_at,
+            requested_by,
+            state: if completed_at.is_some() { ErasureState::Complete } else { ErasureState::Pending },
+            passes,
+            objects_rewritten,
+            completed_at,
+            last_pass_at,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The views keep the wire format the catalog types had when the server serialized them
@@ -281,6 +312,34 @@ mod tests {
         assert_eq!((merged.members, merged.added, merged.into_view().unchanged), (Some(100), 4, Some(96)));
         let merging = VersionRecord { members: None, added: 3, ..Default::default() };
         assert_eq!(merging.into_view().unchanged, None, "unknown until every bucket merged");
+    }
+
+    #[test]
+    fn an_erasure_is_complete_once_a_completing_pass_ended() {
+        let at = |minute| Utc.with_ymd_and_hms(2026, 1, 2, 3, minute, 0).unwrap();
+        let hash = memberlake::ids::EmailHash::from_hex(b"c160f8cc69a4f0bf2b0362752353d060").unwrap();
+        let pending = Erasure {
+            seq: 7,
+            email_hash: hash,
+            requested_at: at(4),
+            requested_by: "ops".into(),
+            passes: 1,
+            last_pass_at: Some(at(5)),
+            objects_rewritten: 3,
+            completed_at: None,
+            created: true,
+        };
+        let complete = Erasure { passes: 2, last_pass_at: Some(at(9)), completed_at: Some(at(9)), ..pending.clone() };
+        assert_eq!(
+            serde_json::to_value(pending.into_view()).unwrap(),
+            serde_json::json!({
+                "email_hash": "c160f8cc69a4f0bf2b0362752353d060", "requested_at": "2026-01-02T03:04:00Z",
+                "requested_by": "ops", "state": "pending", "passes": 1, "objects_rewritten": 3,
+                "completed_at": null, "last_pass_at": "2026-01-02T03:05:00Z"
+            })
+        );
+        let complete = complete.into_view();
+        assert_eq!((complete.state, complete.passes, complete.completed_at), (ErasureState::Complete, 2, Some(at(9))));
     }
 
     #[test]

@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use memberlake::catalog::{CatalogError, Leadership, SettlePolicy};
-use memberlake::ids::{AdvertiserId, FileId, ListVersion};
+use memberlake::ids::{AdvertiserId, EmailHash, FileId, ListVersion};
+use memberlake::manifest::Buckets;
 use memberlake::store::MembershipStore;
-use memberlake::work::{VersionDir, WorkLocation};
+use memberlake::versions;
+use memberlake::work::{DiffSide, VersionDir, WorkLocation};
 use tracing::{info, warn};
 
 #[derive(Debug, Clone)]
@@ -123,6 +125,8 @@ pub enum RetireError {
     Store(#[from] memberlake::store::StoreError),
     #[error("work location: {0}")]
     Work(#[from] memberlake::lake::LakeError),
+    #[error(transparent)]
+    Version(#[from] versions::VersionError),
 }
 
 /// Versions cleaned at the work location per pass (the next pass takes the rest).
@@ -188,4 +192,72 @@ pub async fn retire_once(
     );
     metrics::histogram!("memberlake_retirement_seconds").record(started.elapsed().as_secs_f64());
     Ok(ids.len())
+}
+
+/// Erasures a pass works on (the next pass takes the rest).
+const ERASURE_BATCH: i64 = 100;
+
+/// One pass over the pending erasures (`memberlake::catalog::erasures`): rewrites every work
+/// object that holds an erased hash — each version's manifest and diff buckets of the hash,
+/// and the runs of versions that still have them — deletes the hash's store partitions, and
+/// records the pass (fenced by the term). An erasure whose pass started settled (no merge unit
+/// that may not have seen it can still write; the grace has passed) is complete. Idempotent: a
+/// pass interrupted is redone by the next. Returns the erasures completed.
+pub async fn erase_once(
+    leader: &Leadership,
+    store: &MembershipStore,
+    work: &WorkLocation,
+    grace: Duration,
+) -> Result<usize, RetireError> {
+    if export_erasure_backlog(leader).await? == 0 {
+        return Ok(0);
+    }
+    let pending = leader.pending_erasures(grace, ERASURE_BATCH).await?;
+    let mut hashes: Vec<EmailHash> = pending.iter().map(|p| p.email_hash).collect();
+    hashes.sort_unstable();
+    let mut rewritten: std::collections::HashMap<EmailHash, u64> = Default::default();
+    for v in leader.versions_with_work().await? {
+        let Ok(buckets) = Buckets::new(v.bucket_bits as u8) else {
+            warn!(file_id = v.file_id.0, bits = v.bucket_bits, "a version with an invalid bucket width; skipped");
+            continue;
+        };
+        let dir = VersionDir::new(&v.advertiser_id, v.file_id.into());
+        let mut keys = std::collections::BTreeSet::new();
+        for h in &hashes {
+            let b = buckets.bucket_of(&h.0);
+            keys.extend([dir.manifest(b), dir.diff(b, DiffSide::Added), dir.diff(b, DiffSide::Removed)]);
+        }
+        if v.has_runs {
+            keys.extend(work.list(&dir.runs_prefix()).await?);
+        }
+        for key in keys {
+            let found = versions::erase_from_run(work, &key, &hashes).await?;
+            metrics::counter!("memberlake_erasure_objects_rewritten_total").increment(u64::from(!found.is_empty()));
+            for h in found {
+                *rewritten.entry(h).or_default() += 1;
+            }
+        }
+    }
+    let mut completed = 0;
+    for p in &pending {
+        store.erase_partitions(&p.email_hash).await?;
+        let objects = rewritten.get(&p.email_hash).copied().unwrap_or(0);
+        leader.record_erasure_pass(p.email_hash, objects, p.settled).await?;
+        if p.settled {
+            completed += 1;
+            metrics::counter!("memberlake_erasures_completed_total").increment(1);
+        }
+        // The hash is what was erased, not an email; it is already in the audit log.
+        info!(email_hash = %p.email_hash, objects, complete = p.settled, "erasure pass");
+    }
+    export_erasure_backlog(leader).await?;
+    Ok(completed)
+}
+
+/// Sets the erasure backlog gauges; returns the erasures pending.
+async fn export_erasure_backlog(leader: &Leadership) -> Result<i64, CatalogError> {
+    let backlog = leader.catalog().erasure_backlog().await?;
+    metrics::gauge!("memberlake_erasures_pending").set(backlog.pending as f64);
+    metrics::gauge!("memberlake_erasures_oldest_pending_age_seconds").set(backlog.oldest_age_secs);
+    Ok(backlog.pending)
 }

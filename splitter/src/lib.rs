@@ -30,7 +30,7 @@ use memberlake::service::{Server, ServiceError};
 use memberlake::shutdown::Shutdown;
 use memberlake::store::MembershipStore;
 use memberlake::work::WorkLocation;
-use tracing::{info_span, warn, Instrument};
+use tracing::{info, info_span, warn, Instrument};
 
 pub use leader::ROLE;
 
@@ -68,6 +68,12 @@ pub struct Config {
     /// lease is still writing them, and lets every matcher follow an activation first.
     #[arg(long, env = "MEMBERLAKE_RETIRE_GRACE", value_parser = parse_duration, default_value = "2m")]
     pub retire_grace: Duration,
+    /// How often the leader works on pending erasures (store partitions deleted, work objects
+    /// rewritten). An erasure completes within MEMBERLAKE_RETIRE_GRACE plus this of its request
+    /// (once no merge unit leased before it is still running); matchers stop answering for the
+    /// hash long before, at their next version refresh.
+    #[arg(long, env = "MEMBERLAKE_ERASURE_INTERVAL", value_parser = parse_duration, default_value = "10s")]
+    pub erasure_interval: Duration,
     /// How long a version's manifest is kept at the work location after its rows left the
     /// store: `memberlake rollback` can restore it until then. Its runs go once it is active.
     #[arg(long, env = "MEMBERLAKE_MANIFEST_RETENTION", value_parser = parse_duration, default_value = "7d")]
@@ -145,6 +151,8 @@ pub async fn run(deps: Deps, config: &Config, shutdown: Shutdown) -> Result<(), 
     let retire_cfg = duties::RetireConfig { grace: config.retire_grace, segments: 64, concurrency: 4 };
     let mut retirement: Option<tokio::task::JoinHandle<()>> = None;
     let mut work_cleanup: Option<tokio::task::JoinHandle<()>> = None;
+    let mut erasure: Option<tokio::task::JoinHandle<()>> = None;
+    let mut last_erasure = tokio::time::Instant::now() - config.erasure_interval;
     let mut last_retire = tokio::time::Instant::now() - config.retire_interval;
     let mut health = health::HealthGauges::new(
         HealthQuery {
@@ -167,6 +175,10 @@ pub async fn run(deps: Deps, config: &Config, shutdown: Shutdown) -> Result<(), 
                 Err(CatalogError::NotLeader { .. }) => elector.lost(),
                 Err(e) => warn!(error = %e, "leader tick failed; retrying next tick"),
             }
+            if last_erasure.elapsed() >= config.erasure_interval && erasure.as_ref().is_none_or(|h| h.is_finished()) {
+                last_erasure = tokio::time::Instant::now();
+                erasure = Some(spawn_erasure(leader.clone(), store.clone(), work.clone(), config.retire_grace));
+            }
             // The background passes: each at most once per MEMBERLAKE_RETIRE_INTERVAL, one at a time.
             if last_retire.elapsed() >= config.retire_interval {
                 last_retire = tokio::time::Instant::now();
@@ -184,7 +196,7 @@ pub async fn run(deps: Deps, config: &Config, shutdown: Shutdown) -> Result<(), 
         }
     }
     elector.resign().await;
-    for h in [retirement, work_cleanup].into_iter().flatten() {
+    for h in [retirement, work_cleanup, erasure].into_iter().flatten() {
         h.abort();
     }
     server.stopped().await
@@ -201,6 +213,26 @@ fn spawn_retirement(
         async move {
             if let Err(e) = duties::retire_once(&leader, &store, &cfg).await {
                 warn!(error = %e, "retirement pass failed; retrying next interval");
+            }
+        }
+        .instrument(span),
+    )
+}
+
+/// One erasure pass in the background, under the term that started it.
+fn spawn_erasure(
+    leader: Leadership,
+    store: Arc<MembershipStore>,
+    work: WorkLocation,
+    grace: Duration,
+) -> tokio::task::JoinHandle<()> {
+    let span = info_span!("erasure", term = leader.term());
+    tokio::spawn(
+        async move {
+            match duties::erase_once(&leader, &store, &work, grace).await {
+                Ok(completed) if completed > 0 => info!(completed, "erasures complete"),
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "erasure pass failed; retrying next interval"),
             }
         }
         .instrument(span),

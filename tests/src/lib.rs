@@ -150,6 +150,7 @@ impl TestWorld {
             ("MEMBERLAKE_VERSIONS_REFRESH", "500ms"),
             ("MEMBERLAKE_RETIRE_INTERVAL", "1s"),
             ("MEMBERLAKE_RETIRE_GRACE", "4s"), // > MEMBERLAKE_LEASE_TTL (the splitter checks)
+            ("MEMBERLAKE_ERASURE_INTERVAL", "1s"),
             ("MEMBERLAKE_DATABASE_MAX_CONNECTIONS", "4"),
             ("MEMBERLAKE_LOG", "info"),
         ]
@@ -406,6 +407,70 @@ impl TestWorld {
         })
         .await;
         (matcher, url)
+    }
+}
+
+/// A meta-service and the typed client of its admin API.
+pub struct Admin {
+    pub meta: Service,
+    /// `http://host:port` of its admin API.
+    pub url: String,
+    pub token: Option<String>,
+    pub client: memberlake_admin::AdminClient,
+}
+
+impl Admin {
+    /// Starts meta-service with admin `tokens` (`caller:secret,...`; `None`: open) and waits
+    /// until it is ready; the client holds the first token.
+    pub async fn start(world: &TestWorld, tokens: Option<&str>) -> Self {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut env = vec![("MEMBERLAKE_ADMIN_ADDR", addr.as_str())];
+        if let Some(t) = tokens {
+            env.push(("MEMBERLAKE_ADMIN_TOKENS", t));
+        }
+        let meta = world.spawn("meta-service", "meta-a", &env);
+        wait_for(Duration::from_secs(20), "meta-service ready", || async {
+            meta.get("/readyz").await.ok().filter(|(s, _)| *s == 200)
+        })
+        .await;
+        let token = tokens.map(|t| t.split(',').next().unwrap().split_once(':').map_or(t, |(_, s)| s).to_owned());
+        let client = memberlake_admin::AdminClient::new(&addr, token.clone());
+        Self { meta, url: format!("http://{addr}"), token, client }
+    }
+
+    /// A request the typed client cannot send (malformed on purpose), with the operator token:
+    /// status and body.
+    pub async fn raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut r = reqwest::Client::new().request(method, format!("{}{path}", self.url));
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Runs the `memberlake` CLI against this meta-service with `token`: success, stdout, stderr.
+    pub fn cli(&self, token: &str, args: &[&str]) -> (bool, String, String) {
+        let out = std::process::Command::new(binary("memberlake"))
+            .args(args)
+            .env("MEMBERLAKE_ADMIN_ADDR", self.url.trim_start_matches("http://"))
+            .env("MEMBERLAKE_ADMIN_TOKEN", token)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 }
 

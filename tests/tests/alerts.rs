@@ -478,8 +478,8 @@ async fn alerts_fire_on_a_stuck_file_and_a_matcher_outage() {
             // A rate needs two scrapes of a counter that only just appeared: a panel that must
             // show what this test provoked gets a few scrapes to do so.
             let mut has_data = !prometheus.query(&expr).await.is_empty();
-            let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            while !has_data && must_show.contains(&title) && std::time::Instant::now() < deadline {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !has_data && must_show.contains(&title) && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 has_data = !prometheus.query(&expr).await.is_empty();
             }

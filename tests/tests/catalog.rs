@@ -215,7 +215,7 @@ fn report(rows: u64, rejected: u64) -> UnitReport {
 
 /// A merge unit's report: `members` members in the bucket, all added.
 fn merged(members: u64) -> UnitReport {
-    UnitReport::Merge(BucketReport { members, added: members, removed: 0, rows_written: members })
+    UnitReport::Merge(BucketReport { members, added: members, removed: 0, rows_written: members, erased: 0 })
 }
 
 fn counts(queued: i64, leased: i64, done: i64, failed: i64) -> RangeCounts {
@@ -1560,4 +1560,62 @@ async fn pipeline_health_counts_the_queue_per_lane_files_per_state_and_sla_risk(
     suite.catalog.cancel_file("ops", large).await.unwrap();
     let h = health(Duration::from_secs(1)).await;
     assert_eq!((files_in(&h, FileState::Cancelled), files_in(&h, FileState::Ingesting)), (1, 1));
+}
+
+// An erasure (issue 20) is idempotent and audited; the leader fences it after its commit and it
+// settles only once every ingest or merge lease drawn at or below the fence has ended and the
+// grace has passed since; the merge units' erasure list is the bucket's erased hashes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_settles_only_after_every_unit_leased_before_its_fence() {
+    use memberlake::ids::EmailHash;
+    use memberlake::manifest::Buckets;
+    let suite = Suite::new().await;
+    let leader = suite.leader().await;
+    let id = suite.merging_version(&leader, "acme", Utc::now(), 10).await;
+    // A merge unit leased before the erasure: it may not have seen it.
+    let early = suite.claim("merger", LONG).await.expect("a merge unit");
+    assert_eq!(early.lease().stage, WorkStage::Merge);
+    let gone = EmailHash([0x80; 16]);
+    let first = suite.catalog.request_erasure("ops", gone).await.unwrap();
+    assert!(first.created && first.completed_at.is_none());
+    let again = suite.catalog.request_erasure("someone-else", gone).await.unwrap();
+    assert!(!again.created, "a repeat is the same erasure");
+    assert_eq!((again.seq, again.requested_by.as_str()), (first.seq, "ops"));
+    let action = suite.last_action().await;
+    assert_eq!(
+        (action.action.as_str(), action.target.as_str()),
+        ("erase", "email_hash:80808080808080808080808080808080")
+    );
+    assert_eq!(suite.catalog.operator_actions(100).await.unwrap().iter().filter(|a| a.action == "erase").count(), 1);
+
+    // The merge units' list: bucket 1 of 1 bit holds 0x80.., bucket 0 nothing.
+    let one = Buckets::new(1).unwrap();
+    assert_eq!(suite.catalog.erased_in_bucket(one, 1).await.unwrap(), [gone]);
+    assert!(suite.catalog.erased_in_bucket(one, 0).await.unwrap().is_empty());
+    assert_eq!(suite.catalog.erasures_since(0).await.unwrap(), [(first.seq, gone)]);
+    assert!(suite.catalog.erased_hashes().await.unwrap().contains(&gone));
+
+    // Fenced by the first pass; the early merge unit holds it back, even past the grace.
+    let pending = leader.pending_erasures(Duration::ZERO, 10).await.unwrap();
+    assert_eq!((pending.len(), pending[0].settled), (1, false), "{pending:?}");
+    // A unit leased after the fence does not hold it back.
+    let late = suite.claim("merger-2", LONG).await.expect("the other merge unit");
+    assert!(early.complete(&merged(5)).await.unwrap());
+    let pending = leader.pending_erasures(Duration::ZERO, 10).await.unwrap();
+    assert!(pending[0].settled, "only units leased at or below the fence count: {pending:?}");
+    // ...but the grace does, counted from the fence.
+    assert!(!leader.pending_erasures(LONG, 10).await.unwrap()[0].settled);
+    assert!(late.complete(&merged(5)).await.unwrap());
+    assert_eq!(settle(&leader).await.activated, [(adv("acme"), id)]);
+
+    leader.record_erasure_pass(gone, 3, false).await.unwrap();
+    let e = suite.catalog.erasure(gone).await.unwrap().unwrap();
+    assert_eq!((e.passes, e.objects_rewritten, e.completed_at), (1, 3, None));
+    leader.record_erasure_pass(gone, 0, true).await.unwrap();
+    let e = suite.catalog.erasure(gone).await.unwrap().unwrap();
+    assert_eq!((e.passes, e.objects_rewritten), (2, 3));
+    assert!(e.completed_at.is_some());
+    assert!(leader.pending_erasures(Duration::ZERO, 10).await.unwrap().is_empty());
+    assert_eq!(suite.catalog.erasure_backlog().await.unwrap().pending, 0);
+    assert!(suite.catalog.erasure(EmailHash([1; 16])).await.unwrap().is_none());
 }

@@ -4,7 +4,7 @@ use memberlake::catalog::FileState;
 use memberlake::ids::FileId;
 use std::time::{Duration, Instant};
 
-use memberlake_admin::{routes, AdminClient, FileResponse, FilesResponse, LimitQuery};
+use memberlake_admin::{routes, FileResponse, FilesResponse, LimitQuery};
 use memberlake_tests::*;
 use serde_json::{json, Value};
 
@@ -12,62 +12,6 @@ const FINISH: Duration = Duration::from_secs(120);
 
 fn list_of(from: usize, n: usize) -> Vec<u8> {
     emails(from, n).iter().flat_map(|e| format!("{e}\n").into_bytes()).collect()
-}
-
-/// A meta-service and the typed client of its admin API.
-struct Admin {
-    _meta: Service,
-    url: String,
-    token: Option<String>,
-    client: AdminClient,
-}
-
-impl Admin {
-    async fn start(world: &TestWorld, tokens: Option<&str>) -> Self {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let mut env = vec![("MEMBERLAKE_ADMIN_ADDR", addr.as_str())];
-        if let Some(t) = tokens {
-            env.push(("MEMBERLAKE_ADMIN_TOKENS", t));
-        }
-        let meta = world.spawn("meta-service", "meta-a", &env);
-        wait_for(Duration::from_secs(20), "meta-service ready", || async {
-            meta.get("/readyz").await.ok().filter(|(s, _)| *s == 200)
-        })
-        .await;
-        let token = tokens.map(|t| t.split(',').next().unwrap().split_once(':').map_or(t, |(_, s)| s).to_owned());
-        let client = AdminClient::new(&addr, token.clone());
-        Self { _meta: meta, url: format!("http://{addr}"), token, client }
-    }
-
-    /// A request the typed client cannot send (malformed on purpose), with the operator token:
-    /// status and body.
-    async fn raw(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut r = reqwest::Client::new().request(method, format!("{}{path}", self.url));
-        if let Some(t) = &self.token {
-            r = r.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let r = r.send().await.unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    /// Runs the `memberlake` CLI against this meta-service with `token`: success, stdout, stderr.
-    fn cli(&self, token: &str, args: &[&str]) -> (bool, String, String) {
-        let out = std::process::Command::new(binary("memberlake"))
-            .args(args)
-            .env("MEMBERLAKE_ADMIN_ADDR", self.url.trim_start_matches("http://"))
-            .env("MEMBERLAKE_ADMIN_TOKEN", token)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
 }
 
 async fn file_id_of(world: &TestWorld, key: &str, state: FileState) -> FileId {

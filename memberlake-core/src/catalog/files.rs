@@ -58,6 +58,8 @@ pub struct VersionRecord {
     /// Store rows written by merging, and deleted by undoing or retiring this version.
     pub rows_written: i64,
     pub rows_deleted: i64,
+    /// Rows (ingest) and members (merge) dropped because their hash is erased.
+    pub erased: i64,
     /// Why the version is held (the shrink guard), or `approved`.
     pub held_reason: Option<String>,
     pub activated_at: Option<DateTime<Utc>>,

@@ -279,7 +279,7 @@ impl Leadership {
 
     /// Starts a leader transaction: fails with [`CatalogError::NotLeader`] unless this term
     /// still holds the role. The row lock keeps the term from changing hands until commit.
-    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    pub(super) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
         let mut tx = self.catalog.pool.begin().await?;
         let held: Option<i64> = sqlx::query_scalar(sql!("leader_leases", "hold_term"))
             .bind(&self.role)

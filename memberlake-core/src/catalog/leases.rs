@@ -178,6 +178,8 @@ pub struct RangeReport {
     pub samples: Vec<RejectionSample>,
     /// Sorted runs written (a range spills a run every so many hashes).
     pub run_parts: u32,
+    /// Valid rows dropped because their hash is erased (`catalog::erasures`).
+    pub erased: u64,
 }
 
 /// What a worker reports when it finishes a merge unit (one bucket of a version).
@@ -189,6 +191,8 @@ pub struct BucketReport {
     pub removed: u64,
     /// Store rows written (added + removed).
     pub rows_written: u64,
+    /// Distinct hashes dropped because they are erased.
+    pub erased: u64,
 }
 
 /// What a finished unit reports, by stage.
@@ -265,6 +269,7 @@ impl Catalog {
                     .bind(Json(&report.samples))
                     .bind(report.run_parts as i32)
                     .bind(Json(&report.rejected_by_reason))
+                    .bind(report.erased as i64)
                     .fetch_optional(&mut *tx)
                     .await?
             }
@@ -277,6 +282,7 @@ impl Catalog {
                     .bind(report.added as i64)
                     .bind(report.removed as i64)
                     .bind(report.rows_written as i64)
+                    .bind(report.erased as i64)
                     .fetch_optional(&mut *tx)
                     .await?
             }

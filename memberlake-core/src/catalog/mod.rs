@@ -15,6 +15,7 @@
 //! - [`versions`](self::versions): advertisers' active versions for the matcher;
 //! - `health`: the queue per lane, files per state and SLA risk an operator alerts on;
 //! - [`operator`](self::operator): operators' views and audited actions;
+//! - [`erasures`](self::erasures): a person removed from every list, for good;
 //! - `replicas`: the live replicas of each API surface, for their shared rate limits.
 //!
 //! Postgres errors are mapped once, here, into [`CatalogError`]; callers never match on driver
@@ -29,6 +30,7 @@ use crate::error::{Classify, ErrorClass};
 
 pub use crate::states::{FileState, RangeState, WorkStage};
 
+mod erasures;
 mod files;
 mod health;
 mod leadership;
@@ -37,6 +39,7 @@ mod operator;
 mod replicas;
 mod versions;
 
+pub use erasures::{Erasure, ErasureBacklog, PendingErasure, VersionWithWork, ERASURES_CHANNEL};
 pub use files::{FileRecord, VersionRecord};
 pub use health::{HealthQuery, LaneQueue, PipelineHealth};
 pub use leadership::{

@@ -540,7 +540,7 @@ fn not_found(id: FileId) -> CatalogError {
     CatalogError::NotFound(format!("file {id}"))
 }
 
-async fn record_action(
+pub(super) async fn record_action(
     tx: &mut sqlx::PgConnection,
     actor: &str,
     action: &str,

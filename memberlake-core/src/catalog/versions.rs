@@ -74,10 +74,11 @@ impl Catalog {
         Ok(sqlx::query_as(sql!("advertisers", "lifespans")).fetch_all(&self.pool).await?)
     }
 
-    /// A listener on [`ACTIVATIONS_CHANNEL`].
+    /// A listener on what changes a matcher's answers: [`ACTIVATIONS_CHANNEL`] and
+    /// [`ERASURES_CHANNEL`](super::ERASURES_CHANNEL).
     pub async fn listen_activations(&self) -> Result<PgListener> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(ACTIVATIONS_CHANNEL).await?;
+        listener.listen_all([ACTIVATIONS_CHANNEL, super::ERASURES_CHANNEL]).await?;
         Ok(listener)
     }
 }

@@ -106,6 +106,14 @@ pub const METRICS: &[MetricDoc] = &[
         "Failed refreshes of the splitter leader's pipeline gauges (the catalog could not be read); the gauges keep \
          their last values meanwhile."),
     // ---- splitter
+    doc!("memberlake_erasures_pending", Gauge, N, [], LEADER,
+        "Erasures requested and not yet complete."),
+    doc!("memberlake_erasures_oldest_pending_age_seconds", Gauge, S, [], LEADER,
+        "Age of the oldest erasure not yet complete (0: none pending)."),
+    doc!("memberlake_erasures_completed_total", Counter, N, [], SPLITTER,
+        "Erasures completed: the hash is gone from the store and the work location."),
+    doc!("memberlake_erasure_objects_rewritten_total", Counter, N, [], SPLITTER,
+        "Work objects (manifest buckets, diffs, runs) rewritten without an erased hash."),
     doc!("memberlake_splitter_is_leader", Gauge, None, [], SPLITTER,
         "1 while this splitter holds the leader term, else 0. Exactly one splitter should report 1."),
     doc!("memberlake_leader_acquired_total", Counter, N, [], SPLITTER,
@@ -174,6 +182,8 @@ pub const METRICS: &[MetricDoc] = &[
         "Store rows written by merge units (the differences between versions)."),
     doc!("memberlake_worker_rows_deleted_total", Counter, N, [], WORKER,
         "Store rows deleted by undo and retire units."),
+    doc!("memberlake_worker_hashes_erased_total", Counter, N, [], WORKER,
+        "Hashes dropped from list versions because they are erased: rows by ingest units, distinct hashes by merge units."),
     // ---- the store (CQL), from the processes that use it
     doc!("memberlake_store_write_seconds", Histogram, S, [], WORKER,
         "Seconds per successful store write request (one row or one UNLOGGED batch)."),
@@ -213,6 +223,8 @@ pub const METRICS: &[MetricDoc] = &[
         "Partition reads that failed; their requests were answered 503 (never a false \"not a member\")."),
     doc!("memberlake_matcher_active_advertisers", Gauge, N, [], MATCHER,
         "Advertisers with an active version, as this matcher knows them."),
+    doc!("memberlake_matcher_erased_hashes", Gauge, N, [], MATCHER,
+        "Erased email hashes this matcher knows of (each answers \"not a member\" everywhere)."),
     doc!("memberlake_matcher_version_refresh_errors_total", Counter, N, [], MATCHER,
         "Failed reloads of the active versions from the catalog; the last known versions keep answering."),
     // ---- meta-service

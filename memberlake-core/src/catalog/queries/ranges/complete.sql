@@ -1,6 +1,6 @@
 -- Marks an ingest range done, only while the caller still holds its lease (same token, still
 -- leased), and its file is still ingesting (unit_is_live, as for claims and heartbeats); adds its
--- counts to the file in the same statement.
+-- counts (rows, rejects, rows dropped as erased) to the file in the same statement.
 WITH done AS (
     UPDATE ranges
     SET state = 'done',
@@ -9,6 +9,7 @@ WITH done AS (
         rejection_samples = $6,
         run_parts = $7,
         rejects_by_reason = $8,
+        erased = $9,
         finished_at = now(),
         lease_expires_at = NULL,
         last_error = NULL
@@ -19,7 +20,8 @@ WITH done AS (
 UPDATE files f
 SET ranges_done = f.ranges_done + 1,
     rows_ingested = f.rows_ingested + $4,
-    rows_rejected = f.rows_rejected + $5
+    rows_rejected = f.rows_rejected + $5,
+    erased = f.erased + $9
 FROM done
 WHERE f.file_id = done.file_id
 RETURNING f.file_id
