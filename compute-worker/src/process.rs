@@ -457,7 +457,7 @@ mod tests {
     fn h(i: u32) -> EmailHash {
         let mut b = [0u8; 16];
         b[..4].copy_from_slice(&i.to_be_bytes());
-        EmailHash(b)
+        EmailHash::md5(b)
     }
 
     #[test]
@@ -472,9 +472,9 @@ mod tests {
         let mut seen: Vec<u32> = Vec::new();
         for batch in &out {
             let groups: std::collections::HashSet<u32> =
-                batch.iter().map(|x| u32::from_be_bytes(x.0[..4].try_into().unwrap()) % 3).collect();
+                batch.iter().map(|x| u32::from_be_bytes(x.as_bytes()[..4].try_into().unwrap()) % 3).collect();
             assert_eq!(groups.len(), 1, "a batch holds one replica group: {batch:?}");
-            seen.extend(batch.iter().map(|x| u32::from_be_bytes(x.0[..4].try_into().unwrap())));
+            seen.extend(batch.iter().map(|x| u32::from_be_bytes(x.as_bytes()[..4].try_into().unwrap())));
         }
         seen.sort();
         assert_eq!(seen, (0..23).collect::<Vec<_>>());

@@ -220,7 +220,7 @@ mod tests {
     #[test]
     fn an_erased_hash_has_no_list_anywhere() {
         let av = ActiveVersions::default();
-        let (gone, kept) = (EmailHash([7; 16]), EmailHash([8; 16]));
+        let (gone, kept) = (EmailHash::md5([7; 16]), EmailHash::md5([8; 16]));
         av.apply(vec![row("a", 1, false), row("b", 2, false)]);
         assert!(av.snapshot().unwrap().list("a", &gone).is_some());
         assert_eq!(av.apply_erasures(vec![(3, gone)]), 1);

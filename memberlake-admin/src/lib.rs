@@ -21,7 +21,7 @@ pub mod client;
 
 #[cfg(feature = "client")]
 pub use client::{AdminClient, AdminError};
-pub use memberlake_records::ids::{AdvertiserId, EmailHash, FileId};
+pub use memberlake_records::ids::{AdvertiserId, EmailHash, FileId, HashScheme};
 pub use memberlake_records::records::RejectReason;
 pub use memberlake_records::states::{FileState, RangeState};
 pub use requests::{

@@ -326,7 +326,7 @@ pub fn email_pattern() -> String {
     const ANY: &str = r"[\x00-?A-\x7F]"; // ASCII but `@`
     const SOLID: &str = r"[\x00-\x08\x0B\x0E-\x1F!-?A-\x7F]"; // ... and not whitespace
     const UNQUOTE: &str = r"[\x00-\x08\x0B\x0E-\x1F!#-?A-\x7F]"; // ... and not `"`
-    let hex = format!("[0-9A-Fa-f]{{{}}}", EmailHash::HEX_LEN);
+    let hex = format!("[0-9A-Fa-f]{{{}}}", EmailHash::hex_len());
     // Unquoted: an address whose first or last solid character is not a quote (one with quotes
     // at both ends is read as quoted).
     let bare = format!("{UNQUOTE}{ANY}*@{ANY}*{SOLID}|{SOLID}{ANY}*@{ANY}*{UNQUOTE}");
@@ -349,7 +349,7 @@ fn email_schema() -> ObjectBuilder {
         .max_length(Some(MAX_EMAIL_BYTES))
         .description(Some(
             "The email as an advertiser lists it (one line of a list: either case, whitespace and one pair of \
-             quotes around it allowed; or 32 hex digits), ASCII, at most 254 characters; hashed by the \
+             quotes around it allowed; or the hash itself in hex), ASCII, at most 254 characters; hashed by the \
              ingestion rule. Never logged, stored or returned. A line in any other form: send its `email_hash`",
         ))
         .examples(["jane.doe@example.com"])

@@ -334,7 +334,7 @@ mod tests {
             "version": {
                 "store_format": "changes", "base_version": 41, "superseded_by": null, "bucket_bits": 3,
                 "buckets_done": 8, "members": 1000, "added": 10, "removed": 12, "unchanged": 990, "rows_written": 22,
-                "rows_deleted": 0, "held_reason": null, "activated_at": "2026-01-02T03:05:00Z",
+                "rows_deleted": 0, "erased": 0, "held_reason": null, "activated_at": "2026-01-02T03:05:00Z",
                 "rollback_of": 40, "manifest_expired_at": null
             }
         })

@@ -866,6 +866,7 @@ every lookup of the hash already answers \"not a member\"; the leader is removin
   unchanged        8
   rows written     94
   rows deleted     0
+  erased           0
   base version     41
   held reason      shrinks the active list from 100 to 10 members
 held for an operator: `memberlake approve 42` or `memberlake reject 42`

@@ -33,6 +33,10 @@ struct Cli {
     log: memberlake::config::LogArgs,
     #[command(flatten)]
     admin: admin::AdminArgs,
+    /// The deployment's hash scheme (`md5` or `sha256`, MEMBERLAKE_HASH): how `erase` hashes
+    /// an email and what width a hash argument has.
+    #[arg(long = "hash-scheme", id = "hash_scheme", env = "MEMBERLAKE_HASH", default_value = "md5")]
+    hash_scheme: memberlake_admin::HashScheme,
     #[command(subcommand)]
     command: Command,
 }
@@ -57,6 +61,8 @@ enum Command {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // First: every hash this process parses or makes is of the deployment's scheme.
+    cli.hash_scheme.install();
     // The operator commands log nothing; migrations log through the services' telemetry.
     #[cfg(feature = "migrate")]
     memberlake::telemetry::init(&cli.log);

@@ -34,7 +34,7 @@ pub async fn run(args: MigrateArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let session = store::connect_session(&args.store).await.context("connecting to the CQL store")?;
-    let applied = schema::migrate_cql(&session, &args.store.scylla_keyspace, &args.replication)
+    let applied = schema::migrate_cql(&session, &args.store.scylla_keyspace, &args.replication, args.store.hash.hash)
         .await
         .context("migrating the CQL keyspace")?;
     schema::check_cql(&session, &args.store.scylla_keyspace).await?;

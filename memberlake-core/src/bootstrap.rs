@@ -18,6 +18,8 @@ pub enum BootstrapError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Schema(#[from] SchemaError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// Connects the control plane and checks its schema version.
@@ -29,8 +31,10 @@ pub async fn open_catalog(args: &DatabaseArgs) -> Result<Catalog, BootstrapError
 
 /// Connects the membership store and checks its schema version.
 pub async fn open_store(args: &StoreArgs) -> Result<MembershipStore, BootstrapError> {
+    args.hash.install()?;
     let session = Arc::new(crate::store::connect_session(args).await?);
     schema::check_cql(&session, &args.scylla_keyspace).await?;
+    schema::check_hash_scheme(&session, &args.scylla_keyspace, args.hash.hash).await?;
     Ok(MembershipStore::from_session(session, args).await?)
 }
 

@@ -38,9 +38,37 @@ pub struct DatabaseArgs {
     pub database_tls_ca_file: Option<PathBuf>,
 }
 
+/// How the deployment hashes emails: one scheme per deployment, recorded in the store.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct HashArgs {
+    /// `md5` (the contract's default) or `sha256`: how emails are hashed, and the width of
+    /// pre-hashed rows and of every hash in the APIs (32 or 64 hex digits). `memberlake migrate`
+    /// records it in the store; a process of the other scheme refuses to start against it.
+    #[arg(long = "hash", env = "MEMBERLAKE_HASH", default_value = "md5")]
+    pub hash: crate::ids::HashScheme,
+}
+
+impl HashArgs {
+    /// Makes the setting this process's scheme ([`HashScheme::install`](crate::ids::HashScheme::install)),
+    /// before anything hashes or parses a hash.
+    pub fn install(&self) -> Result<(), ConfigError> {
+        if self.hash.install() {
+            return Ok(());
+        }
+        Err(ConfigError(format!(
+            "MEMBERLAKE_HASH={} but this process already hashes with {}",
+            self.hash,
+            crate::ids::HashScheme::deployment()
+        )))
+    }
+}
+
 /// The CQL membership store (ScyllaDB or Cassandra).
 #[derive(Args, Debug, Clone)]
 pub struct StoreArgs {
+    /// The scheme of the hashes the store holds (checked against the store's record at start).
+    #[command(flatten)]
+    pub hash: HashArgs,
     /// CQL contact points, comma-separated host:port.
     #[arg(long, env = "MEMBERLAKE_SCYLLA_NODES", value_delimiter = ',', default_value = "127.0.0.1:9042")]
     pub scylla_nodes: Vec<String>,

@@ -3,6 +3,7 @@
 //! both idempotently; every service calls [`check_postgres`] / [`check_cql`] at start and refuses
 //! to run against an unmigrated schema or one newer than itself.
 
+use crate::ids::HashScheme;
 use scylla::client::session::Session;
 use sqlx::migrate::Migrator;
 use sqlx::PgPool;
@@ -30,6 +31,11 @@ pub const CQL_MIGRATIONS: &[CqlMigration] = &[
         description: "membership_changes",
         cql: include_str!("../../migrations/cql/0002_membership_changes.cql"),
     },
+    CqlMigration {
+        version: 3,
+        description: "deployment",
+        cql: include_str!("../../migrations/cql/0003_deployment.cql"),
+    },
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +52,11 @@ pub enum SchemaError {
     Cql(String),
     #[error("invalid keyspace name {0:?}: use letters, digits and underscores")]
     InvalidKeyspace(String),
+    #[error(
+        "the store holds {store} email hashes, and this process hashes with {deployment}: set MEMBERLAKE_HASH={store} \
+         (a deployment keeps one scheme; a new scheme needs a new keyspace)"
+    )]
+    HashScheme { store: HashScheme, deployment: HashScheme },
 }
 
 /// Applies pending Postgres migrations (idempotent).
@@ -93,9 +104,15 @@ fn validate_keyspace(keyspace: &str) -> Result<(), SchemaError> {
 }
 
 /// Creates the keyspace (with `replication`, a CQL map such as
-/// `{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}`) and applies pending CQL
-/// migrations (idempotent).
-pub async fn migrate_cql(session: &Session, keyspace: &str, replication: &str) -> Result<Vec<i64>, SchemaError> {
+/// `{'class': 'NetworkTopologyStrategy', 'replication_factor': 3}`), applies pending CQL
+/// migrations (idempotent) and records the deployment's hash `scheme` in a store that has none
+/// (refusing a store recorded with the other one).
+pub async fn migrate_cql(
+    session: &Session,
+    keyspace: &str,
+    replication: &str,
+    scheme: HashScheme,
+) -> Result<Vec<i64>, SchemaError> {
     let ks = quote_identifier(keyspace)?;
     let run = |cql: String| async move {
         session.query_unpaged(cql.clone(), ()).await.map_err(|e| SchemaError::Cql(format!("{e} (in: {})", cql.trim())))
@@ -122,7 +139,67 @@ pub async fn migrate_cql(session: &Session, keyspace: &str, replication: &str) -
         tracing::info!(version = m.version, description = m.description, "applied CQL migration");
         newly.push(m.version);
     }
+    match recorded_hash_scheme(session, keyspace).await? {
+        Some(store) if store != scheme => return Err(SchemaError::HashScheme { store, deployment: scheme }),
+        Some(_) => {}
+        // A store written before schemes existed holds MD5 hashes: it may only be recorded so.
+        None if scheme != HashScheme::Md5 && store_has_rows(session, keyspace).await? => {
+            return Err(SchemaError::HashScheme { store: HashScheme::Md5, deployment: scheme });
+        }
+        None => {
+            session
+                .query_unpaged(
+                    format!("INSERT INTO {ks}.deployment (name, value) VALUES ('hash_scheme', ?)"),
+                    (scheme.as_str(),),
+                )
+                .await
+                .map_err(|e| SchemaError::Cql(e.to_string()))?;
+            tracing::info!(%scheme, "recorded the deployment's hash scheme in the store");
+        }
+    }
     Ok(newly)
+}
+
+/// The hash scheme the store was recorded with (`None`: written before schemes existed, MD5).
+async fn recorded_hash_scheme(session: &Session, keyspace: &str) -> Result<Option<HashScheme>, SchemaError> {
+    let ks = quote_identifier(keyspace)?;
+    let rows = session
+        .query_unpaged(format!("SELECT value FROM {ks}.deployment WHERE name = 'hash_scheme'"), ())
+        .await
+        .map_err(|e| SchemaError::Cql(e.to_string()))?
+        .into_rows_result()
+        .map_err(|e| SchemaError::Cql(e.to_string()))?;
+    let value = rows.maybe_first_row::<(Option<String>,)>().map_err(|e| SchemaError::Cql(e.to_string()))?;
+    match value.and_then(|(v,)| v) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| SchemaError::Cql(format!("unknown hash scheme {v:?} in the store"))),
+    }
+}
+
+/// Whether the store holds any membership row (one row read).
+async fn store_has_rows(session: &Session, keyspace: &str) -> Result<bool, SchemaError> {
+    let ks = quote_identifier(keyspace)?;
+    for table in ["membership_changes", "memberships"] {
+        let rows = session
+            .query_unpaged(format!("SELECT email_hash FROM {ks}.{table} LIMIT 1"), ())
+            .await
+            .map_err(|e| SchemaError::Cql(e.to_string()))?
+            .into_rows_result()
+            .map_err(|e| SchemaError::Cql(e.to_string()))?;
+        if rows.rows_num() > 0 {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Fails unless the store was recorded with `scheme` (a store without a record holds MD5).
+pub async fn check_hash_scheme(session: &Session, keyspace: &str, scheme: HashScheme) -> Result<(), SchemaError> {
+    let store = recorded_hash_scheme(session, keyspace).await?.unwrap_or_default();
+    if store != scheme {
+        return Err(SchemaError::HashScheme { store, deployment: scheme });
+    }
+    Ok(())
 }
 
 async fn applied_cql_versions(session: &Session, keyspace: &str) -> Result<Option<Vec<i64>>, SchemaError> {

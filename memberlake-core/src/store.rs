@@ -482,7 +482,7 @@ impl ReplicaGroups {
     /// cannot tell (no table metadata yet): one group, as on a single node.
     pub fn group_of(&self, h: &EmailHash) -> u64 {
         use std::hash::{Hash, Hasher};
-        let Ok(replicas) = self.cluster.get_endpoints(&self.keyspace, "memberships", &(&h.0[..],)) else {
+        let Ok(replicas) = self.cluster.get_endpoints(&self.keyspace, "memberships", &(h.as_bytes(),)) else {
             return 0;
         };
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -663,19 +663,21 @@ impl MembershipStore {
         let (a, v) = (advertiser.as_str(), version.0);
         match (op, hashes) {
             (ChangeOp::Set { present }, [h]) => {
-                self.session.execute_unpaged(&self.change_set, (&h.0[..], a, v, present)).await.map(drop)
+                self.session.execute_unpaged(&self.change_set, (h.as_bytes(), a, v, present)).await.map(drop)
             }
-            (ChangeOp::Undo, [h]) => self.session.execute_unpaged(&self.change_undo, (&h.0[..], a, v)).await.map(drop),
+            (ChangeOp::Undo, [h]) => {
+                self.session.execute_unpaged(&self.change_undo, (h.as_bytes(), a, v)).await.map(drop)
+            }
             (ChangeOp::RetireThrough, [h]) => {
-                self.session.execute_unpaged(&self.change_retire, (&h.0[..], a, v)).await.map(drop)
+                self.session.execute_unpaged(&self.change_retire, (h.as_bytes(), a, v)).await.map(drop)
             }
             (ChangeOp::Set { present }, many) => {
-                let values: Vec<_> = many.iter().map(|h| (&h.0[..], a, v, present)).collect();
+                let values: Vec<_> = many.iter().map(|h| (h.as_bytes(), a, v, present)).collect();
                 self.session.batch(&self.batch_of(&self.change_set, many.len()), values).await.map(drop)
             }
             (ChangeOp::Undo | ChangeOp::RetireThrough, many) => {
                 let statement = if op == ChangeOp::Undo { &self.change_undo } else { &self.change_retire };
-                let values: Vec<_> = many.iter().map(|h| (&h.0[..], a, v)).collect();
+                let values: Vec<_> = many.iter().map(|h| (h.as_bytes(), a, v)).collect();
                 self.session.batch(&self.batch_of(statement, many.len()), values).await.map(drop)
             }
         }
@@ -693,7 +695,7 @@ impl MembershipStore {
     /// partition tombstone each (an erasure). Idempotent.
     pub async fn erase_partitions(&self, h: &EmailHash) -> Result<(), StoreError> {
         for statement in [&self.erase_changes, &self.erase_legacy] {
-            tokio::time::timeout(self.timeout, self.session.execute_unpaged(statement, (&h.0[..],)))
+            tokio::time::timeout(self.timeout, self.session.execute_unpaged(statement, (h.as_bytes(),)))
                 .await
                 .map_err(|_| StoreError::Timeout { operation: "erase", timeout: self.timeout })
                 .and_then(|r| r.map_err(StoreError::execute("erase")))
@@ -764,7 +766,7 @@ impl MembershipStore {
         futures::stream::iter(hashes)
             .map(|h| async move {
                 self.session
-                    .execute_unpaged(&self.insert, (&h.0[..], advertiser.as_str(), version.0))
+                    .execute_unpaged(&self.insert, (h.as_bytes(), advertiser.as_str(), version.0))
                     .await
                     .map(drop)
                     .map_err(StoreError::execute("legacy insert"))
@@ -809,7 +811,7 @@ impl MembershipStore {
         R: for<'f, 'm> scylla::deserialize::row::DeserializeRow<'f, 'm>,
     {
         let started = Instant::now();
-        let result = tokio::time::timeout(self.timeout, self.session.execute_unpaged(statement, (&h.0[..],)))
+        let result = tokio::time::timeout(self.timeout, self.session.execute_unpaged(statement, (h.as_bytes(),)))
             .await
             .map_err(|_| StoreError::Timeout { operation: "read", timeout: self.timeout })
             .and_then(|r| r.map_err(StoreError::execute("read")))
@@ -895,7 +897,7 @@ impl MembershipStore {
                         row.map_err(|source| StoreError::NextRow { operation: "scan", source: Box::new(source) })?;
                     scanned += 1;
                     if retire(&adv, ListVersion(v)) {
-                        let group = <[u8; 16]>::try_from(h.as_slice()).map_or(0, |b| groups.group_of(&EmailHash(b)));
+                        let group = EmailHash::from_slice(&h).map_or(0, |h| groups.group_of(&h));
                         let batch = pending.entry(group).or_default();
                         batch.push((h, adv, v));
                         if batch.len() >= per_batch {

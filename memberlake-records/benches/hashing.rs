@@ -1,5 +1,6 @@
-//! Hashing core: parse + normalize + MD5, in emails per second, on one core and on all cores
-//! (rayon), against the ceiling of raw MD5 over the same, already-normalized strings.
+//! Hashing core: parse + normalize + MD5 (and SHA-256), in emails per second, on one core and on
+//! all cores (rayon), against the ceiling of raw MD5 (SHA-256) over the same, already-normalized
+//! strings.
 //!
 //! `cargo bench -p memberlake-records --bench hashing` (add `--features md5-asm` for md-5's
 //! assembly implementation). Results: BENCHMARKS.md.
@@ -8,9 +9,11 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use md5::{Digest, Md5};
+use memberlake_records::ids::HashScheme;
 use memberlake_records::md5x4::md5_many;
-use memberlake_records::records::{parse_line, parse_lines, Record};
+use memberlake_records::records::{parse_line, parse_lines, parse_lines_as, Record};
 use rayon::prelude::*;
+use sha2::Sha256;
 
 /// A realistic list: mixed-length local parts and domains, some upper case, quotes and
 /// whitespace, ~1% invalid rows, a few pre-hashed rows.
@@ -63,7 +66,7 @@ fn bench(c: &mut Criterion) {
             let mut members = 0usize;
             for l in &lines {
                 if let Record::Member(h) = parse_line(black_box(l), false) {
-                    members += h.0[0] as usize & 1;
+                    members += h.as_bytes()[0] as usize & 1;
                 }
             }
             members
@@ -80,7 +83,7 @@ fn bench(c: &mut Criterion) {
                 .par_iter()
                 .with_min_len(2048)
                 .map(|l| match parse_line(black_box(l), false) {
-                    Record::Member(h) => h.0[0] as usize & 1,
+                    Record::Member(h) => h.as_bytes()[0] as usize & 1,
                     _ => 0,
                 })
                 .sum::<usize>()
@@ -106,6 +109,26 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("ceiling_raw_md5/all-cores", |b| {
         b.iter(|| norm.par_iter().with_min_len(2048).map(|s| Md5::digest(black_box(s))[0] as usize).sum::<usize>())
+    });
+    g.finish();
+
+    // SHA-256 deployments (MEMBERLAKE_HASH=sha256): the same lines, and sha2's raw ceiling over
+    // the same normalized strings (sha2 uses the CPU's SHA extensions when it has them).
+    let mut g = c.benchmark_group("hashing_sha256");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements(lines.len() as u64));
+    g.bench_function("parse_normalize_sha256/1-core", |b| {
+        b.iter(|| parse_lines_as(black_box(&items), HashScheme::Sha256).len())
+    });
+    g.throughput(Throughput::Elements(norm.len() as u64));
+    g.bench_function("ceiling_raw_sha256/1-core", |b| {
+        b.iter(|| {
+            let mut acc = 0u8;
+            for s in &norm {
+                acc ^= Sha256::digest(black_box(s))[0];
+            }
+            acc
+        })
     });
     g.finish();
 }

@@ -12,8 +12,10 @@ use serde::{Deserialize, Serialize};
 pub enum IdError {
     #[error("advertiser_id must match [A-Za-z0-9_-]{{1,{max}}}", max = AdvertiserId::MAX_LEN)]
     InvalidAdvertiserId,
-    #[error("email_hash must be {len} hexadecimal digits", len = EmailHash::HEX_LEN)]
-    InvalidEmailHash,
+    #[error("email_hash must be {} hexadecimal digits ({} of the normalized email)", .0.hex_len(), .0.as_str())]
+    InvalidEmailHash(HashScheme),
+    #[error("MEMBERLAKE_HASH must be md5 or sha256")]
+    InvalidHashScheme,
 }
 
 /// An advertiser: `[A-Za-z0-9_-]{1,64}`, the directory name under `advertisers/` in the lake.
@@ -67,36 +69,164 @@ impl<'de> Deserialize<'de> for AdvertiserId {
     }
 }
 
-/// MD5 of a normalized email: 16 raw bytes in storage, 32 lower-case hex digits in every API.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct EmailHash(pub [u8; 16]);
+/// How a deployment hashes normalized emails (`MEMBERLAKE_HASH`): MD5, the contract's default,
+/// or SHA-256, what the large audience platforms take. One scheme per deployment: the store
+/// records it and a process of the other scheme refuses to start against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HashScheme {
+    #[default]
+    Md5,
+    Sha256,
+}
 
-impl EmailHash {
-    /// Hex digits of a hash on the wire.
-    pub const HEX_LEN: usize = 32;
+/// The deployment's scheme, set once at start ([`HashScheme::install`]); MD5 until then.
+static DEPLOYMENT_SCHEME: std::sync::OnceLock<HashScheme> = std::sync::OnceLock::new();
 
-    /// What [`from_hex`](Self::from_hex) accepts, as a regular expression (see
-    /// [`AdvertiserId::pattern`]). Answers are lower case, a subset.
-    pub fn pattern() -> String {
-        format!("^[0-9A-Fa-f]{{{}}}$", Self::HEX_LEN)
+impl HashScheme {
+    pub const ALL: [HashScheme; 2] = [HashScheme::Md5, HashScheme::Sha256];
+
+    /// Bytes of a hash.
+    pub const fn byte_len(self) -> usize {
+        match self {
+            HashScheme::Md5 => 16,
+            HashScheme::Sha256 => 32,
+        }
     }
 
-    /// Parses 32 hex digits, either case.
-    pub fn from_hex(s: &[u8]) -> Result<Self, IdError> {
-        if s.len() != Self::HEX_LEN {
-            return Err(IdError::InvalidEmailHash);
+    /// Hex digits of a hash on the wire.
+    pub const fn hex_len(self) -> usize {
+        self.byte_len() * 2
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            HashScheme::Md5 => "md5",
+            HashScheme::Sha256 => "sha256",
         }
-        let mut out = [0u8; 16];
-        hex::decode_to_slice(s, &mut out).map_err(|_| IdError::InvalidEmailHash)?;
-        Ok(Self(out))
+    }
+
+    /// The scheme of a hash of `len` bytes.
+    pub const fn of_len(len: usize) -> Option<Self> {
+        match len {
+            16 => Some(HashScheme::Md5),
+            32 => Some(HashScheme::Sha256),
+            _ => None,
+        }
+    }
+
+    /// The deployment's scheme: what every parser and hasher of this process uses.
+    pub fn deployment() -> Self {
+        DEPLOYMENT_SCHEME.get().copied().unwrap_or_default()
+    }
+
+    /// Makes `self` the deployment's scheme, once per process, at start and before anything
+    /// hashes or parses a hash. Returns false (and changes nothing) if another was installed.
+    pub fn install(self) -> bool {
+        *DEPLOYMENT_SCHEME.get_or_init(|| self) == self
+    }
+
+    /// The hash of already-normalized bytes.
+    pub fn hash(self, normalized: &[u8]) -> EmailHash {
+        use md5::Digest as _;
+        match self {
+            HashScheme::Md5 => EmailHash::md5(md5::Md5::digest(normalized).into()),
+            HashScheme::Sha256 => EmailHash::sha256(sha2::Sha256::digest(normalized).into()),
+        }
+    }
+
+    /// Parses exactly this scheme's hex digits, either case.
+    pub fn parse_hex(self, s: &[u8]) -> Result<EmailHash, IdError> {
+        let bad = IdError::InvalidEmailHash(self);
+        if s.len() != self.hex_len() {
+            return Err(bad);
+        }
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out[..self.byte_len()]).map_err(|_| bad)?;
+        Ok(EmailHash { bytes: out, len: self.byte_len() as u8 })
+    }
+
+    /// What [`parse_hex`](Self::parse_hex) accepts, as a regular expression (see
+    /// [`AdvertiserId::pattern`]). Answers are lower case, a subset.
+    pub fn pattern(self) -> String {
+        format!("^[0-9A-Fa-f]{{{}}}$", self.hex_len())
+    }
+}
+
+impl fmt::Display for HashScheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for HashScheme {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        HashScheme::ALL.into_iter().find(|h| h.as_str().eq_ignore_ascii_case(s)).ok_or(IdError::InvalidHashScheme)
+    }
+}
+
+/// The hash of a normalized email under the deployment's [`HashScheme`]: 16 (MD5) or 32
+/// (SHA-256) raw bytes in storage, 32 or 64 lower-case hex digits in every API. Hashes of one
+/// deployment all have one width, so they order as their bytes do.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EmailHash {
+    /// The hash, zero-padded after `len` bytes (fields in this order: the derived order is the
+    /// bytes' order).
+    bytes: [u8; 32],
+    len: u8,
+}
+
+impl EmailHash {
+    /// An MD5 hash.
+    pub const fn md5(b: [u8; 16]) -> Self {
+        let mut bytes = [0u8; 32];
+        let mut i = 0;
+        while i < 16 {
+            bytes[i] = b[i];
+            i += 1;
+        }
+        Self { bytes, len: 16 }
+    }
+
+    /// A SHA-256 hash.
+    pub const fn sha256(bytes: [u8; 32]) -> Self {
+        Self { bytes, len: 32 }
+    }
+
+    /// A hash of either width (16 or 32 bytes).
+    pub fn from_slice(b: &[u8]) -> Option<Self> {
+        HashScheme::of_len(b.len())?;
+        let mut bytes = [0u8; 32];
+        bytes[..b.len()].copy_from_slice(b);
+        Some(Self { bytes, len: b.len() as u8 })
+    }
+
+    /// Hex digits of a hash of the deployment's scheme.
+    pub fn hex_len() -> usize {
+        HashScheme::deployment().hex_len()
+    }
+
+    /// What [`from_hex`](Self::from_hex) accepts (the deployment's scheme).
+    pub fn pattern() -> String {
+        HashScheme::deployment().pattern()
+    }
+
+    /// Parses a hash of the deployment's scheme: its number of hex digits, either case.
+    pub fn from_hex(s: &[u8]) -> Result<Self, IdError> {
+        HashScheme::deployment().parse_hex(s)
     }
 
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        hex::encode(self.as_bytes())
     }
 
-    pub fn as_bytes(&self) -> &[u8; 16] {
-        &self.0
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+
+    pub fn scheme(&self) -> HashScheme {
+        HashScheme::of_len(self.len as usize).expect("16 or 32 bytes")
     }
 }
 
@@ -212,14 +342,14 @@ mod postgres {
 
     impl Encode<'_, Postgres> for EmailHash {
         fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
-            <&[u8] as Encode<Postgres>>::encode(&self.0[..], buf)
+            <&[u8] as Encode<Postgres>>::encode(self.as_bytes(), buf)
         }
     }
 
     impl<'r> Decode<'r, Postgres> for EmailHash {
         fn decode(value: PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
             let bytes = <&[u8] as Decode<Postgres>>::decode(value)?;
-            Ok(EmailHash(bytes.try_into().map_err(|_| format!("an email hash of {} bytes", bytes.len()))?))
+            Ok(EmailHash::from_slice(bytes).ok_or_else(|| format!("an email hash of {} bytes", bytes.len()))?)
         }
     }
 }
@@ -249,5 +379,32 @@ mod tests {
         assert_eq!(json, "\"0123456789abcdefabcdef0123456789\"");
         let back: EmailHash = serde_json::from_str(&json).unwrap();
         assert_eq!(back, h);
+    }
+
+    #[test]
+    fn each_scheme_parses_its_own_width_and_hashes_as_its_reference() {
+        let md5 = HashScheme::Md5.hash(b"jane@example.com");
+        let sha = HashScheme::Sha256.hash(b"jane@example.com");
+        // `printf %s jane@example.com | md5sum` and `| sha256sum`.
+        assert_eq!(md5.to_hex(), "9e26471d35a78862c17e467d87cddedf");
+        assert_eq!(sha.to_hex(), "8c87b489ce35cf2e2f39f80e282cb2e804932a56a213983eeeb428407d43b52d");
+        assert_eq!((md5.scheme(), sha.scheme()), (HashScheme::Md5, HashScheme::Sha256));
+        for h in [md5, sha] {
+            let scheme = h.scheme();
+            assert_eq!(scheme.parse_hex(h.to_hex().to_uppercase().as_bytes()), Ok(h));
+            let other = HashScheme::ALL.into_iter().find(|o| *o != scheme).unwrap();
+            assert_eq!(other.parse_hex(h.to_hex().as_bytes()), Err(IdError::InvalidEmailHash(other)));
+            assert_eq!(EmailHash::from_slice(h.as_bytes()), Some(h));
+        }
+        assert_eq!(EmailHash::from_slice(&[0; 20]), None);
+        assert_eq!(
+            IdError::InvalidEmailHash(HashScheme::Sha256).to_string(),
+            "email_hash must be 64 hexadecimal digits (sha256 of the normalized email)"
+        );
+        assert_eq!("SHA256".parse::<HashScheme>(), Ok(HashScheme::Sha256));
+        assert!("sha1".parse::<HashScheme>().is_err());
+        // Hashes of one width order as their bytes.
+        let (a, b) = (EmailHash::md5([1; 16]), EmailHash::md5([2; 16]));
+        assert!(a < b && EmailHash::sha256([1; 32]) < EmailHash::sha256([2; 32]));
     }
 }

@@ -22,8 +22,8 @@
 //! # The run format (v1)
 //!
 //! All integers are little-endian. `n` is the bucket count (`1 << bucket_bits`), `hash_len` the
-//! width of one hash (16 for MD5; the format also describes 32-byte SHA-256 runs, which this
-//! build refuses with [`ManifestError::WrongHashLength`]).
+//! width of one hash (16 for MD5, 32 for SHA-256: the deployment's [`HashScheme`]; a run of the
+//! other width is refused with [`ManifestError::WrongHashLength`]).
 //!
 //! ```text
 //! offset                                   content
@@ -75,16 +75,17 @@ use std::io::{self, Write};
 use std::iter::Peekable;
 use std::slice::ChunksExact;
 
-use crate::ids::EmailHash;
+use crate::ids::{EmailHash, HashScheme};
 use crate::ranges::ByteRange;
 
 /// The bucket width used unless a run says otherwise: 256 buckets.
 pub const DEFAULT_BUCKET_BITS: u8 = 8;
 /// The widest bucketing: 65 536 buckets, an index of 1 MiB.
 pub const MAX_BUCKET_BITS: u8 = 16;
-/// The width of the hashes this build reads and writes (MD5).
-pub const HASH_LEN: u8 = 16;
-const _: () = assert!(size_of::<EmailHash>() == HASH_LEN as usize);
+/// The width of the hashes this process reads and writes: its deployment's scheme's.
+pub fn hash_len() -> u8 {
+    HashScheme::deployment().byte_len() as u8
+}
 
 /// Opens the header and the footer: `MLRUN\0` names the format, `v1` its version.
 const MAGIC: [u8; 8] = *b"MLRUN\x00v1";
@@ -117,7 +118,7 @@ pub enum ManifestError {
     OutOfOrder { index: u64 },
     #[error("entry {index} lies outside bucket {bucket}, which holds it")]
     WrongBucket { index: u64, bucket: u32 },
-    #[error("the run holds {found}-byte hashes; this build uses {expected}-byte hashes")]
+    #[error("the run holds {found}-byte hashes; this deployment uses {expected}-byte hashes")]
     WrongHashLength { expected: u8, found: u8 },
     #[error("bucket bits must be within 1..={MAX_BUCKET_BITS}, got {0}")]
     InvalidBucketBits(u8),
@@ -217,8 +218,8 @@ fn encode_format(hash_len: u8, buckets: Buckets) -> [u8; 8] {
 /// Parses [`encode_format`]'s bytes, refusing a width this build does not use.
 fn parse_format(bytes: &[u8]) -> Result<Buckets, ManifestError> {
     let buckets = Buckets::new(bytes[1])?;
-    if bytes[0] != HASH_LEN {
-        return Err(ManifestError::WrongHashLength { expected: HASH_LEN, found: bytes[0] });
+    if bytes[0] != hash_len() {
+        return Err(ManifestError::WrongHashLength { expected: hash_len(), found: bytes[0] });
     }
     if bytes[2..].iter().any(|&b| b != 0) {
         return Err(ManifestError::Inconsistent("reserved bytes are not zero"));
@@ -229,7 +230,7 @@ fn parse_format(bytes: &[u8]) -> Result<Buckets, ManifestError> {
 fn encode_header(buckets: Buckets) -> [u8; HEADER_LEN as usize] {
     let mut header = [0u8; HEADER_LEN as usize];
     header[..8].copy_from_slice(&MAGIC);
-    header[8..].copy_from_slice(&encode_format(HASH_LEN, buckets));
+    header[8..].copy_from_slice(&encode_format(hash_len(), buckets));
     header
 }
 
@@ -257,7 +258,7 @@ fn suffix(bytes: &[u8], len: u64) -> Result<&[u8], ManifestError> {
 
 /// The length of a run of `entries` hashes.
 fn run_len(entries: u64, buckets: Buckets) -> u64 {
-    HEADER_LEN + entries * u64::from(HASH_LEN) + RunIndex::tail_len(buckets)
+    HEADER_LEN + entries * u64::from(hash_len()) + RunIndex::tail_len(buckets)
 }
 
 /// A run's index, read from its tail: where each bucket's entries lie in the object, and their
@@ -302,7 +303,7 @@ impl RunIndex {
         let mut words = covered.chunks_exact(U64_LEN).map(read_u64);
         let offsets: Vec<u64> = words.by_ref().take(count + 1).collect();
         let checksums: Vec<u64> = words.take(count).collect();
-        let index = Self { hash_len: HASH_LEN, buckets, offsets, checksums };
+        let index = Self { hash_len: hash_len(), buckets, offsets, checksums };
         index.check_offsets(entries)?;
         Ok(index)
     }
@@ -381,7 +382,7 @@ impl RunIndex {
         let first = self.offsets[b as usize];
         let mut previous: Option<EmailHash> = None;
         for (i, hash) in (first..).zip(entries) {
-            if self.buckets.bucket_of(&hash.0) != b {
+            if self.buckets.bucket_of(hash.as_bytes()) != b {
                 return Err(ManifestError::WrongBucket { index: i, bucket: b });
             }
             if previous.is_some_and(|p| p >= hash) {
@@ -417,7 +418,7 @@ impl Iterator for Entries<'_> {
     type Item = EmailHash;
 
     fn next(&mut self) -> Option<EmailHash> {
-        self.chunks.next().map(|chunk| EmailHash(chunk.try_into().expect("chunks of HASH_LEN bytes")))
+        self.chunks.next().map(|chunk| EmailHash::from_slice(chunk).expect("chunks of a hash width"))
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
@@ -431,8 +432,8 @@ impl ExactSizeIterator for Entries<'_> {}
 /// consumer. [`RunIndex::bucket_entries`] is the verifying way to read a fetched bucket. Fails
 /// if `hash_len` is not this build's width or `bytes` is not a whole number of entries.
 pub fn decode_entries(bytes: &[u8], hash_len: u8) -> Result<Entries<'_>, ManifestError> {
-    if hash_len != HASH_LEN {
-        return Err(ManifestError::WrongHashLength { expected: HASH_LEN, found: hash_len });
+    if hash_len != self::hash_len() {
+        return Err(ManifestError::WrongHashLength { expected: self::hash_len(), found: hash_len });
     }
     if !bytes.len().is_multiple_of(usize::from(hash_len)) {
         return Err(ManifestError::Inconsistent("a bucket's bytes are not a whole number of entries"));
@@ -498,6 +499,8 @@ pub struct RunWriter<W: Write> {
     checksums: Vec<Fnv1a64>,
     last: Option<EmailHash>,
     entries: u64,
+    /// The deployment's hash width, fixed when the writer starts.
+    hash_len: u8,
 }
 
 impl<W: Write> RunWriter<W> {
@@ -512,6 +515,7 @@ impl<W: Write> RunWriter<W> {
             checksums: vec![Fnv1a64::new(); count],
             last: None,
             entries: 0,
+            hash_len: hash_len(),
         })
     }
 
@@ -523,10 +527,14 @@ impl<W: Write> RunWriter<W> {
             Some(Ordering::Less) => return Err(ManifestError::OutOfOrder { index: self.entries }),
             _ => {}
         }
-        self.sink.write_all(&hash.0)?;
-        let b = self.buckets.bucket_of(&hash.0) as usize;
+        let bytes = hash.as_bytes();
+        if bytes.len() != usize::from(self.hash_len) {
+            return Err(ManifestError::WrongHashLength { expected: self.hash_len, found: bytes.len() as u8 });
+        }
+        self.sink.write_all(bytes)?;
+        let b = self.buckets.bucket_of(bytes) as usize;
         self.counts[b] += 1;
-        self.checksums[b].update(&hash.0);
+        self.checksums[b].update(bytes);
         self.last = Some(hash);
         self.entries += 1;
         Ok(())
@@ -547,7 +555,7 @@ impl<W: Write> RunWriter<W> {
             }))
             .collect();
         let checksums = self.checksums.iter().map(|c| c.0).collect();
-        let index = RunIndex { hash_len: HASH_LEN, buckets: self.buckets, offsets, checksums };
+        let index = RunIndex { hash_len: self.hash_len, buckets: self.buckets, offsets, checksums };
         self.sink.write_all(&index.encode_tail())?;
         self.sink.flush()?;
         Ok((self.sink, index))
@@ -697,11 +705,11 @@ mod tests {
         let mut bytes = [0u8; 16];
         bytes[..2].copy_from_slice(&n.wrapping_mul(40503).to_be_bytes());
         bytes[15] = n as u8;
-        EmailHash(bytes)
+        EmailHash::md5(bytes)
     }
 
     fn hash_strategy() -> impl Strategy<Value = EmailHash> {
-        prop_oneof![any::<[u8; 16]>().prop_map(EmailHash), (0u16..2048).prop_map(common_hash)]
+        prop_oneof![any::<[u8; 16]>().prop_map(EmailHash::md5), (0u16..2048).prop_map(common_hash)]
     }
 
     fn hashes(max: usize) -> impl Strategy<Value = Vec<EmailHash>> {
@@ -775,7 +783,7 @@ mod tests {
             prop_assert_eq!(&index, &decode_run(&run).unwrap().0);
             let mut expected = vec![Vec::new(); buckets.count() as usize];
             for hash in sorted_set(&input) {
-                expected[buckets.bucket_of(&hash.0) as usize].push(hash);
+                expected[buckets.bucket_of(hash.as_bytes()) as usize].push(hash);
             }
             for b in 0..buckets.count() {
                 let read: Vec<_> = index.bucket_entries(b, bucket_slice(&run, &index, b)).unwrap().collect();
@@ -872,7 +880,8 @@ mod tests {
 
     #[test]
     fn bucket_byte_ranges_follow_the_index() {
-        let input = [hash_with_prefix(0x00, 1), hash_with_prefix(0x00, 2), hash_with_prefix(0xc0, 1)].map(EmailHash);
+        let input =
+            [hash_with_prefix(0x00, 1), hash_with_prefix(0x00, 2), hash_with_prefix(0xc0, 1)].map(EmailHash::md5);
         let run = encode(&input, buckets(2));
         let (index, _) = decode_run(&run).unwrap();
         assert_eq!(index.bucket_byte_range(0), ByteRange::new(16, 48));
@@ -903,7 +912,7 @@ mod tests {
 
     #[test]
     fn writer_skips_repeats_and_refuses_descending_hashes() {
-        let [low, high] = [hash_with_prefix(1, 0), hash_with_prefix(2, 0)].map(EmailHash);
+        let [low, high] = [hash_with_prefix(1, 0), hash_with_prefix(2, 0)].map(EmailHash::md5);
         let mut writer = RunWriter::new(Vec::new(), buckets(4)).unwrap();
         writer.push(high).unwrap();
         writer.push(high).unwrap();
@@ -957,7 +966,7 @@ mod tests {
         let expected = "run has no footer at its end: truncated, unfinished or not a run";
         assert_eq!(error_of(decode_run(&run[..run.len() - 1])), expected);
         let mut unfinished = encode_header(buckets(2)).to_vec();
-        (0..3).for_each(|n| unfinished.extend_from_slice(&common_hash(n).0));
+        (0..3).for_each(|n| unfinished.extend_from_slice(common_hash(n).as_bytes()));
         assert_eq!(error_of(decode_run(&unfinished)), expected);
     }
 
@@ -966,7 +975,7 @@ mod tests {
         let input = [common_hash(1), common_hash(2)];
         let run = encode(&input, buckets(1));
         let (index, _) = decode_run(&run).unwrap();
-        let b = index.buckets().bucket_of(&input[0].0);
+        let b = index.buckets().bucket_of(input[0].as_bytes());
         let slice = bucket_slice(&run, &index, b);
         assert_eq!(error_of(index.bucket_entries(b, &slice[1..])), "the bucket is 15 bytes, the run's index says 16");
         let mut padded = run.clone();
@@ -984,7 +993,7 @@ mod tests {
 
     #[test]
     fn error_bucket_checksum_mismatch() {
-        let hash = EmailHash(hash_with_prefix(0xc0, 7));
+        let hash = EmailHash::md5(hash_with_prefix(0xc0, 7));
         let mut run = encode(&[hash], buckets(2));
         run[HEADER_LEN as usize + 15] ^= 1;
         assert_eq!(error_of(decode_run(&run)), "checksum mismatch in bucket 3: the run is corrupt");
@@ -993,23 +1002,23 @@ mod tests {
     #[test]
     fn error_out_of_order() {
         let descending = vec![hash_with_prefix(0, 2), hash_with_prefix(0, 1)];
-        let run = sealed_run(buckets(1), HASH_LEN, &[descending, vec![]]);
+        let run = sealed_run(buckets(1), hash_len(), &[descending, vec![]]);
         assert_eq!(error_of(decode_run(&run)), "entry 1 is out of order: a run's entries must be strictly ascending");
         let repeated = vec![hash_with_prefix(0, 1), hash_with_prefix(0, 1)];
-        let run = sealed_run(buckets(1), HASH_LEN, &[repeated, vec![]]);
+        let run = sealed_run(buckets(1), hash_len(), &[repeated, vec![]]);
         assert!(matches!(decode_run(&run), Err(ManifestError::OutOfOrder { index: 1 })));
     }
 
     #[test]
     fn error_wrong_bucket() {
         let misplaced = vec![hash_with_prefix(0x00, 1), hash_with_prefix(0x80, 1)];
-        let run = sealed_run(buckets(1), HASH_LEN, &[misplaced, vec![]]);
+        let run = sealed_run(buckets(1), hash_len(), &[misplaced, vec![]]);
         assert_eq!(error_of(decode_run(&run)), "entry 1 lies outside bucket 0, which holds it");
     }
 
     #[test]
     fn error_wrong_hash_length() {
-        let expected = "the run holds 32-byte hashes; this build uses 16-byte hashes";
+        let expected = "the run holds 32-byte hashes; this deployment uses 16-byte hashes";
         assert_eq!(error_of(decode_entries(&[0; 64], 32)), expected);
         let sha256_run = sealed_run(buckets(1), 32, &[vec![], vec![]]);
         assert_eq!(error_of(RunIndex::from_tail(&sha256_run)), expected);
@@ -1026,14 +1035,14 @@ mod tests {
         let mut run = encode(&[common_hash(1)], buckets(2));
         run[10] = 1;
         assert_eq!(error_of(decode_run(&run)), "run is inconsistent: reserved bytes are not zero");
-        let mut run = sealed_run(buckets(2), HASH_LEN, &[vec![], vec![], vec![], vec![]]);
+        let mut run = sealed_run(buckets(2), hash_len(), &[vec![], vec![], vec![], vec![]]);
         run[9] = 3;
         assert_eq!(
             error_of(decode_run(&run)),
             "run is inconsistent: the header and the footer disagree on the bucket bits"
         );
         assert_eq!(
-            error_of(decode_entries(&[0; 17], HASH_LEN)),
+            error_of(decode_entries(&[0; 17], hash_len())),
             "run is inconsistent: a bucket's bytes are not a whole number of entries"
         );
     }

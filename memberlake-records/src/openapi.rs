@@ -38,16 +38,21 @@ impl ToSchema for AdvertiserId {
 }
 
 impl PartialSchema for EmailHash {
+    /// The deployment's scheme's hashes (the document is built after the scheme is installed).
     fn schema() -> RefOr<Schema> {
+        let scheme = crate::ids::HashScheme::deployment();
         ObjectBuilder::new()
             .schema_type(Type::String)
             .pattern(Some(EmailHash::pattern()))
-            .min_length(Some(EmailHash::HEX_LEN))
-            .max_length(Some(EmailHash::HEX_LEN))
-            .description(Some(
-                "MD5 of the normalized email: 32 hex digits, either case in requests, lower case in answers",
-            ))
-            .examples(["c160f8cc69a4f0bf2b0362752353d060"])
+            .min_length(Some(EmailHash::hex_len()))
+            .max_length(Some(EmailHash::hex_len()))
+            .description(Some(format!(
+                "{} of the normalized email (this deployment's MEMBERLAKE_HASH): {} hex digits, either case in \
+                 requests, lower case in answers",
+                scheme.as_str().to_uppercase(),
+                scheme.hex_len()
+            )))
+            .examples([scheme.hash(b"jane.doe@example.com").to_hex()])
             .into()
     }
 }
@@ -151,7 +156,7 @@ mod tests {
         }
 
         #[test]
-        fn the_email_hash_schema_is_its_parser(s in candidates("[0-9A-Fa-f]", EmailHash::HEX_LEN)) {
+        fn the_email_hash_schema_is_its_parser(s in candidates("[0-9A-Fa-f]", EmailHash::hex_len())) {
             prop_assert_eq!(admits(&served::<EmailHash>(), &s), EmailHash::from_hex(s.as_bytes()).is_ok(), "{:?}", s);
         }
     }

@@ -8,15 +8,16 @@
 //!   stripped;
 //! - trim ASCII whitespace, lowercase; a record must have exactly one `@`, a non-empty local part
 //!   and domain, and at most 254 bytes, otherwise it is rejected and counted;
-//! - exactly 32 hex digits is an already-hashed email;
-//! - `email_hash` = MD5 of the normalized email's UTF-8 bytes.
+//! - exactly the deployment's hash width in hex digits (32 for MD5, 64 for SHA-256) is an
+//!   already-hashed email; the other scheme's width is rejected ([`RejectReason::WrongHashLength`]);
+//! - `email_hash` = the deployment's hash ([`HashScheme`], `MEMBERLAKE_HASH`: MD5 by default, or
+//!   SHA-256) of the normalized email's UTF-8 bytes.
 //!
 //! Nothing here logs, stores or returns the line's contents: a rejection carries only a reason.
 
-use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 
-use crate::ids::EmailHash;
+use crate::ids::{EmailHash, HashScheme};
 
 /// Longest normalized email accepted (RFC 5321 path limit).
 pub const MAX_EMAIL_BYTES: usize = 254;
@@ -46,10 +47,13 @@ pub enum RejectReason {
     TooLong,
     /// Raw line longer than [`MAX_LINE_BYTES`].
     LineTooLong,
+    /// A pre-hashed row of the other scheme's width (64 hex digits in an MD5 deployment, 32 in
+    /// a SHA-256 one): its email cannot be hashed by this deployment's scheme.
+    WrongHashLength,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 8] = [
+    pub const ALL: [RejectReason; 9] = [
         RejectReason::NotUtf8,
         RejectReason::Empty,
         RejectReason::MissingAt,
@@ -58,6 +62,7 @@ impl RejectReason {
         RejectReason::EmptyDomain,
         RejectReason::TooLong,
         RejectReason::LineTooLong,
+        RejectReason::WrongHashLength,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -70,6 +75,7 @@ impl RejectReason {
             RejectReason::EmptyDomain => "empty_domain",
             RejectReason::TooLong => "too_long",
             RejectReason::LineTooLong => "line_too_long",
+            RejectReason::WrongHashLength => "wrong_hash_length",
         }
     }
 }
@@ -84,9 +90,15 @@ pub enum Record {
     Rejected(RejectReason),
 }
 
-/// Parses one line (without its `\n`). `first_line` is true only for the line at byte offset 0
-/// of the (decompressed) object, where a BOM and a header are allowed.
+/// Parses one line (without its `\n`) under the deployment's scheme. `first_line` is true only
+/// for the line at byte offset 0 of the (decompressed) object, where a BOM and a header are
+/// allowed.
 pub fn parse_line(line: &[u8], first_line: bool) -> Record {
+    parse_line_as(line, first_line, HashScheme::deployment())
+}
+
+/// [`parse_line`] under `scheme`.
+pub fn parse_line_as(line: &[u8], first_line: bool, scheme: HashScheme) -> Record {
     // A per-thread scratch buffer: no allocation per line.
     thread_local! {
         static ARENA: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(MAX_EMAIL_BYTES));
@@ -94,9 +106,9 @@ pub fn parse_line(line: &[u8], first_line: bool) -> Record {
     ARENA.with(|arena| {
         let mut arena = arena.borrow_mut();
         arena.clear();
-        match classify(line, first_line, &mut arena) {
+        match classify(line, first_line, scheme, &mut arena) {
             Step::Done(record) => record,
-            Step::Email(range) => Record::Member(md5_hash(&arena[range])),
+            Step::Email(range) => Record::Member(scheme.hash(&arena[range])),
         }
     })
 }
@@ -105,6 +117,30 @@ pub fn parse_line(line: &[u8], first_line: bool) -> Record {
 /// applying the [`MAX_LINE_BYTES`] cap, and hashes the emails four at a time
 /// ([`crate::md5x4`]). Same results as [`parse_line`] line by line, faster.
 pub fn parse_lines(lines: &[(u64, &[u8])]) -> Vec<(u64, Record)> {
+    parse_lines_as(lines, HashScheme::deployment())
+}
+
+/// [`parse_lines`] under `scheme`: MD5 four lanes at a time, SHA-256 one email at a time (with
+/// the CPU's SHA extensions, it is not the bottleneck; BENCHMARKS.md).
+pub fn parse_lines_as(lines: &[(u64, &[u8])], scheme: HashScheme) -> Vec<(u64, Record)> {
+    if scheme != HashScheme::Md5 {
+        let mut arena = Vec::with_capacity(MAX_EMAIL_BYTES);
+        return lines
+            .iter()
+            .map(|&(offset, line)| {
+                let record = if line.len() > MAX_LINE_BYTES {
+                    Record::Rejected(RejectReason::LineTooLong)
+                } else {
+                    arena.clear();
+                    match classify(line, offset == 0, scheme, &mut arena) {
+                        Step::Done(record) => record,
+                        Step::Email(range) => Record::Member(scheme.hash(&arena[range])),
+                    }
+                };
+                (offset, record)
+            })
+            .collect();
+    }
     let mut out = Vec::with_capacity(lines.len());
     // Up to four normalized emails waiting for a lane, each in its own buffer.
     let mut bufs = [[0u8; MAX_EMAIL_BYTES]; 4];
@@ -117,7 +153,7 @@ pub fn parse_lines(lines: &[(u64, &[u8])]) -> Vec<(u64, Record)> {
             Step::Done(Record::Rejected(RejectReason::LineTooLong))
         } else {
             arena.clear();
-            classify(line, offset == 0, &mut arena)
+            classify(line, offset == 0, scheme, &mut arena)
         };
         match step {
             Step::Done(record) => out.push((offset, record)),
@@ -136,7 +172,7 @@ pub fn parse_lines(lines: &[(u64, &[u8])]) -> Vec<(u64, Record)> {
                         &bufs[3][..lens[3]],
                     ]);
                     for (slot, digest) in slots.iter().zip(digests) {
-                        out[*slot].1 = Record::Member(EmailHash(digest));
+                        out[*slot].1 = Record::Member(EmailHash::md5(digest));
                     }
                     waiting = 0;
                 }
@@ -156,7 +192,7 @@ enum Step {
     Email(std::ops::Range<usize>),
 }
 
-fn classify(line: &[u8], first_line: bool, arena: &mut Vec<u8>) -> Step {
+fn classify(line: &[u8], first_line: bool, scheme: HashScheme, arena: &mut Vec<u8>) -> Step {
     let mut line = line;
     if first_line {
         line = line.strip_prefix(UTF8_BOM).unwrap_or(line);
@@ -174,9 +210,11 @@ fn classify(line: &[u8], first_line: bool, arena: &mut Vec<u8>) -> Step {
     if first_line && value.eq_ignore_ascii_case(b"email") {
         return Step::Done(Record::Skipped);
     }
-    if value.len() == 32 && value.iter().all(u8::is_ascii_hexdigit) {
-        // Cannot fail: 32 hex digits.
-        return Step::Done(EmailHash::from_hex(value).map_or(Record::Rejected(RejectReason::NotUtf8), Record::Member));
+    if HashScheme::ALL.iter().any(|h| h.hex_len() == value.len()) && value.iter().all(u8::is_ascii_hexdigit) {
+        // Cannot fail for this scheme's width: that many hex digits.
+        return Step::Done(
+            scheme.parse_hex(value).map_or(Record::Rejected(RejectReason::WrongHashLength), Record::Member),
+        );
     }
     match normalize_into(value, arena) {
         Ok(range) => Step::Email(range),
@@ -210,10 +248,11 @@ fn normalize_into(value: &[u8], arena: &mut Vec<u8>) -> Result<std::ops::Range<u
     Ok(start..arena.len())
 }
 
-/// Lower-cases `value` (already trimmed), checks it looks like an email and hashes it.
+/// Lower-cases `value` (already trimmed), checks it looks like an email and hashes it (the
+/// deployment's scheme).
 pub fn normalize_and_hash(value: &[u8]) -> Result<EmailHash, RejectReason> {
     let mut arena = Vec::new();
-    normalize_into(value, &mut arena).map(|range| md5_hash(&arena[range]))
+    normalize_into(value, &mut arena).map(|range| HashScheme::deployment().hash(&arena[range]))
 }
 
 fn check_email_shape(email: &[u8]) -> Result<(), RejectReason> {
@@ -233,7 +272,7 @@ fn check_email_shape(email: &[u8]) -> Result<(), RejectReason> {
 
 /// MD5 of already-normalized bytes.
 pub fn md5_hash(normalized: &[u8]) -> EmailHash {
-    EmailHash(Md5::digest(normalized).into())
+    HashScheme::Md5.hash(normalized)
 }
 
 #[cfg(test)]
@@ -261,6 +300,56 @@ mod tests {
                 .collect();
             prop_assert_eq!(batched, one_by_one);
         }
+    }
+
+    proptest! {
+        /// Under SHA-256, a line hashes as SHA-256 of what MD5 would have hashed, the batched
+        /// path agrees with the line path, and pre-hashed rows are taken at their own width only.
+        #[test]
+        fn sha256_hashes_what_md5_normalizes(lines in proptest::collection::vec(
+            prop_oneof![
+                "[A-Za-z0-9. \"]{0,20}@[a-z]{1,10}\\.[a-z]{2,3}[ ]{0,2}".prop_map(String::into_bytes),
+                "[0-9a-fA-F]{32}".prop_map(String::into_bytes),
+                "[0-9a-fA-F]{64}".prop_map(String::into_bytes),
+                proptest::collection::vec(any::<u8>(), 0..80),
+            ],
+            0..40,
+        )) {
+            let items: Vec<(u64, &[u8])> = lines.iter().enumerate().map(|(i, l)| (i as u64 * 7, l.as_slice())).collect();
+            let batched = parse_lines_as(&items, HashScheme::Sha256);
+            for ((offset, line), (o, record)) in items.iter().zip(&batched) {
+                prop_assert_eq!(offset, o);
+                prop_assert_eq!(*record, parse_line_as(line, *offset == 0, HashScheme::Sha256));
+                let hex = line.trim_ascii();
+                let prehashed = hex.iter().all(u8::is_ascii_hexdigit);
+                let md5 = parse_line_as(line, *offset == 0, HashScheme::Md5);
+                match (md5, record) {
+                    (Record::Member(_), _) if prehashed && hex.len() == 32 => {
+                        prop_assert_eq!(*record, Record::Rejected(RejectReason::WrongHashLength))
+                    }
+                    (Record::Rejected(RejectReason::WrongHashLength), Record::Member(h)) => {
+                        prop_assert_eq!(h.to_hex(), String::from_utf8_lossy(hex).to_lowercase())
+                    }
+                    (Record::Member(_), Record::Member(h)) => prop_assert_eq!(h.scheme(), HashScheme::Sha256),
+                    (other, _) => prop_assert_eq!(other, *record),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_sha256_line_is_the_sha256_of_the_normalized_email() {
+        let h = HashScheme::Sha256.hash(b"jane@example.com");
+        assert_eq!(parse_line_as(b" \"Jane@Example.COM\" ", false, HashScheme::Sha256), Record::Member(h));
+        assert_eq!(parse_line_as(h.to_hex().as_bytes(), false, HashScheme::Sha256), Record::Member(h));
+        assert_eq!(
+            parse_line_as(h.to_hex().as_bytes(), false, HashScheme::Md5),
+            Record::Rejected(RejectReason::WrongHashLength)
+        );
+        assert_eq!(
+            parse_line_as(&[b'a'; 32], false, HashScheme::Sha256),
+            Record::Rejected(RejectReason::WrongHashLength)
+        );
     }
 
     fn member(hex: &str) -> Record {

@@ -231,7 +231,7 @@ struct AdvertiserIdParam {
 #[into_params(parameter_in = Path)]
 #[allow(dead_code)]
 struct EmailHashParam {
-    /// Email hash: 32 hex digits, either case.
+    /// Email hash: the deployment's hex digits (32 for MD5, 64 for SHA-256), either case.
     hash: EmailHash,
 }
 

@@ -24,7 +24,7 @@ use std::time::Duration;
 use clap::Parser;
 use memberlake::bootstrap;
 use memberlake::catalog::Catalog;
-use memberlake::config::{parse_duration, DatabaseArgs, LakeArgs, LaneArgs, LogArgs, PriorityArgs};
+use memberlake::config::{parse_duration, DatabaseArgs, HashArgs, LakeArgs, LaneArgs, LogArgs, PriorityArgs};
 use memberlake::http::fleet::{self, FleetArgs};
 use memberlake::http::surface::{ApiSurface, CallerRate, SurfaceLimits};
 use memberlake::http::{health_router, ops_router, Tokens};
@@ -46,6 +46,9 @@ pub struct Config {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub lake: LakeArgs,
+    /// How erasure requests hash an email and what width their hashes have.
+    #[command(flatten)]
+    pub hash: HashArgs,
     /// How often the lake is listed.
     #[arg(long, env = "MEMBERLAKE_POLL_INTERVAL", value_parser = parse_duration, default_value = "10s")]
     pub poll_interval: Duration,
@@ -93,6 +96,7 @@ pub struct Deps {
 impl Deps {
     /// Loads the operator tokens, connects the catalog (checking its schema) and opens the lake.
     pub async fn open(config: &Config) -> Result<Self, ServiceError> {
+        config.hash.install()?;
         let tokens = Tokens::load_for_surface(
             "MEMBERLAKE_ADMIN_TOKENS",
             &config.admin_tokens,

@@ -224,7 +224,7 @@ pub async fn erase_once(
         let dir = VersionDir::new(&v.advertiser_id, v.file_id.into());
         let mut keys = std::collections::BTreeSet::new();
         for h in &hashes {
-            let b = buckets.bucket_of(&h.0);
+            let b = buckets.bucket_of(h.as_bytes());
             keys.extend([dir.manifest(b), dir.diff(b, DiffSide::Added), dir.diff(b, DiffSide::Removed)]);
         }
         if v.has_runs {

@@ -100,6 +100,8 @@ pub struct TestWorld {
     pub catalog: Catalog,
     pub store: Arc<MembershipStore>,
     pub lake: Lake,
+    /// The deployment's hash scheme (its services get `MEMBERLAKE_HASH`; the store records it).
+    pub hash: memberlake::ids::HashScheme,
 }
 
 impl TestWorld {
@@ -119,19 +121,32 @@ impl TestWorld {
         Self::with_lake(stack, url).await
     }
 
+    /// A world with a `file://` lake whose deployment hashes with SHA-256.
+    pub async fn new_sha256() -> Self {
+        let stack = Stack::from_env();
+        let dir = stack.scratch.join(unique("lake"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("file://{}", dir.display());
+        Self::with_scheme(stack, url, memberlake::ids::HashScheme::Sha256).await
+    }
+
     async fn with_lake(stack: Stack, lake_url: String) -> Self {
+        Self::with_scheme(stack, lake_url, Default::default()).await
+    }
+
+    async fn with_scheme(stack: Stack, lake_url: String, hash: memberlake::ids::HashScheme) -> Self {
         let database_url = fresh_database(&stack).await;
         let keyspace = unique("t");
         let catalog = Catalog::open(&stack.database_args(&database_url, 4)).await.unwrap();
         memberlake::schema::migrate_postgres(catalog.pool()).await.unwrap();
         let session = memberlake::store::connect_session(&stack.store_args(Duration::from_secs(5))).await.unwrap();
-        memberlake::schema::migrate_cql(&session, &keyspace, &stack.replication).await.unwrap();
+        memberlake::schema::migrate_cql(&session, &keyspace, &stack.replication, hash).await.unwrap();
         let store = Arc::new(
             MembershipStore::with_session(Arc::new(session), &keyspace, Duration::from_secs(5)).await.unwrap(),
         );
         let lake = Lake::open(&lake_url).unwrap();
         let work_url = format!("{}-work", lake_url.trim_end_matches('/'));
-        Self { stack, database_url, keyspace, lake_url, work_url, catalog, store, lake }
+        Self { stack, database_url, keyspace, lake_url, work_url, catalog, store, lake, hash }
     }
 
     /// Environment for a service process pointed at this world.
@@ -153,6 +168,7 @@ impl TestWorld {
             ("MEMBERLAKE_ERASURE_INTERVAL", "1s"),
             ("MEMBERLAKE_DATABASE_MAX_CONNECTIONS", "4"),
             ("MEMBERLAKE_LOG", "info"),
+            ("MEMBERLAKE_HASH", self.hash.as_str()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -342,7 +358,7 @@ where
 
 /// MD5 of the normalized email, computed here independently of the product's parser.
 pub fn md5_email(email: &str) -> EmailHash {
-    EmailHash(Md5::digest(email.trim().to_lowercase().as_bytes()).into())
+    EmailHash::md5(Md5::digest(email.trim().to_lowercase().as_bytes()).into())
 }
 
 /// A member list file: one email per line.

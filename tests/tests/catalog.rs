@@ -1575,7 +1575,7 @@ async fn an_erasure_settles_only_after_every_unit_leased_before_its_fence() {
     // A merge unit leased before the erasure: it may not have seen it.
     let early = suite.claim("merger", LONG).await.expect("a merge unit");
     assert_eq!(early.lease().stage, WorkStage::Merge);
-    let gone = EmailHash([0x80; 16]);
+    let gone = EmailHash::md5([0x80; 16]);
     let first = suite.catalog.request_erasure("ops", gone).await.unwrap();
     assert!(first.created && first.completed_at.is_none());
     let again = suite.catalog.request_erasure("someone-else", gone).await.unwrap();
@@ -1617,5 +1617,5 @@ async fn an_erasure_settles_only_after_every_unit_leased_before_its_fence() {
     assert!(e.completed_at.is_some());
     assert!(leader.pending_erasures(Duration::ZERO, 10).await.unwrap().is_empty());
     assert_eq!(suite.catalog.erasure_backlog().await.unwrap().pending, 0);
-    assert!(suite.catalog.erasure(EmailHash([1; 16])).await.unwrap().is_none());
+    assert!(suite.catalog.erasure(EmailHash::md5([1; 16])).await.unwrap().is_none());
 }

@@ -82,7 +82,7 @@ impl Load {
                 let (hash, want) = if i.is_multiple_of(2) {
                     (members[(i / 2) % members.len()], true)
                 } else {
-                    (EmailHash(rand::random()), false)
+                    (EmailHash::md5(rand::random()), false)
                 };
                 let phase = Phase::from_u8(p.load(Ordering::Relaxed));
                 let (client, url) = (client.clone(), url.clone());
@@ -275,9 +275,10 @@ async fn a_node_killed_under_load_costs_no_answer_and_two_down_never_answer_wron
     stack_sh(&["start-node", "1"]);
     load.enter(Phase::Recovered);
     wait_for(Duration::from_secs(60), "the matcher answers again", || async {
-        let r = reqwest::get(format!("{url}/v1/match?advertiser_id=acme&email_hash={}", EmailHash(rand::random())))
-            .await
-            .ok()?;
+        let r =
+            reqwest::get(format!("{url}/v1/match?advertiser_id=acme&email_hash={}", EmailHash::md5(rand::random())))
+                .await
+                .ok()?;
         (r.status() == 200).then_some(())
     })
     .await;

@@ -22,11 +22,16 @@ async fn migrations_apply_twice_without_harm() {
         world.store.session(),
         &world.keyspace,
         "{'class': 'SimpleStrategy', 'replication_factor': 1}",
+        memberlake::ids::HashScheme::Md5,
     )
     .await
     .unwrap();
     assert!(applied.is_empty(), "second CQL migration applied {applied:?}");
     schema::check_cql(world.store.session(), &world.keyspace).await.unwrap();
+    schema::check_hash_scheme(world.store.session(), &world.keyspace, memberlake::ids::HashScheme::Md5).await.unwrap();
+    let refused =
+        schema::check_hash_scheme(world.store.session(), &world.keyspace, memberlake::ids::HashScheme::Sha256).await;
+    assert!(refused.unwrap_err().to_string().contains("set MEMBERLAKE_HASH=md5"));
     // The migrate command itself, twice, against the same database and keyspace.
     for _ in 0..2 {
         let out = std::process::Command::new(binary("memberlake"))
@@ -265,7 +270,7 @@ async fn work_location_serves_one_bucket_per_ranged_read(work: &memberlake::work
         let range = index.bucket_byte_range(b);
         let bytes = work.get_range(&dir.run(0, 0), range.start..range.end).await.unwrap();
         for h in index.bucket_entries(b, &bytes).unwrap() {
-            assert_eq!(buckets.bucket_of(&h.0), b);
+            assert_eq!(buckets.bucket_of(h.as_bytes()), b);
             seen.insert(h);
         }
     }

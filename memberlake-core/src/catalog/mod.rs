@@ -203,6 +203,10 @@ pub fn query_files() -> Vec<(String, &'static str)> {
     }
     let mut out = all!(
         "api_replicas": ["heartbeat", "leave"],
+        "erasures": [
+            "all", "by_hash", "fence", "in_range", "pending", "pending_count", "record_pass", "request", "since",
+            "work_versions",
+        ],
         "advertisers": ["activate", "active_manifest", "active_versions", "ensure", "lifespans", "lock_active", "notify_activation", "set_lifespan", "set_weight"],
         "files": [
             "all", "approve", "begin_retirement", "by_id", "expire_manifests", "fail", "finish_cleanup",

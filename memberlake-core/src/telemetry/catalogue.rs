@@ -177,7 +177,7 @@ pub const METRICS: &[MetricDoc] = &[
         "Rows of completed ingest ranges written into sorted runs."),
     doc!("memberlake_worker_rows_rejected_total", Counter, N, ["reason"], WORKER,
         "Rows the parser rejected, by reason (not_utf8, empty, missing_at, multiple_at, empty_local_part, \
-         empty_domain, too_long, line_too_long)."),
+         empty_domain, too_long, line_too_long, wrong_hash_length)."),
     doc!("memberlake_worker_rows_written_total", Counter, N, [], WORKER,
         "Store rows written by merge units (the differences between versions)."),
     doc!("memberlake_worker_rows_deleted_total", Counter, N, [], WORKER,
