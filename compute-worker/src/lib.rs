@@ -80,7 +80,7 @@ pub struct Config {
     /// How long failing store writes are retried before the range is given back.
     #[arg(long, env = "MEMBERLAKE_STORE_RETRY_BUDGET", value_parser = parse_duration, default_value = "60s")]
     pub store_retry_budget: Duration,
-    /// Hashes an ingest range holds before it writes them as a sorted run (16 bytes each): the
+    /// Hashes an ingest range holds before it writes them as a sorted run (33 bytes each in memory): the
     /// bound on a range's memory whatever its size.
     #[arg(long, env = "MEMBERLAKE_RUN_SPILL_HASHES", default_value_t = memberlake::versions::DEFAULT_RUN_SPILL_HASHES)]
     pub run_spill_hashes: usize,

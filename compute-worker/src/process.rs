@@ -10,9 +10,10 @@
 //! ```
 //!
 //! Memory bound per lease: about `block_size × 6` (a block being scanned, two queued, one
-//! hashing, two hashed batches waiting at 16 bytes per record) plus the spill's hashes (at most
-//! `run_spill_hashes` × 16 bytes, and their encoded run while it is written); with the defaults
-//! ~25 MiB + 32 MiB whatever the file size. Ingest writes nothing to the store.
+//! hashing, two hashed batches waiting at 33 bytes per record: an `EmailHash` in memory holds
+//! either scheme's width) plus the spill's hashes (at most `run_spill_hashes` × 33 bytes, and
+//! their encoded run, 16 or 32 bytes a hash, while it is written); with the defaults ~25 MiB +
+//! 50 MiB whatever the file size. Ingest writes nothing to the store.
 //!
 //! **Merge** (a bucket): merge the runs' bucket, diff against the base version, write the diff
 //! to the work location, then the changed rows to the store. **Undo** and **retire** (a bucket):
@@ -95,7 +96,7 @@ pub struct ProcessConfig {
     pub store_retry_budget: std::time::Duration,
     /// Rows per store request (1: single-row inserts; more: UNLOGGED batches of one replica set).
     pub write_batch_rows: usize,
-    /// Hashes an ingest range holds before it spills a sorted run (16 bytes each).
+    /// Hashes an ingest range holds before it spills a sorted run (33 bytes each in memory).
     pub run_spill_hashes: usize,
 }
 

@@ -169,7 +169,7 @@ pub struct PlanArgs {
     #[arg(long, env = "MEMBERLAKE_RANGE_SIZE", value_parser = parse_bytes, default_value = "64MiB")]
     pub range_size: u64,
     /// About how many hashes one bucket of a version holds: a version gets enough buckets for
-    /// its size (what a merge unit holds in memory per input, 16 bytes each).
+    /// its size (what a merge unit holds in memory per input, 33 bytes each).
     #[arg(long, env = "MEMBERLAKE_BUCKET_TARGET", default_value_t = crate::catalog::DEFAULT_BUCKET_TARGET)]
     pub bucket_target: u64,
     /// A version with a larger share of rejected rows is held for an operator before it writes

@@ -104,7 +104,7 @@ pub async fn put_run(
 pub const DEFAULT_RUN_SPILL_HASHES: usize = 1 << 20;
 
 /// Collects an ingest range's hashes and spills them as a sorted run every `limit` hashes, so
-/// that a range holds at most `limit` hashes (16 bytes each) whatever its size — a compressed
+/// that a range holds at most `limit` hashes (33 bytes each in memory) whatever its size — a compressed
 /// list is one range of any size.
 pub struct RunSpill {
     objects: VersionObjects,

