@@ -23,11 +23,11 @@
 //! An unknown query parameter or body field, or a value out of range, is a 400 saying which.
 
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::handler::Handler;
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{on, MethodFilter};
 use axum::{Json, Router};
 use memberlake::catalog::{CatalogError, FileFilter, FileRecord};
@@ -113,17 +113,51 @@ fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
 }
 
 /// A JSON body as `T`, checked by its [`Validate`] rules: unknown fields, wrong types and
-/// out-of-range values are 400s saying which (a body over the limit stays a 413).
-fn body<T: DeserializeOwned + Validate>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    let Json(body) = body.map_err(|e| ApiError::from_rejection(e.status(), e.body_text()))?;
+/// out-of-range values are 400s saying which (a body over the limit stays a 413, one sent without
+/// a JSON content type a 415).
+///
+/// The body must be a JSON *object*: serde's derived `Deserialize` also reads a struct from an
+/// array of its fields in order (`[5]` as `{"priority": 5}`), which no document allows — a
+/// client sending one has a bug this 400 shows it (fuzzing found it).
+struct JsonBody<T>(T);
+
+impl<T: DeserializeOwned + Validate, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let headers = request.headers().clone();
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|e| ApiError::from_rejection(e.status(), e.body_text()))?;
+        json_object(headers, bytes, state).await.map(Self)
+    }
+}
+
+/// `bytes` (sent with `headers`) as [`JsonBody`] reads them.
+async fn json_object<T: DeserializeOwned + Validate, S: Send + Sync>(
+    headers: HeaderMap,
+    bytes: Bytes,
+    state: &S,
+) -> Result<T, ApiError> {
+    let is_object = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let mut request = Request::new(Body::from(bytes));
+    *request.headers_mut() = headers;
+    // Content type and syntax first, so that their 415s and 400s read as axum words them.
+    let Json(body) = Json::<T>::from_request(request, state)
+        .await
+        .map_err(|e| ApiError::from_rejection(e.status(), e.body_text()))?;
+    if !is_object {
+        return Err(ApiError::bad_request("the request body must be a JSON object"));
+    }
     body.validate().map_err(invalid)?;
     Ok(body)
 }
 
 /// A JSON body that may be left out: no bytes (or only whitespace) is `T::default()`; any other
-/// body is read as [`body`] reads one (JSON content type, no unknown field, [`Validate`]d
-/// values). Not axum's `Option<Json<T>>`, which ignores a body sent without a content type: a
-/// rollback's `{"to": v}` sent that way would silently restore the previous version instead.
+/// body is read as [`JsonBody`] reads one (JSON content type, an object, no unknown field,
+/// [`Validate`]d values). Not axum's `Option<Json<T>>`, which ignores a body sent without a
+/// content type: a rollback's `{"to": v}` sent that way would silently restore the previous
+/// version instead.
 struct OptionalBody<T>(T);
 
 impl<T: DeserializeOwned + Validate + Default, S: Send + Sync> FromRequest<S> for OptionalBody<T> {
@@ -137,9 +171,7 @@ impl<T: DeserializeOwned + Validate + Default, S: Send + Sync> FromRequest<S> fo
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(T::default()));
         }
-        let mut request = Request::new(Body::from(bytes));
-        *request.headers_mut() = headers;
-        body(Json::<T>::from_request(request, state).await).map(Self)
+        json_object(headers, bytes, state).await.map(Self)
     }
 }
 
@@ -283,9 +315,8 @@ async fn file_detail(call: FileCall) -> Result<Json<FileDetailView>, ApiError> {
 )]
 async fn set_priority(
     call: FileCall,
-    b: Result<Json<SetPriority>, JsonRejection>,
+    JsonBody(SetPriority { priority }): JsonBody<SetPriority>,
 ) -> Result<Json<FileResponse>, ApiError> {
-    let SetPriority { priority } = body(b)?;
     let file = call.state.catalog.set_priority(call.actor.name(), call.id, priority).await.map_err(map_err)?;
     tracing::info!(actor = %call.actor, file_id = call.id.0, priority, "operator set priority");
     Ok(Json(FileResponse { file: file.into_view() }))
@@ -390,10 +421,9 @@ async fn reject(call: FileCall) -> Result<Json<FileResponse>, ApiError> {
 )]
 async fn set_weight(
     call: AdvertiserCall,
-    b: Result<Json<SetWeight>, JsonRejection>,
+    JsonBody(SetWeight { weight }): JsonBody<SetWeight>,
 ) -> Result<Json<WeightResponse>, ApiError> {
     let Call { state, actor, id: advertiser } = call;
-    let SetWeight { weight } = body(b)?;
     state.catalog.set_weight(actor.name(), &advertiser, weight).await.map_err(map_err)?;
     tracing::info!(actor = %actor, %advertiser, weight, "operator set advertiser weight");
     Ok(Json(WeightResponse { advertiser_id: advertiser, weight }))
@@ -413,10 +443,9 @@ async fn set_weight(
 )]
 async fn set_lifespan(
     call: AdvertiserCall,
-    b: Result<Json<SetLifespan>, JsonRejection>,
+    JsonBody(SetLifespan { lifespan_secs }): JsonBody<SetLifespan>,
 ) -> Result<Json<LifespanView>, ApiError> {
     let Call { state, actor, id: advertiser } = call;
-    let SetLifespan { lifespan_secs } = body(b)?;
     let lifespan = lifespan_secs.map(std::time::Duration::from_secs);
     let expires_at = state.catalog.set_lifespan(actor.name(), &advertiser, lifespan).await.map_err(map_err)?;
     tracing::info!(actor = %actor, %advertiser, ?lifespan_secs, "operator set advertiser list lifespan");
@@ -476,10 +505,10 @@ async fn lifespans(State(s): State<AdminState>) -> Result<Json<LifespansResponse
 async fn erase(
     State(state): State<AdminState>,
     actor: Caller,
-    b: Result<Json<EraseRequest>, JsonRejection>,
+    JsonBody(request): JsonBody<EraseRequest>,
 ) -> Result<(StatusCode, Json<ErasureView>), ApiError> {
     // The email, if one was sent, goes no further than this: only its hash does.
-    let hash = body(b)?.email_hash().map_err(invalid)?;
+    let hash = request.email_hash().map_err(invalid)?;
     let erasure = state.catalog.request_erasure(actor.name(), hash).await.map_err(map_err)?;
     let created = erasure.created;
     tracing::info!(actor = %actor, email_hash = %hash, created, "operator requested an erasure");

@@ -107,7 +107,7 @@ mod tests {
     #[tokio::test]
     async fn bad_requests_are_400s_that_say_why() {
         let app = app(&[], "0");
-        let cases: [(Method, &str, Option<&str>, &str); 23] = [
+        let cases: [(Method, &str, Option<&str>, &str); 27] = [
             (Method::Get, "/admin/v1/files?stat=failed", None, "unknown field `stat`"),
             (Method::Get, "/admin/v1/files?state=done", None, "unknown variant `done`"),
             (Method::Get, "/admin/v1/files?advertiser_id=a%20b", None, "advertiser_id must match"),
@@ -146,6 +146,11 @@ mod tests {
             (Method::Post, "/admin/v1/erasures", Some(r#"{"email": "jané@example.com"}"#), "must be ASCII"),
             (Method::Post, "/admin/v1/erasures", Some(r#"{"email": null}"#), "invalid type: null"),
             (Method::Post, "/admin/v1/erasures", Some(r#"{"email_hash": "jane@example.com"}"#), "32 hexadecimal"),
+            // serde would read a struct from an array of its fields; the documents say object.
+            (Method::Put, "/admin/v1/advertisers/acme/weight", Some("[3.5]"), "must be a JSON object"),
+            (Method::Post, "/admin/v1/files/1/priority", Some(" [5]"), "must be a JSON object"),
+            (Method::Post, "/admin/v1/advertisers/acme/rollback", Some("[41]"), "must be a JSON object"),
+            (Method::Post, "/admin/v1/erasures", Some(r#"["jane@example.com"]"#), "JSON object"),
         ];
         for (method, uri, body, says) in cases {
             let (status, message) = refused(&app, method, uri, body).await;
