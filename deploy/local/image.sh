@@ -7,10 +7,13 @@
 #      mirror this machine's apt uses: a minbase rootfs for RUNTIME_IMAGE (debian:*-slim), and
 #      for RUST_IMAGE (rust:*-bookworm) a rootfs with the C toolchain plus this machine's Rust
 #      toolchain (the one rust-toolchain.toml pins, under rustup, as the official image lays it
-#      out). The rootfs tarballs are cached, and imported only when the docker data root lacks them.
+#      out) and this host's CA bundle (HTTPS may leave through an intercepting proxy). Both are
+#      tidied as Debian's images are (apt caches off; -slim: no docs, manuals, locales). The
+#      rootfs tarballs are cached, and imported only when the docker data root lacks them.
 #   3. docker build --network host of deploy/Dockerfile, with --build-arg RUST_IMAGE/RUNTIME_IMAGE
 #      naming the stand-ins. The context is the repository's files as git sees them (tracked and
-#      untracked, minus .gitignore'd: never the stack dirs): a release build from scratch.
+#      untracked, minus .gitignore'd: never the stack dirs), or MEMBERLAKE_IMAGE_REF's commit
+#      (e.g. HEAD, while uncommitted work does not build): a release build from scratch.
 #   4. A local stack beside the others (own dir .stack-image, port offset 400, Garage S3 as the
 #      lake), `memberlake migrate`, the four services (two workers) in containers of the image
 #      (--network host, read-only root filesystem, no capabilities, uid 10001, loopback addresses),
@@ -31,7 +34,7 @@
 # CI run; what only this script tests is the packaging (base images, system packages, toolchain,
 # linking, the Dockerfile, users and addresses), which those files determine.
 #
-# Settings: MEMBERLAKE_IMAGE_PORT_OFFSET (400), MEMBERLAKE_IMAGE_STACK_DIR (<repo>/.stack-image),
+# Settings: MEMBERLAKE_IMAGE_REF (unset: the working tree), MEMBERLAKE_IMAGE_PORT_OFFSET (400), MEMBERLAKE_IMAGE_STACK_DIR (<repo>/.stack-image),
 # MEMBERLAKE_IMAGE_TAG (memberlake:test), MEMBERLAKE_IMAGE_ROWS (20000, the list's size),
 # MEMBERLAKE_IMAGE_KEEP=1 (keep the stack's data and the build stage's layers: a re-run with an
 # unchanged context then reuses the build), MEMBERLAKE_DEBIAN_MIRROR (default: from
