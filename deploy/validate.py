@@ -430,7 +430,7 @@ def check_compose(c):
                 if var not in env:
                     problem(f"compose: {sname} lacks {var}")
             # An S3 lake has no default work location: the services that use one must set it.
-            uses_work = sname in ("splitter", "compute-worker")
+            uses_work = sname in ("splitter", "compute-worker", "matcher-api")
             if uses_work and str(env.get("MEMBERLAKE_LAKE_URL", "")).startswith("s3://") and "MEMBERLAKE_WORK_URL" not in env:
                 problem(f"compose: {sname} has an S3 lake but no MEMBERLAKE_WORK_URL")
     for vol in {v.split(":")[0] for s in services.values() for v in s.get("volumes", [])}:

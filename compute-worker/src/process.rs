@@ -98,6 +98,8 @@ pub struct ProcessConfig {
     pub write_batch_rows: usize,
     /// Hashes an ingest range holds before it spills a sorted run (33 bytes each in memory).
     pub run_spill_hashes: usize,
+    /// The width of the membership filters merge units build (`None`: none).
+    pub filter_bits: Option<memberlake::filter::FingerprintBits>,
 }
 
 /// What a unit needs besides its lease.
@@ -233,8 +235,16 @@ async fn merge_unit(
             // A rollback: the member set is an earlier version's manifest.
             Some((version, bits)) => {
                 let restored = VersionObjects::new(&lease.advertiser_id, version, bits).map_err(unit_error)?;
-                versions::merge_bucket(ctx.work, &objects, MergeSource::Manifest(&restored), base.as_ref(), b, &erased)
-                    .await?
+                versions::merge_bucket(
+                    ctx.work,
+                    &objects,
+                    MergeSource::Manifest(&restored),
+                    base.as_ref(),
+                    b,
+                    &erased,
+                    ctx.cfg.filter_bits,
+                )
+                .await?
             }
             None => {
                 let runs: Vec<String> = ctx
@@ -245,7 +255,16 @@ async fn merge_unit(
                     .flat_map(|(range, parts)| (0..parts).map(move |part| (range, part)))
                     .map(|(range, part)| objects.dir.run(range, part))
                     .collect();
-                versions::merge_bucket(ctx.work, &objects, MergeSource::Runs(&runs), base.as_ref(), b, &erased).await?
+                versions::merge_bucket(
+                    ctx.work,
+                    &objects,
+                    MergeSource::Runs(&runs),
+                    base.as_ref(),
+                    b,
+                    &erased,
+                    ctx.cfg.filter_bits,
+                )
+                .await?
             }
         })
     }

@@ -26,7 +26,7 @@ use utoipa::openapi::schema::ArrayBuilder;
 use utoipa::openapi::Ref;
 use utoipa::ToSchema;
 
-use crate::active::{ActiveVersions, Snapshot};
+use crate::active::{ActiveVersions, FilterTally, Snapshot};
 use crate::lookup::Memberships;
 
 /// Largest request body accepted.
@@ -193,8 +193,10 @@ async fn match_one(State(state): State<AppState>, RawQuery(query): RawQuery) -> 
     let (advertiser, hash) =
         parse_match_query(query.as_deref().unwrap_or("")).map_err(|e| ApiError::bad_request(e.0))?;
     let active = snapshot(&state)?;
-    let member = match active.list(advertiser.as_str(), &hash) {
-        // No list ingested for this advertiser (or it expired, or the hash is erased): not a member.
+    let mut tally = FilterTally::default();
+    let member = match active.list(advertiser.as_str(), &hash, &mut tally) {
+        // No list ingested for this advertiser (or it expired, the hash is erased, or the
+        // version's filter rules it out): not a member, without a store read.
         None => false,
         Some(av) => {
             let partition = state
@@ -202,9 +204,12 @@ async fn match_one(State(state): State<AppState>, RawQuery(query): RawQuery) -> 
                 .partition(hash, av.observed_at, av.legacy)
                 .await
                 .map_err(|e| ApiError::unavailable(format!("membership store unavailable: {e}")))?;
-            partition.contains(advertiser.as_str(), av).ok_or_else(stale_partition)?
+            let member = partition.contains(advertiser.as_str(), av).ok_or_else(stale_partition)?;
+            tally.false_positives += u64::from(av.filter.is_some() && !member);
+            member
         }
     };
+    tally.record();
     Ok(Json(MatchResponse { advertiser_id: advertiser.to_string(), email_hash: hash, member }))
 }
 
@@ -239,9 +244,11 @@ async fn suppress(
     }
     let (hash, advertisers) = parse_suppress_body(&body).map_err(|e| ApiError::bad_request(e.0))?;
     let active = snapshot(&state)?;
+    let mut tally = FilterTally::default();
     let candidates: Vec<_> =
-        advertisers.iter().filter_map(|a| active.list(a.as_str(), &hash).map(|av| (a, *av))).collect();
+        advertisers.iter().filter_map(|a| active.list(a.as_str(), &hash, &mut tally).map(|av| (a, av))).collect();
     let members = match candidates.iter().map(|(_, av)| av.observed_at).max() {
+        // No list may hold the hash (none asked has one, or their filters rule it out): no read.
         None => Vec::new(),
         Some(needed_since) => {
             let with_legacy = candidates.iter().any(|(_, av)| av.legacy);
@@ -254,11 +261,14 @@ async fn suppress(
             for (a, av) in &candidates {
                 if partition.contains(a.as_str(), av).ok_or_else(stale_partition)? {
                     members.push(a.to_string());
+                } else if av.filter.is_some() {
+                    tally.false_positives += 1;
                 }
             }
             members
         }
     };
+    tally.record();
     Ok(Json(SuppressResponse { email_hash: hash, members }))
 }
 

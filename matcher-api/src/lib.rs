@@ -4,12 +4,15 @@
 //! - [`Config`], [`Deps`], [`run`]: the service as a library; `main.rs` only wires them;
 //! - [`api`]: the HTTP API (`/v1/match`, `/v1/suppress`) and its OpenAPI document;
 //! - [`active`]: every advertiser's active list version, followed via LISTEN/NOTIFY;
-//! - [`lookup`]: the partition cache in front of the store.
+//! - [`lookup`]: the partition cache in front of the store;
+//! - [`filters`]: the active versions' membership filters, loaded within a memory budget, so
+//!   most "not a member" answers need no store read.
 //!
 //! The fuzz targets call the request parsers directly.
 
 pub mod active;
 pub mod api;
+pub mod filters;
 pub mod lookup;
 
 use std::net::SocketAddr;
@@ -20,13 +23,15 @@ use std::time::Duration;
 use clap::Parser;
 use memberlake::bootstrap;
 use memberlake::catalog::Catalog;
-use memberlake::config::{parse_duration, DatabaseArgs, LogArgs, StoreArgs};
+use memberlake::config::{parse_bytes, parse_duration, DatabaseArgs, LakeArgs, LogArgs, StoreArgs};
 use memberlake::http::fleet::{self, FleetArgs};
 use memberlake::http::surface::{ApiSurface, CallerRate, SurfaceLimits};
 use memberlake::http::{health_router, ops_router, ReadinessCheck, Tokens};
+use memberlake::lake::Lake;
 use memberlake::service::{Server, ServiceError};
 use memberlake::shutdown::Shutdown;
 use memberlake::store::MembershipStore;
+use memberlake::work::WorkLocation;
 
 /// The matcher's configuration.
 #[derive(Parser, Debug, Clone)]
@@ -74,6 +79,15 @@ pub struct Config {
     /// Active versions are re-read at least this often (and at once on each activation notice).
     #[arg(long, env = "MEMBERLAKE_VERSIONS_REFRESH", value_parser = parse_duration, default_value = "1s")]
     pub versions_refresh: Duration,
+    /// Memory for the active versions' membership filters, read from the work location (~1.1
+    /// bytes per member at 8-bit fingerprints, ~2.3 at 16): a hash a version's filter rules out
+    /// is answered "not a member" without a store read. Lists beyond it, smallest first kept,
+    /// are answered from the store. 0: no filters.
+    #[arg(long, env = "MEMBERLAKE_MATCHER_FILTER_MEMORY", value_parser = parse_bytes, default_value = "1GiB")]
+    pub matcher_filter_memory: u64,
+    /// Where the filters are (the work location; the lake URL only locates its default).
+    #[command(flatten)]
+    pub lake: LakeArgs,
 }
 
 /// What the matcher works with.
@@ -83,6 +97,8 @@ pub struct Deps {
     pub store: Arc<MembershipStore>,
     /// Caller tokens (`MEMBERLAKE_MATCHER_TOKENS` and `_FILE`).
     pub tokens: Tokens,
+    /// The work location the filters are read from (`None`: no filters).
+    pub work: Option<WorkLocation>,
 }
 
 impl Deps {
@@ -94,10 +110,15 @@ impl Deps {
             config.matcher_tokens_file.as_deref(),
             config.matcher_addr,
         )?;
+        let work = match config.matcher_filter_memory {
+            0 => None,
+            _ => Some(WorkLocation::open(config.lake.work_url.as_deref(), &Lake::open(&config.lake.lake_url)?)?),
+        };
         Ok(Self {
             catalog: bootstrap::open_catalog(&config.database).await?,
             store: Arc::new(bootstrap::open_store(&config.store).await?),
             tokens,
+            work,
         })
     }
 }
@@ -105,12 +126,16 @@ impl Deps {
 /// Serves the API on `matcher_addr` and `/healthz`, `/readyz` and `/metrics` on `metrics_addr`
 /// until `shutdown`, following activations in the background.
 pub async fn run(deps: Deps, config: &Config, shutdown: Shutdown) -> Result<(), ServiceError> {
-    let Deps { catalog, store, tokens } = deps;
+    let Deps { catalog, store, tokens, work } = deps;
     let active = active::ActiveVersions::default();
     if let Err(e) = active.refresh(&catalog).await {
         tracing::warn!(error = %e, "initial load of active versions failed; retrying in the background");
     }
     tokio::spawn(active.clone().run(catalog.clone(), config.versions_refresh, shutdown.clone()));
+    if let Some(work) = work {
+        let loader = filters::FilterLoader::new(active.clone(), work, config.matcher_filter_memory);
+        tokio::spawn(loader.run(shutdown.clone()));
+    }
 
     let memberships = lookup::Memberships::new(store.clone(), config.cache_entries, config.cache_ttl);
     let state = api::AppState { active: active.clone(), memberships };

@@ -199,7 +199,8 @@ async fn dry_run(
     for b in 0..(1u32 << bits) {
         let base = base.as_ref().map(|base| (&base.work, &base.objects));
         // Erasures are not applied: the dry run reports what the list itself holds.
-        let merged = versions::merge_bucket_against(scratch, &objects, MergeSource::Runs(&runs), base, b, &[]).await?;
+        let merged =
+            versions::merge_bucket_against(scratch, &objects, MergeSource::Runs(&runs), base, b, &[], None).await?;
         findings.members += merged.members;
         if let Some(d) = diff.as_mut() {
             d.added += merged.added.len() as u64;

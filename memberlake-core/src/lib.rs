@@ -47,4 +47,4 @@ pub mod telemetry;
 pub mod versions;
 pub mod work;
 
-pub use memberlake_records::{ids, manifest, ranges, records, states};
+pub use memberlake_records::{filter, ids, manifest, ranges, records, states};

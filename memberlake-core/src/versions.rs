@@ -24,6 +24,7 @@ use crate::ids::{AdvertiserId, EmailHash, ListVersion};
 use crate::lake::LakeError;
 use futures::StreamExt;
 
+use crate::filter::{FilterError, FingerprintBits, MemberFilter, VersionFilter};
 use crate::manifest::{
     decode_run, diff_sorted, encode_run, encode_sorted, merge_sorted, Buckets, Change, ManifestError, RunIndex,
 };
@@ -41,6 +42,12 @@ pub enum VersionError {
         #[source]
         source: ManifestError,
     },
+    #[error("filter {key}: {source}")]
+    Filter {
+        key: String,
+        #[source]
+        source: FilterError,
+    },
 }
 
 impl Classify for VersionError {
@@ -48,6 +55,9 @@ impl Classify for VersionError {
         match self {
             VersionError::Work(e) => e.class(),
             VersionError::Run { source, .. } => source.class(),
+            // A corrupt or foreign object, or a bucket no filter can be built for: not fixed
+            // by asking again.
+            VersionError::Filter { .. } => ErrorClass::Permanent,
         }
     }
 }
@@ -55,6 +65,10 @@ impl Classify for VersionError {
 impl VersionError {
     fn run(key: &str) -> impl FnOnce(ManifestError) -> Self + '_ {
         move |source| VersionError::Run { key: key.to_owned(), source }
+    }
+
+    fn filter(key: &str) -> impl FnOnce(FilterError) -> Self + '_ {
+        move |source| VersionError::Filter { key: key.to_owned(), source }
     }
 
     /// The object does not exist (a stage that never ran that far).
@@ -379,6 +393,10 @@ pub enum MergeSource<'a> {
 /// `erased` (sorted: the bucket's erased hashes) are dropped from the input and from the base
 /// alike: an erased person is in no manifest, diff or row this merge writes — not even as a
 /// "removed" row — whatever the base's manifest still says.
+///
+/// With `filter`, the bucket's membership filter of that width is built from the merged
+/// members and written beside the manifest bucket ([`VersionDir::filter`]), before it: a
+/// version's filter is complete once all its merge units are, which is before it can activate.
 pub async fn merge_bucket(
     work: &WorkLocation,
     objects: &VersionObjects,
@@ -386,8 +404,9 @@ pub async fn merge_bucket(
     base: Option<&VersionObjects>,
     b: u32,
     erased: &[EmailHash],
+    filter: Option<FingerprintBits>,
 ) -> Result<MergedBucket, VersionError> {
-    merge_bucket_against(work, objects, source, base.map(|base| (work, base)), b, erased).await
+    merge_bucket_against(work, objects, source, base.map(|base| (work, base)), b, erased, filter).await
 }
 
 /// [`merge_bucket`] with the base version's manifest read from a location of its own: a dry run
@@ -400,6 +419,7 @@ pub async fn merge_bucket_against(
     base: Option<(&WorkLocation, &VersionObjects)>,
     b: u32,
     erased: &[EmailHash],
+    filter: Option<FingerprintBits>,
 ) -> Result<MergedBucket, VersionError> {
     let inputs = match source {
         MergeSource::Runs(runs) => read_runs_bucket(work, runs, objects.buckets, b).await?,
@@ -417,8 +437,9 @@ pub async fn merge_bucket_against(
     // Each bucket object is a run of one bucket's hashes; a 1-bit index keeps it small.
     let one = Buckets::new(1).expect("1 bit is valid");
     let manifest_key = objects.dir.manifest(b);
+    let filter_key = objects.dir.filter(b);
     let encoded = tokio::task::spawn_blocking({
-        let manifest_key = manifest_key.clone();
+        let (manifest_key, filter_key) = (manifest_key.clone(), filter_key.clone());
         move || {
             let mut members: Vec<EmailHash> = merge_sorted(inputs.into_iter().map(Vec::into_iter).collect()).collect();
             let before = members.len();
@@ -426,6 +447,15 @@ pub async fn merge_bucket_against(
                 members.retain(|h| erased.binary_search(h).is_err());
             }
             let manifest = encode_sorted(&members, one).map_err(VersionError::run(&manifest_key))?;
+            let filter = match filter {
+                Some(bits) => {
+                    let started = std::time::Instant::now();
+                    let built = MemberFilter::build(bits, &members).map_err(VersionError::filter(&filter_key))?;
+                    metrics::histogram!("memberlake_worker_filter_build_seconds").record(started.elapsed());
+                    Some(built.encode())
+                }
+                None => None,
+            };
             let mut merged = MergedBucket {
                 members: members.len() as u64,
                 erased: (before - members.len()) as u64,
@@ -441,12 +471,12 @@ pub async fn merge_bucket_against(
             } else {
                 merged.added = members;
             }
-            Ok::<_, VersionError>((manifest, merged))
+            Ok::<_, VersionError>((manifest, filter, merged))
         }
     })
     .await
     .expect("merging a bucket does not panic");
-    let (manifest, merged) = encoded?;
+    let (manifest, filter, merged) = encoded?;
     if has_base {
         for (side, hashes) in [(DiffSide::Added, &merged.added), (DiffSide::Removed, &merged.removed)] {
             let key = objects.dir.diff(b, side);
@@ -454,8 +484,57 @@ pub async fn merge_bucket_against(
             work.put(&key, Bytes::from(bytes)).await?;
         }
     }
+    if let Some(filter) = filter {
+        work.put(&filter_key, Bytes::from(filter)).await?;
+    }
     work.put(&manifest_key, Bytes::from(manifest)).await?;
     Ok(merged)
+}
+
+/// Rebuilds bucket `b`'s filter of `objects` from its manifest bucket, at the width of the
+/// filter there: after an erasure rewrote the manifest bucket, so that no filter keeps a trace of
+/// an erased hash (a small bucket's filter holds its members' leading 8 bytes). No filter
+/// object: nothing to do (`false`).
+pub async fn rebuild_filter(work: &WorkLocation, objects: &VersionObjects, b: u32) -> Result<bool, VersionError> {
+    let key = objects.dir.filter(b);
+    let old = match work.get(&key).await {
+        Ok(bytes) => bytes,
+        Err(LakeError::NotFound { .. }) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    let hash_len = crate::ids::HashScheme::deployment().byte_len() as u8;
+    // An exact or empty filter (or one this build cannot read) is rebuilt at the default width:
+    // the bucket is small, so it comes out exact again.
+    let bits = MemberFilter::decode(&old, hash_len).ok().and_then(|f| f.fingerprint_bits()).unwrap_or_default();
+    let members = read_manifest_bucket(work, objects, objects.buckets, b).await?;
+    let encoded = tokio::task::spawn_blocking(move || MemberFilter::build(bits, &members).map(|f| f.encode()))
+        .await
+        .expect("building a filter does not panic")
+        .map_err(VersionError::filter(&key))?;
+    work.put(&key, Bytes::from(encoded)).await?;
+    Ok(true)
+}
+
+/// Filter objects a matcher reads at once.
+const FILTER_READS_IN_FLIGHT: usize = 8;
+
+/// A version's membership filter, read from its filter objects (one per bucket), checked
+/// against the deployment's hash width. A missing bucket is [`VersionError::is_not_found`]: the
+/// version was merged without filters (or before they existed).
+pub async fn read_version_filter(work: &WorkLocation, objects: &VersionObjects) -> Result<VersionFilter, VersionError> {
+    let hash_len = crate::ids::HashScheme::deployment().byte_len() as u8;
+    let reads = futures::stream::iter(0..objects.buckets.count())
+        .map(|b| async move {
+            let key = objects.dir.filter(b);
+            let bytes = work.get(&key).await?;
+            let decoded = tokio::task::spawn_blocking(move || {
+                MemberFilter::decode(&bytes, hash_len).map_err(|source| VersionError::Filter { key, source })
+            });
+            decoded.await.expect("decoding a filter does not panic")
+        })
+        .buffered(FILTER_READS_IN_FLIGHT);
+    let filters: Vec<MemberFilter> = reads.collect::<Vec<_>>().await.into_iter().collect::<Result<_, _>>()?;
+    VersionFilter::new(objects.buckets, filters).map_err(VersionError::filter(objects.dir.prefix()))
 }
 
 /// Rewrites the run at `key` (a range's run, a manifest bucket, a diff side) without the
@@ -558,7 +637,7 @@ mod tests {
             v1_runs.push(key);
         }
         for b in 0..v1.buckets.count() {
-            let merged = merge_bucket(&work, &v1, MergeSource::Runs(&v1_runs), None, b, &[]).await.unwrap();
+            let merged = merge_bucket(&work, &v1, MergeSource::Runs(&v1_runs), None, b, &[], None).await.unwrap();
             assert_eq!(merged.added.len() as u64, merged.members, "a first version adds every member");
             assert!(merged.removed.is_empty());
         }
@@ -568,7 +647,17 @@ mod tests {
         put_run(&work, &v2_runs[1], (1500..3030).map(h).collect(), v2.buckets).await.unwrap();
         let (mut added, mut removed, mut members) = (Vec::new(), Vec::new(), 0);
         for b in 0..v2.buckets.count() {
-            let merged = merge_bucket(&work, &v2, MergeSource::Runs(&v2_runs), Some(&v1), b, &[]).await.unwrap();
+            let merged = merge_bucket(
+                &work,
+                &v2,
+                MergeSource::Runs(&v2_runs),
+                Some(&v1),
+                b,
+                &[],
+                Some(FingerprintBits::Sixteen),
+            )
+            .await
+            .unwrap();
             // What the diff objects say is what the merge returned.
             assert_eq!(read_diff(&work, &v2, true, b, DiffSide::Added).await.unwrap(), merged.added);
             assert_eq!(read_diff(&work, &v2, true, b, DiffSide::Removed).await.unwrap(), merged.removed);
@@ -593,7 +682,10 @@ mod tests {
         let v4 = VersionObjects::new(&adv, ListVersion(4), v1.buckets.bits()).unwrap();
         let (mut added, mut removed, mut members) = (Vec::new(), Vec::new(), 0);
         for b in 0..v4.buckets.count() {
-            let merged = merge_bucket(&work, &v4, MergeSource::Manifest(&v1), Some(&v2), b, &[]).await.unwrap();
+            let merged =
+                merge_bucket(&work, &v4, MergeSource::Manifest(&v1), Some(&v2), b, &[], Some(FingerprintBits::Eight))
+                    .await
+                    .unwrap();
             members += merged.members;
             added.extend(merged.added);
             removed.extend(merged.removed);
@@ -601,6 +693,16 @@ mod tests {
         assert_eq!(members, 3000);
         assert_eq!(sorted(added), sorted((0..30).map(h).collect()));
         assert_eq!(sorted(removed), sorted((3000..3030).map(h).collect()));
+        // Filters: every member of a version passes its version's filter; a version merged
+        // without them has none.
+        assert!(read_version_filter(&work, &v1).await.unwrap_err().is_not_found());
+        for (objects, members) in [(&v2, 30..3030), (&v4, 0..3000)] {
+            let filter = read_version_filter(&work, objects).await.unwrap();
+            assert_eq!(filter.keys(), 3000);
+            assert!(members.clone().all(|i| filter.contains(&h(i))), "{:?}", objects.dir);
+            let strangers = (100_000..120_000).filter(|i| !filter.contains(&h(*i))).count();
+            assert!(strangers > 19_800, "{strangers} of 20,000 non-members said absent");
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -658,7 +760,7 @@ mod tests {
         let runs = vec![v1.dir.run(0, 0)];
         put_run(&work, &runs[0], (0..400).map(h).collect(), v1.buckets).await.unwrap();
         for b in 0..v1.buckets.count() {
-            merge_bucket(&work, &v1, MergeSource::Runs(&runs), None, b, &[]).await.unwrap();
+            merge_bucket(&work, &v1, MergeSource::Runs(&runs), None, b, &[], None).await.unwrap();
         }
         // Erase h(7): v2 has the same input; the base still lists it (not rewritten yet).
         let gone = h(7);
@@ -666,7 +768,7 @@ mod tests {
         let v2 = VersionObjects::new(&adv, ListVersion(2), 2).unwrap();
         let v2_runs = vec![v2.dir.run(0, 0)];
         put_run(&work, &v2_runs[0], (0..400).map(h).collect(), v2.buckets).await.unwrap();
-        let merged = merge_bucket(&work, &v2, MergeSource::Runs(&v2_runs), Some(&v1), gb, &[gone]).await.unwrap();
+        let merged = merge_bucket(&work, &v2, MergeSource::Runs(&v2_runs), Some(&v1), gb, &[gone], None).await.unwrap();
         assert_eq!(merged.erased, 1);
         assert!(merged.added.is_empty() && merged.removed.is_empty(), "no row for the erased hash, not even absent");
         assert!(!read_manifest_bucket(&work, &v2, v2.buckets, gb).await.unwrap().contains(&gone));
@@ -686,6 +788,35 @@ mod tests {
             );
         }
         assert_eq!(all, sorted((0..400).map(h).filter(|x| *x != gone).collect()));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_erasure_rebuilds_the_filter_of_a_rewritten_manifest_bucket() {
+        let (work, dir) = work();
+        let adv = AdvertiserId::parse("acme").unwrap();
+        // 40 members in 2 buckets: small buckets, whose filters hold their keys exactly.
+        let v = VersionObjects::new(&adv, ListVersion(9), 1).unwrap();
+        let runs = vec![v.dir.run(0, 0)];
+        put_run(&work, &runs[0], (0..40).map(h).collect(), v.buckets).await.unwrap();
+        for b in 0..v.buckets.count() {
+            merge_bucket(&work, &v, MergeSource::Runs(&runs), None, b, &[], Some(FingerprintBits::Eight))
+                .await
+                .unwrap();
+        }
+        let gone = h(7);
+        let gb = v.buckets.bucket_of(gone.as_bytes());
+        let before = read_version_filter(&work, &v).await.unwrap();
+        assert!(before.contains(&gone));
+        assert_eq!(erase_from_run(&work, &v.dir.manifest(gb), &[gone]).await.unwrap(), vec![gone]);
+        assert!(rebuild_filter(&work, &v, gb).await.unwrap());
+        let after = read_version_filter(&work, &v).await.unwrap();
+        assert!(!after.contains(&gone), "no trace of the erased hash");
+        assert!((0..40).filter(|i| *i != 7).all(|i| after.contains(&h(i))), "every other member passes");
+        assert_eq!(after.keys(), 39);
+        // A version merged without filters has none to rebuild.
+        let plain = VersionObjects::new(&adv, ListVersion(10), 1).unwrap();
+        assert!(!rebuild_filter(&work, &plain, 0).await.unwrap());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

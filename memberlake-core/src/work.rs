@@ -204,6 +204,12 @@ impl VersionDir {
     pub fn diff(&self, bucket: u32, side: DiffSide) -> String {
         format!("{}/diff/{bucket:05}.{}.run", self.prefix, side.name())
     }
+
+    /// Bucket `bucket`'s membership filter (`memberlake_records::filter`), built with its
+    /// manifest bucket; the matchers load them.
+    pub fn filter(&self, bucket: u32) -> String {
+        format!("{}/filter/{bucket:05}.fuse", self.prefix)
+    }
 }
 
 /// One side of a bucket's diff against the base version.
@@ -273,6 +279,7 @@ mod tests {
         assert_eq!(dir.manifest(255), "versions/acme/42/manifest/00255.run");
         assert_eq!(dir.diff(7, DiffSide::Added), "versions/acme/42/diff/00007.added.run");
         assert_eq!(dir.diff(7, DiffSide::Removed), "versions/acme/42/diff/00007.removed.run");
+        assert_eq!(dir.filter(7), "versions/acme/42/filter/00007.fuse");
         assert!(dir.run(0, 0).starts_with(dir.prefix()));
     }
 }

@@ -5,6 +5,8 @@
 //! - [`ranges`]: byte ranges and the range-boundary rule, streaming;
 //! - [`manifest`]: the run format of version manifests (sorted hash sets, bucketed by prefix),
 //!   and merging and diffing them, so a new list version costs what changed;
+//! - [`filter`]: membership filters (binary fuse) over a manifest bucket, so the matcher
+//!   answers most "not a member" questions from memory;
 //! - [`requests`]: the matcher API's request grammar;
 //! - [`states`]: the lifecycle states of files and ranges (the catalog's Postgres enums);
 //! - `openapi` (feature `openapi`): the OpenAPI schemas of the ids and states, built from the
@@ -12,6 +14,7 @@
 //!
 //! `memberlake-core` re-exports them as `memberlake::{ids, records, ranges, states}`.
 
+pub mod filter;
 pub mod ids;
 pub mod manifest;
 pub mod md5x4;

@@ -179,7 +179,7 @@ impl Default for Buckets {
 
 /// FNV-1a, 64 bits: the run format's checksum (see the module docs for why it suffices).
 #[derive(Debug, Clone, Copy)]
-struct Fnv1a64(u64);
+pub(crate) struct Fnv1a64(u64);
 
 impl Fnv1a64 {
     const fn new() -> Self {
@@ -192,7 +192,7 @@ impl Fnv1a64 {
         }
     }
 
-    fn of(bytes: &[u8]) -> u64 {
+    pub(crate) fn of(bytes: &[u8]) -> u64 {
         let mut hasher = Self::new();
         hasher.update(bytes);
         hasher.0

@@ -8,7 +8,7 @@ use memberlake::catalog::{CatalogError, Leadership, SettlePolicy};
 use memberlake::ids::{AdvertiserId, EmailHash, FileId, ListVersion};
 use memberlake::manifest::Buckets;
 use memberlake::store::MembershipStore;
-use memberlake::versions;
+use memberlake::versions::{self, VersionObjects};
 use memberlake::work::{DiffSide, VersionDir, WorkLocation};
 use tracing::{info, warn};
 
@@ -230,11 +230,23 @@ pub async fn erase_once(
         if v.has_runs {
             keys.extend(work.list(&dir.runs_prefix()).await?);
         }
+        let mut manifest_buckets = std::collections::BTreeSet::new();
         for key in keys {
             let found = versions::erase_from_run(work, &key, &hashes).await?;
             metrics::counter!("memberlake_erasure_objects_rewritten_total").increment(u64::from(!found.is_empty()));
+            if let Some(h) = found.first().filter(|_| key.starts_with(&format!("{}/manifest/", dir.prefix()))) {
+                manifest_buckets.insert(buckets.bucket_of(h.as_bytes()));
+            }
             for h in found {
                 *rewritten.entry(h).or_default() += 1;
+            }
+        }
+        // A rewritten manifest bucket's filter is rebuilt from it (a small bucket's filter holds
+        // its members' leading bytes).
+        let objects = VersionObjects { dir, buckets };
+        for b in manifest_buckets {
+            if versions::rebuild_filter(work, &objects, b).await? {
+                metrics::counter!("memberlake_erasure_objects_rewritten_total").increment(1);
             }
         }
     }

@@ -502,6 +502,25 @@ pub async fn is_member(client: &reqwest::Client, matcher_url: &str, advertiser: 
     body["member"].as_bool().unwrap()
 }
 
+/// `POST /v1/suppress` of `hash` over `advertisers`: the advertisers it is a member of; panics
+/// unless the answer is a 200.
+pub async fn suppressed(
+    client: &reqwest::Client,
+    matcher_url: &str,
+    hash: EmailHash,
+    advertisers: &[&str],
+) -> Vec<String> {
+    let r = client
+        .post(format!("{matcher_url}/v1/suppress"))
+        .json(&serde_json::json!({"email_hash": hash.to_hex(), "advertiser_ids": advertisers}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    body["members"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect()
+}
+
 /// Reads `hashes` from the store (64 at a time) and returns how many are members of
 /// `advertiser`'s list at `version` (the newest of its rows at or below it is present). A
 /// transient failure is retried for up to a minute: after a game day restarts a node, the

@@ -165,10 +165,11 @@ impl Suite {
         assert_eq!(self.file(id).await.version.store_format, "rows");
     }
 
+    /// Each active version as [`version`] states one (its filter facts left out).
     async fn active_versions(&self) -> Vec<ActiveVersion> {
         let mut v = self.catalog.active_versions().await.unwrap();
         v.sort_by(|a, b| a.advertiser_id.cmp(&b.advertiser_id));
-        v
+        v.into_iter().map(|v| ActiveVersion { bucket_bits: None, members: None, ..v }).collect()
     }
 
     async fn last_action(&self) -> memberlake::catalog::OperatorAction {
@@ -223,7 +224,14 @@ fn counts(queued: i64, leased: i64, done: i64, failed: i64) -> RangeCounts {
 }
 
 fn version(advertiser: &str, id: FileId) -> ActiveVersion {
-    ActiveVersion { advertiser_id: adv(advertiser), version: id.into(), legacy: false, expires_at: None }
+    ActiveVersion {
+        advertiser_id: adv(advertiser),
+        version: id.into(),
+        legacy: false,
+        expires_at: None,
+        bucket_bits: None,
+        members: None,
+    }
 }
 
 fn after_error(error: &str, max_attempts: i32) -> GiveBack {

@@ -497,20 +497,6 @@ async fn a_list_past_its_lifespan_matches_nobody_until_refreshed() {
     let (_matcher, url) = world.start_matcher(&[("MEMBERLAKE_VERSIONS_REFRESH", "200ms")]).await;
     let splitter = world.spawn("splitter", "splitter-lifespan", &[("MEMBERLAKE_HEALTH_INTERVAL", "200ms")]);
     let c = reqwest::Client::new();
-    let suppressed = |advertisers: &'static [&'static str]| {
-        let (c, url, h) = (c.clone(), url.clone(), members[0]);
-        async move {
-            let r = c
-                .post(format!("{url}/v1/suppress"))
-                .json(&json!({"email_hash": h.to_hex(), "advertiser_ids": advertisers}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            let body: Value = r.json().await.unwrap();
-            body["members"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_owned()).collect::<Vec<_>>()
-        }
-    };
     assert!(is_member(&c, &url, "acme", members[0]).await);
 
     // An hour: the fresh list keeps matching.
@@ -532,7 +518,7 @@ async fn a_list_past_its_lifespan_matches_nobody_until_refreshed() {
         assert!(!is_member(&c, &url, "acme", *h).await, "an expired list matches nobody");
         assert!(is_member(&c, &url, "globex", *h).await, "another advertiser's list is untouched");
     }
-    assert_eq!(suppressed(&["acme", "globex"]).await, ["globex"]);
+    assert_eq!(suppressed(&c, &url, members[0], &["acme", "globex"]).await, ["globex"]);
 
     // Seen as expired by operators: the API, the CLI, the status page, the leader's gauge.
     let all = admin.client.lifespans().await.unwrap().lifespans;

@@ -23,6 +23,10 @@ pub struct ActiveVersion {
     pub legacy: bool,
     /// When it stops matching: its upload plus the advertiser's lifespan (`None`: never).
     pub expires_at: Option<DateTime<Utc>>,
+    /// Its manifest's (and filter's) buckets are `1 << bucket_bits`; `None` for a legacy one.
+    pub bucket_bits: Option<i16>,
+    /// Its members (`None` for a legacy version).
+    pub members: Option<i64>,
 }
 
 /// Whether a list that stops matching at `expires_at` (`None`: never) has expired at `now`:
