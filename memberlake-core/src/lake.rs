@@ -15,7 +15,7 @@ use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::ClientConfigKey;
-use object_store::{GetOptions, GetRange, ObjectStore};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 
 use crate::error::{Classify, ErrorClass};
 use crate::ids::AdvertiserId;
@@ -364,11 +364,11 @@ impl Lake {
     /// Cheap reachability check for /readyz.
     pub async fn ping(&self) -> Result<(), LakeError> {
         let root = Path::from(self.advertisers_root());
-        let mut listing = self.root.store.list_with_delimiter(Some(&root)).await;
-        if let Err(object_store::Error::NotFound { .. }) = listing {
-            listing = Ok(object_store::ListResult { common_prefixes: vec![], objects: vec![] });
+        match self.root.store.list_with_delimiter(Some(&root)).await {
+            // A lake without advertisers yet is reachable.
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(LakeError::from_store(&self.advertisers_root(), e)),
         }
-        listing.map(|_| ()).map_err(|e| LakeError::from_store(&self.advertisers_root(), e))
     }
 }
 

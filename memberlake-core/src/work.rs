@@ -13,7 +13,7 @@ use std::ops::Range;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStore};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt};
 
 use crate::error::{Classify, ErrorClass};
 use crate::ids::{AdvertiserId, ListVersion};

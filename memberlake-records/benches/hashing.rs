@@ -2,8 +2,7 @@
 //! all cores (rayon), against the ceiling of raw MD5 (SHA-256) over the same, already-normalized
 //! strings.
 //!
-//! `cargo bench -p memberlake-records --bench hashing` (add `--features md5-asm` for md-5's
-//! assembly implementation). Results: BENCHMARKS.md.
+//! `cargo bench -p memberlake-records --bench hashing`. Results: BENCHMARKS.md.
 
 use std::hint::black_box;
 

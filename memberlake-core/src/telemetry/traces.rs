@@ -209,7 +209,7 @@ fn export_timeout() -> Duration {
         .map_or(DEFAULT_EXPORT_TIMEOUT, Duration::from_millis)
 }
 
-/// The exporter's HTTP client: the tree's reqwest 0.12 (rustls, proxies), its requests run on
+/// The exporter's HTTP client: the tree's reqwest (rustls, proxies), its requests run on
 /// the service's Tokio runtime. The SDK's batch processor exports from a thread of its own,
 /// outside any runtime, where reqwest's futures cannot make progress: each request is spawned
 /// on the runtime and its answer awaited from that thread.
