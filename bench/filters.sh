@@ -9,7 +9,8 @@
 # against a matcher with filters and one without:
 #   sat    saturation for MEMBERLAKE_BENCH_DURATION (20 s): RPS, and store reads per request from
 #          the CQL node's own counter (nodetool tablestats: local reads of membership_changes);
-#   10k    fixed 10K RPS with latency correction: p50/p99/p99.9 (or what the server could do).
+#   10k    fixed 10K RPS with latency correction: p50/p99/p99.9 (or what the server could do);
+#   and, with filters, saturation on non-members only: the ceiling of answers from memory.
 # And: filter bytes per member against the theory, build time per million members (the
 # workers' histogram), and the time from an activation to the version served by its filter.
 source "$(dirname "$0")/lib.sh"
@@ -77,6 +78,10 @@ with open(f"{keys}/load.urls", "w") as f:
         else:
             h = "%032x" % rng.getrandbits(128)
         f.write(f"{url}/v1/match?advertiser_id=adv-{a:0{len(str(n - 1))}d}&email_hash={h}\n")
+with open(f"{keys}/nonmembers.urls", "w") as f:
+    for _ in range(300_000):
+        a = rng.randrange(n)
+        f.write(f"{url}/v1/match?advertiser_id=adv-{a:0{len(str(n - 1))}d}&email_hash={rng.getrandbits(128):032x}\n")
 PY
 
 reads() { # local reads of membership_changes, by the node's own counter
@@ -84,8 +89,10 @@ reads() { # local reads of membership_changes, by the node's own counter
     awk -F: '/Local read count/ {gsub(/ /, "", $2); print $2; exit}'
 }
 
-metric() { # url name{labels}: the value of one series
-  curl -fsS "$1/metrics" | awk -v s="$2" '$1 == s {print $2; exit}'
+metric() { # url name{labels}: the value of one series (empty if absent)
+  local text
+  text=$(curl -fsS "$1/metrics") || return 0
+  awk -v s="$2" '$1 == s {print $2}' <<<"$text" | head -1
 }
 
 oha_row() { # label json reads-before reads-after
@@ -133,6 +140,8 @@ filter_bytes=$(metric "$OPS" memberlake_matcher_filter_bytes)
 "$OHA" --no-tui -n 20000 -c 32 --urls-from-file "$keys/load.urls" >/dev/null   # connections and JIT-free warm-up
 run "filters-sat" -z "$DURATION" --urls-from-file "$keys/load.urls"
 run "filters-10k" -z "$DURATION" -q 10000 --latency-correction --urls-from-file "$keys/load.urls"
+# The memory path's own ceiling: non-members only, every answer from a filter.
+run "filters-sat-nonmembers" -z "$DURATION" --urls-from-file "$keys/nonmembers.urls"
 fp=$(metric "$OPS" memberlake_matcher_filter_false_positives_total)
 absent=$(metric "$OPS" 'memberlake_matcher_filter_probes_total{result="absent"}')
 settle_store
@@ -162,13 +171,15 @@ say "activation to filter"
 matcher 1GiB
 until [[ $(metric "$OPS" 'memberlake_matcher_filter_versions{state="loaded"}') == "$ADVERTISERS" ]]; do sleep 0.1; done
 start_pipeline
-python3 "$REPO_ROOT/deploy/local/genlist.py" --count "$PER" --seed 999 --start 5 --out "$keys/next.csv" --hashes "$keys/next.hashes"
+# A fresh list each run (a new seed, a new name): its members are not members yet.
+next=$keys/next-$(date +%s).csv
+python3 "$REPO_ROOT/deploy/local/genlist.py" --count "$PER" --seed "$(date +%s)" --out "$next" --hashes "$keys/next.hashes"
 lag_before=$(metric "$OPS" memberlake_matcher_filter_activation_lag_seconds_sum); lag_before=${lag_before:-0}
-upload adv-00 "$keys/next.csv"
+upload adv-00 "$next"
 last=$(tail -1 "$keys/next.hashes")
 t0=$(date +%s.%N)
 until curl -fsS "$MATCHER/v1/match?advertiser_id=adv-00&email_hash=$last" | grep -q '"member":true'; do sleep 0.05; done
 t1=$(date +%s.%N)
 until python3 -c "import sys; sys.exit(0 if float('$(metric "$OPS" memberlake_matcher_filter_activation_lag_seconds_sum || echo 0)') > $lag_before else 1)"; do sleep 0.05; done
 lag=$(metric "$OPS" memberlake_matcher_filter_activation_lag_seconds_sum)
-python3 -c "print(f'- upload to answering: {$t1 - $t0:.2f} s; the new version served by its filter {float($lag) - float($lag_before):.3f} s after this matcher first served it')"
+python3 -c "print(f'- upload to answering: {$t1 - $t0:.2f} s; the new version served by its filter {(float($lag) - float($lag_before)) * 1000:.2f} ms after this matcher first served it')"

@@ -83,7 +83,7 @@ pub struct Config {
     /// bytes per member at 8-bit fingerprints, ~2.3 at 16): a hash a version's filter rules out
     /// is answered "not a member" without a store read. Lists beyond it, smallest first kept,
     /// are answered from the store. 0: no filters.
-    #[arg(long, env = "MEMBERLAKE_MATCHER_FILTER_MEMORY", value_parser = parse_bytes, default_value = "1GiB")]
+    #[arg(long, env = "MEMBERLAKE_MATCHER_FILTER_MEMORY", value_parser = parse_budget, default_value = "1GiB")]
     pub matcher_filter_memory: u64,
     /// Where the filters are (the work location; the lake URL only locates its default).
     #[command(flatten)]
@@ -162,6 +162,14 @@ impl Config {
     }
 }
 
+/// A size in bytes (`512MiB`, ...), or `0`: none.
+fn parse_budget(s: &str) -> Result<u64, String> {
+    match s.trim() {
+        "0" => Ok(0),
+        size => parse_bytes(size),
+    }
+}
+
 /// `/readyz` check: the active versions were loaded at least once (before that, no answer can
 /// be right).
 fn versions_loaded(active: &active::ActiveVersions) -> ReadinessCheck {
@@ -170,4 +178,18 @@ fn versions_loaded(active: &active::ActiveVersions) -> ReadinessCheck {
         let loaded = active.snapshot().is_some();
         async move { loaded.then_some(()).ok_or_else(|| "not loaded yet".to_owned()) }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_filter_budget_is_a_size_or_zero() {
+        let parse = |v: &str| Config::try_parse_from(["matcher-api", "--matcher-filter-memory", v]);
+        assert_eq!(parse("0").unwrap().matcher_filter_memory, 0, "0: no filters");
+        assert_eq!(parse("512MiB").unwrap().matcher_filter_memory, 512 << 20);
+        assert!(parse("lots").is_err());
+        assert_eq!(Config::try_parse_from(["matcher-api"]).unwrap().matcher_filter_memory, 1 << 30);
+    }
 }
