@@ -27,8 +27,9 @@ quiet = False
 
 # Who may call the matcher's API (README § Security): the recommendation service's pods.
 RECOMMENDER = {"app.kubernetes.io/name": "recommendation-service"}
-# The services that read the lake or the work location (S3): they need a cloud role.
-S3_USERS = ("meta-service", "splitter", "compute-worker")
+# The services that read the lake or the work location (S3): they need a cloud role (the
+# matcher reads the membership filters at the work location).
+S3_USERS = ("meta-service", "splitter", "compute-worker", "matcher-api")
 # Annotations by which a ServiceAccount names its cloud role (EKS, GKE, AKS).
 ROLE_ANNOTATIONS = ("eks.amazonaws.com/role-arn", "iam.gke.io/gcp-service-account", "azure.workload.identity/client-id")
 # Each API service's address setting and, as a file, its tokens.

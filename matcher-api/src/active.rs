@@ -193,15 +193,30 @@ impl ActiveVersions {
     /// active version (else the filter is dropped: it belongs to no served version). Returns
     /// whether it was attached.
     pub fn attach_filter(&self, advertiser: &str, version: ListVersion, filter: Arc<VersionFilter>) -> bool {
+        !self.attach_filters(vec![(advertiser.to_owned(), version, filter)]).is_empty()
+    }
+
+    /// [`attach_filter`](Self::attach_filter) for several, in one copy of the version map;
+    /// returns those attached.
+    pub fn attach_filters(
+        &self,
+        filters: Vec<(String, ListVersion, Arc<VersionFilter>)>,
+    ) -> Vec<(String, ListVersion)> {
         let mut guard = self.inner.write().expect("poisoned");
-        let Some(snapshot) = guard.as_ref() else { return false };
-        if snapshot.versions.get(advertiser).is_none_or(|av| av.version != version) {
-            return false;
-        }
+        let Some(snapshot) = guard.as_ref() else { return Vec::new() };
         let mut versions = HashMap::clone(&snapshot.versions);
-        versions.get_mut(advertiser).expect("checked above").filter = Some(filter);
-        *guard = Some(Snapshot { versions: Arc::new(versions), erased: snapshot.erased.clone() });
-        true
+        let mut attached = Vec::new();
+        for (advertiser, version, filter) in filters {
+            // Only to the version it was built for, and only while that one is active.
+            if let Some(active) = versions.get_mut(&advertiser).filter(|av| av.version == version) {
+                active.filter = Some(filter);
+                attached.push((advertiser, version));
+            }
+        }
+        if !attached.is_empty() {
+            *guard = Some(Snapshot { versions: Arc::new(versions), erased: snapshot.erased.clone() });
+        }
+        attached
     }
 
     /// Waits until a version changes (after [`apply`](Self::apply) saw one).

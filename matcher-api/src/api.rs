@@ -199,17 +199,19 @@ async fn match_one(State(state): State<AppState>, RawQuery(query): RawQuery) -> 
         // version's filter rules it out): not a member, without a store read.
         None => false,
         Some(av) => {
-            let partition = state
-                .memberships
-                .partition(hash, av.observed_at, av.legacy)
-                .await
-                .map_err(|e| ApiError::unavailable(format!("membership store unavailable: {e}")))?;
-            let member = partition.contains(advertiser.as_str(), av).ok_or_else(stale_partition)?;
-            tally.false_positives += u64::from(av.filter.is_some() && !member);
-            member
+            let read = state.memberships.partition(hash, av.observed_at, av.legacy).await;
+            // Counted whatever the store says: the filter was probed either way.
+            let answer = read
+                .map_err(|e| ApiError::unavailable(format!("membership store unavailable: {e}")))
+                .and_then(|partition| partition.contains(advertiser.as_str(), av).ok_or_else(stale_partition));
+            tally.false_positives += u64::from(av.filter.is_some() && matches!(answer, Ok(false)));
+            tally.record();
+            answer?
         }
     };
-    tally.record();
+    if tally.absent > 0 {
+        tally.record();
+    }
     Ok(Json(MatchResponse { advertiser_id: advertiser.to_string(), email_hash: hash, member }))
 }
 
@@ -252,23 +254,28 @@ async fn suppress(
         None => Vec::new(),
         Some(needed_since) => {
             let with_legacy = candidates.iter().any(|(_, av)| av.legacy);
-            let partition = state
-                .memberships
-                .partition(hash, needed_since, with_legacy)
-                .await
-                .map_err(|e| ApiError::unavailable(format!("membership store unavailable: {e}")))?;
-            let mut members = Vec::new();
-            for (a, av) in &candidates {
-                if partition.contains(a.as_str(), av).ok_or_else(stale_partition)? {
-                    members.push(a.to_string());
-                } else if av.filter.is_some() {
-                    tally.false_positives += 1;
-                }
-            }
-            members
+            let read = state.memberships.partition(hash, needed_since, with_legacy).await;
+            let answer = read
+                .map_err(|e| ApiError::unavailable(format!("membership store unavailable: {e}")))
+                .and_then(|partition| {
+                    let mut members = Vec::new();
+                    for (a, av) in &candidates {
+                        if partition.contains(a.as_str(), av).ok_or_else(stale_partition)? {
+                            members.push(a.to_string());
+                        } else if av.filter.is_some() {
+                            tally.false_positives += 1;
+                        }
+                    }
+                    Ok(members)
+                });
+            // Counted whatever the store says: the filters were probed either way.
+            tally.record();
+            answer?
         }
     };
-    tally.record();
+    if candidates.is_empty() {
+        tally.record();
+    }
     Ok(Json(SuppressResponse { email_hash: hash, members }))
 }
 

@@ -13,13 +13,14 @@
 //! versions' filters do not all fit, the smallest lists get theirs first (the most lists answered
 //! from memory for the bytes); the rest — `memberlake_matcher_filter_versions{state="over_budget"}`
 //! — are answered from the store, as they were before filters. A version whose filter objects do
-//! not exist (merged with `MEMBERLAKE_FILTER_BITS=off`, or before filters existed) or could not
-//! be read is tried again after [`RETRY_AFTER`].
+//! not exist (merged with `MEMBERLAKE_FILTER_BITS=off`, or before filters existed) is not tried
+//! again; one whose filter could not be read is, after [`RETRY_AFTER`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use memberlake::filter::VersionFilter;
 use memberlake::ids::{AdvertiserId, ListVersion};
 use memberlake::shutdown::Shutdown;
 use memberlake::versions::{read_version_filter, VersionObjects};
@@ -46,12 +47,19 @@ pub struct FilterLoader {
     bytes_per_member: Option<f64>,
 }
 
-/// Why a version is served without its filter for now.
+/// Why a version is served without its filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Skipped {
-    OverBudget,
-    Unavailable,
+    /// Its filter (this many bytes) did not fit: read again once it would.
+    OverBudget(usize),
+    /// It has no filter objects (merged without filters, or before they existed): for good.
+    Missing,
+    /// A read or a decode failed: tried again after [`RETRY_AFTER`].
+    Unreadable,
 }
+
+/// Filters attached to their versions at once (each attach copies the map of versions).
+const ATTACH_BATCH: usize = 32;
 
 /// What one pass found, for the gauges and the tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -82,7 +90,7 @@ impl FilterLoader {
     }
 
     /// One pass: loads the filter of every active version that has none, smallest list first,
-    /// while the budget lasts.
+    /// while the budget lasts; attaches them in batches (each attach copies the version map).
     pub async fn load_once(&mut self) -> FilterPass {
         let Some(snapshot) = self.active.snapshot() else { return FilterPass::default() };
         let mut pass = FilterPass::default();
@@ -94,25 +102,31 @@ impl FilterLoader {
                     pass.bytes += filter.memory_bytes();
                 }
                 (None, None) => pass.legacy += 1,
+                // An expired list answers nobody: no filter needed.
+                (None, Some(_)) if snapshot.get(advertiser).is_none() => {}
                 (None, Some(_)) => wanted.push((advertiser, version)),
             }
         }
         wanted.sort_by_key(|(advertiser, version)| (version.members, *advertiser));
         let now = Instant::now();
         self.failed.retain(|(a, v), _| snapshot.get(a).is_some_and(|av| av.version == *v));
+        let mut loaded: Vec<(String, ListVersion, Arc<VersionFilter>, Instant)> = Vec::new();
         for (advertiser, version) in wanted {
             let key = (advertiser.to_owned(), version.version);
-            match self.failed.get(&key) {
-                Some((at, why)) if now.duration_since(*at) < RETRY_AFTER => {
-                    match why {
-                        Skipped::OverBudget => pass.over_budget += 1,
-                        Skipped::Unavailable => pass.unavailable += 1,
-                    }
+            let estimate = match self.failed.get(&key) {
+                // A version without filter objects never gets them.
+                Some((_, Skipped::Missing)) => {
+                    pass.unavailable += 1;
                     continue;
                 }
-                _ => {}
-            }
-            let estimate = version.members as f64 * self.bytes_per_member.unwrap_or(MAX_BYTES_PER_MEMBER);
+                Some((at, Skipped::Unreadable)) if now.duration_since(*at) < RETRY_AFTER => {
+                    pass.unavailable += 1;
+                    continue;
+                }
+                // Its real size is known: it is read again only once it fits.
+                Some((_, Skipped::OverBudget(bytes))) => *bytes as f64,
+                _ => version.members as f64 * self.bytes_per_member.unwrap_or(MAX_BYTES_PER_MEMBER),
+            };
             if pass.bytes as f64 + estimate > self.budget as f64 {
                 pass.over_budget += 1;
                 continue;
@@ -120,25 +134,27 @@ impl FilterLoader {
             match self.load(advertiser, version).await {
                 Ok(filter) if (pass.bytes + filter.memory_bytes()) as u64 > self.budget => {
                     metrics::counter!("memberlake_matcher_filter_loads_total", "result" => "over_budget").increment(1);
-                    self.failed.insert(key, (Instant::now(), Skipped::OverBudget));
+                    self.failed.insert(key, (Instant::now(), Skipped::OverBudget(filter.memory_bytes())));
                     pass.over_budget += 1;
                 }
                 Ok(filter) => {
                     let bytes = filter.memory_bytes();
-                    if version.members > 0 {
+                    // Learn bytes per member from fuse filters only: an exact one (a small
+                    // list's) costs 8 bytes a member and would make every large list look 7x
+                    // its size.
+                    if version.members > 0 && filter.is_approximate() {
                         let ratio = bytes as f64 / version.members as f64;
                         self.bytes_per_member = Some(self.bytes_per_member.map_or(ratio, |r| r.max(ratio)));
                     }
-                    if self.active.attach_filter(advertiser, version.version, filter) {
-                        pass.loaded += 1;
-                        pass.bytes += bytes;
-                        metrics::histogram!("memberlake_matcher_filter_activation_lag_seconds")
-                            .record(version.observed_at.elapsed());
-                        info!(%advertiser, version = version.version.0, bytes, "serving a version with its filter");
+                    pass.bytes += bytes;
+                    loaded.push((key.0, key.1, filter, version.observed_at));
+                    if loaded.len() >= ATTACH_BATCH {
+                        pass.loaded += self.attach(std::mem::take(&mut loaded));
                     }
                 }
                 Err(missing) => {
-                    self.failed.insert(key, (Instant::now(), Skipped::Unavailable));
+                    let why = if missing { Skipped::Missing } else { Skipped::Unreadable };
+                    self.failed.insert(key, (Instant::now(), why));
                     pass.unavailable += 1;
                     if missing {
                         debug!(%advertiser, version = version.version.0, "no filter for this version: the store answers");
@@ -146,6 +162,7 @@ impl FilterLoader {
                 }
             }
         }
+        pass.loaded += self.attach(loaded);
         metrics::gauge!("memberlake_matcher_filter_bytes").set(pass.bytes as f64);
         for (state, n) in [
             ("loaded", pass.loaded),
@@ -158,12 +175,24 @@ impl FilterLoader {
         pass
     }
 
+    /// Attaches loaded filters to their versions (those still active); returns how many.
+    fn attach(&self, loaded: Vec<(String, ListVersion, Arc<VersionFilter>, Instant)>) -> usize {
+        if loaded.is_empty() {
+            return 0;
+        }
+        let lags: Vec<_> = loaded.iter().map(|(a, v, f, seen)| (a.clone(), *v, f.memory_bytes(), *seen)).collect();
+        let attached = self.active.attach_filters(loaded.into_iter().map(|(a, v, f, _)| (a, v, f)).collect());
+        for (advertiser, version, bytes, seen) in lags {
+            if attached.contains(&(advertiser.clone(), version)) {
+                metrics::histogram!("memberlake_matcher_filter_activation_lag_seconds").record(seen.elapsed());
+                info!(%advertiser, version = version.0, bytes, "serving a version with its filter");
+            }
+        }
+        attached.len()
+    }
+
     /// Reads one version's filter. `Err(true)`: it has none; `Err(false)`: the read failed.
-    async fn load(
-        &self,
-        advertiser: &str,
-        version: &ActiveVersion,
-    ) -> Result<Arc<memberlake::filter::VersionFilter>, bool> {
+    async fn load(&self, advertiser: &str, version: &ActiveVersion) -> Result<Arc<VersionFilter>, bool> {
         let started = Instant::now();
         let objects = AdvertiserId::parse(advertiser)
             .ok()

@@ -450,9 +450,18 @@ pub async fn merge_bucket_against(
             let filter = match filter {
                 Some(bits) => {
                     let started = std::time::Instant::now();
-                    let built = MemberFilter::build(bits, &members).map_err(VersionError::filter(&filter_key))?;
-                    metrics::histogram!("memberlake_worker_filter_build_seconds").record(started.elapsed());
-                    Some(built.encode())
+                    match MemberFilter::build(bits, &members) {
+                        Ok(built) => {
+                            metrics::histogram!("memberlake_worker_filter_build_seconds").record(started.elapsed());
+                            Some(built.encode())
+                        }
+                        // A filter is an optimisation: without one the store answers this
+                        // version, so a bucket no filter can be built for fails nothing.
+                        Err(e) => {
+                            tracing::warn!(key = %filter_key, error = %e, "no filter for this bucket; the store answers it");
+                            None
+                        }
+                    }
                 }
                 None => None,
             };
@@ -492,10 +501,18 @@ pub async fn merge_bucket_against(
 }
 
 /// Rebuilds bucket `b`'s filter of `objects` from its manifest bucket, at the width of the
-/// filter there: after an erasure rewrote the manifest bucket, so that no filter keeps a trace of
-/// an erased hash (a small bucket's filter holds its members' leading 8 bytes). No filter
-/// object: nothing to do (`false`).
-pub async fn rebuild_filter(work: &WorkLocation, objects: &VersionObjects, b: u32) -> Result<bool, VersionError> {
+/// filter there, if the manifest bucket was just rewritten (`rewritten`) or the filter holds one
+/// of `erased` exactly (a small bucket's filter keeps its members' leading 8 bytes; a pass cut
+/// short after rewriting the manifest leaves such a filter behind, and the next pass finds it
+/// here). So after an erasure no filter keeps a trace of the hash. No filter object: nothing to
+/// do. Returns whether it rebuilt the filter.
+pub async fn rebuild_filter(
+    work: &WorkLocation,
+    objects: &VersionObjects,
+    b: u32,
+    erased: &[EmailHash],
+    rewritten: bool,
+) -> Result<bool, VersionError> {
     let key = objects.dir.filter(b);
     let old = match work.get(&key).await {
         Ok(bytes) => bytes,
@@ -503,9 +520,14 @@ pub async fn rebuild_filter(work: &WorkLocation, objects: &VersionObjects, b: u3
         Err(e) => return Err(e.into()),
     };
     let hash_len = crate::ids::HashScheme::deployment().byte_len() as u8;
+    let old = MemberFilter::decode(&old, hash_len).ok();
+    let holds = old.as_ref().is_none_or(|f| !f.is_approximate() && erased.iter().any(|h| f.contains(h)));
+    if !rewritten && !holds {
+        return Ok(false);
+    }
     // An exact or empty filter (or one this build cannot read) is rebuilt at the default width:
     // the bucket is small, so it comes out exact again.
-    let bits = MemberFilter::decode(&old, hash_len).ok().and_then(|f| f.fingerprint_bits()).unwrap_or_default();
+    let bits = old.and_then(|f| f.fingerprint_bits()).unwrap_or_default();
     let members = read_manifest_bucket(work, objects, objects.buckets, b).await?;
     let encoded = tokio::task::spawn_blocking(move || MemberFilter::build(bits, &members).map(|f| f.encode()))
         .await
@@ -530,10 +552,11 @@ pub async fn read_version_filter(work: &WorkLocation, objects: &VersionObjects) 
             let decoded = tokio::task::spawn_blocking(move || {
                 MemberFilter::decode(&bytes, hash_len).map_err(|source| VersionError::Filter { key, source })
             });
-            decoded.await.expect("decoding a filter does not panic")
+            decoded.await.expect("decoding a filter does not panic (it checks every bound)")
         })
         .buffered(FILTER_READS_IN_FLIGHT);
-    let filters: Vec<MemberFilter> = reads.collect::<Vec<_>>().await.into_iter().collect::<Result<_, _>>()?;
+    // The first missing or bad bucket ends the read: the version is served by the store.
+    let filters: Vec<MemberFilter> = futures::TryStreamExt::try_collect(reads).await?;
     VersionFilter::new(objects.buckets, filters).map_err(VersionError::filter(objects.dir.prefix()))
 }
 
@@ -809,14 +832,38 @@ mod tests {
         let before = read_version_filter(&work, &v).await.unwrap();
         assert!(before.contains(&gone));
         assert_eq!(erase_from_run(&work, &v.dir.manifest(gb), &[gone]).await.unwrap(), vec![gone]);
-        assert!(rebuild_filter(&work, &v, gb).await.unwrap());
+        // A pass cut short after the manifest's rewrite: the next finds the exact filter holding
+        // the hash and rebuilds it, though the manifest needs no rewrite any more.
+        assert!(rebuild_filter(&work, &v, gb, &[gone], false).await.unwrap());
         let after = read_version_filter(&work, &v).await.unwrap();
         assert!(!after.contains(&gone), "no trace of the erased hash");
         assert!((0..40).filter(|i| *i != 7).all(|i| after.contains(&h(i))), "every other member passes");
         assert_eq!(after.keys(), 39);
+        assert!(!rebuild_filter(&work, &v, gb, &[gone], false).await.unwrap(), "nothing left to rebuild");
         // A version merged without filters has none to rebuild.
         let plain = VersionObjects::new(&adv, ListVersion(10), 1).unwrap();
-        assert!(!rebuild_filter(&work, &plain, 0).await.unwrap());
+        assert!(!rebuild_filter(&work, &plain, 0, &[gone], true).await.unwrap());
+        // A large bucket's 16-bit filter is rebuilt at 16 bits.
+        let big = VersionObjects::new(&adv, ListVersion(11), 1).unwrap();
+        let big_runs = vec![big.dir.run(0, 0)];
+        put_run(&work, &big_runs[0], (0..4000).map(h).collect(), big.buckets).await.unwrap();
+        for b in 0..big.buckets.count() {
+            merge_bucket(&work, &big, MergeSource::Runs(&big_runs), None, b, &[], Some(FingerprintBits::Sixteen))
+                .await
+                .unwrap();
+        }
+        let gone = h(99);
+        let gb = big.buckets.bucket_of(gone.as_bytes());
+        assert_eq!(erase_from_run(&work, &big.dir.manifest(gb), &[gone]).await.unwrap(), vec![gone]);
+        assert!(!rebuild_filter(&work, &big, gb, &[gone], false).await.unwrap(), "an approximate filter holds no hash");
+        assert!(rebuild_filter(&work, &big, gb, &[gone], true).await.unwrap());
+        let bytes = work.get(&big.dir.filter(gb)).await.unwrap();
+        let rebuilt = MemberFilter::decode(&bytes, 16).unwrap();
+        assert_eq!(rebuilt.fingerprint_bits(), Some(FingerprintBits::Sixteen));
+        assert_eq!(
+            rebuilt.keys(),
+            (0..4000).filter(|i| *i != 99 && big.buckets.bucket_of(h(*i).as_bytes()) == gb).count() as u64
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -286,7 +286,7 @@ impl MemberFilter {
             0 if payload.is_empty() && keys == 0 => Kind::Empty,
             0 => return Err(FilterError::Inconsistent("an empty filter with a payload")),
             1 => {
-                if payload.len() as u64 != keys * 8 {
+                if payload.len() % 8 != 0 || (payload.len() / 8) as u64 != keys {
                     return Err(FilterError::Inconsistent("an exact filter's payload is not its keys"));
                 }
                 let keys: Box<[u64]> =
@@ -299,11 +299,19 @@ impl MemberFilter {
             8 | 16 => {
                 let width = usize::from(kind / 8);
                 let fingerprints = payload.len() / width;
-                // A probe indexes up to segment_count_length + 2 segments' worth (three hashes).
-                let reach = u64::from(descriptor.segment_count_length) + 2 * u64::from(descriptor.segment_length);
+                // A probe's first index is below segment_count_length, its other two one and two
+                // segments on, each within its aligned segment: with segment_count_length a
+                // non-zero multiple of a power-of-two segment_length, every index is below
+                // segment_count_length + 2 segment_length, which must fit the fingerprints
+                // (and u32, as the probe computes in u32). Anything else could index past them.
+                let (length, count_length) = (descriptor.segment_length, descriptor.segment_count_length);
+                let reach = u64::from(count_length) + 2 * u64::from(length);
                 if payload.len() % width != 0
-                    || !descriptor.segment_length.is_power_of_two()
-                    || descriptor.segment_length_mask != descriptor.segment_length - 1
+                    || !length.is_power_of_two()
+                    || descriptor.segment_length_mask != length - 1
+                    || count_length == 0
+                    || count_length % length != 0
+                    || reach > u64::from(u32::MAX)
                     || (fingerprints as u64) < reach
                 {
                     return Err(FilterError::Inconsistent("the fingerprints do not fit the descriptor"));
@@ -348,6 +356,11 @@ impl VersionFilter {
     /// What its probes read, in bytes (the memory budget counts this).
     pub fn memory_bytes(&self) -> usize {
         self.memory_bytes
+    }
+
+    /// Whether any bucket's filter is a fuse filter (else every bucket holds its keys exactly).
+    pub fn is_approximate(&self) -> bool {
+        self.filters.iter().any(MemberFilter::is_approximate)
     }
 
     /// The distinct keys of all its buckets (about the version's members).
@@ -468,6 +481,42 @@ mod tests {
 
     fn false_positives_of(contains: impl Fn(&EmailHash) -> bool, probes: &[EmailHash]) -> f64 {
         probes.iter().filter(|h| contains(h)).count() as f64 / probes.len() as f64
+    }
+
+    /// Re-encodes `filter`'s bytes with the descriptor fields at 24.. replaced, checksum fixed.
+    fn with_descriptor(bytes: &[u8], length: u32, mask: u32, count_length: u32) -> Vec<u8> {
+        let mut out = bytes[..bytes.len() - CHECKSUM_LEN].to_vec();
+        out[32..36].copy_from_slice(&length.to_le_bytes());
+        out[36..40].copy_from_slice(&mask.to_le_bytes());
+        out[40..44].copy_from_slice(&count_length.to_le_bytes());
+        let checksum = Fnv1a64::of(&out);
+        out.extend_from_slice(&checksum.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn a_descriptor_that_could_index_past_the_fingerprints_is_refused() {
+        let bytes = MemberFilter::build(FingerprintBits::Eight, &hashes(0..5_000)).unwrap().encode();
+        let fingerprints = (bytes.len() - HEADER_LEN - CHECKSUM_LEN) as u32;
+        // A checksum is easy to forge: the descriptor itself must be sound.
+        for (length, mask, count_length, why) in [
+            (4, 3, 5, "not a multiple of the segment length"),
+            (4, 3, 0, "no segment"),
+            (1024, 1023, fingerprints, "two segments past the end"),
+            (6, 5, 12, "not a power of two"),
+            (4, 7, 8, "a mask that is not length - 1"),
+            (1 << 31, u32::MAX >> 1, 1 << 31, "beyond u32"),
+        ] {
+            let crafted = with_descriptor(&bytes, length, mask, count_length);
+            assert!(matches!(MemberFilter::decode(&crafted, 16), Err(FilterError::Inconsistent(_))), "{why}: accepted");
+        }
+        // An exact filter whose key count disagrees with its payload.
+        let exact = MemberFilter::build(FingerprintBits::Eight, &hashes(0..10)).unwrap().encode();
+        let mut lying = exact[..exact.len() - CHECKSUM_LEN].to_vec();
+        lying[16..24].copy_from_slice(&(u64::MAX / 4).to_le_bytes());
+        let checksum = Fnv1a64::of(&lying);
+        lying.extend_from_slice(&checksum.to_le_bytes());
+        assert!(matches!(MemberFilter::decode(&lying, 16), Err(FilterError::Inconsistent(_))));
     }
 
     proptest! {

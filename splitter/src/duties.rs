@@ -241,11 +241,14 @@ pub async fn erase_once(
                 *rewritten.entry(h).or_default() += 1;
             }
         }
-        // A rewritten manifest bucket's filter is rebuilt from it (a small bucket's filter holds
-        // its members' leading bytes).
+        // The filter of every bucket an erased hash falls in is rebuilt from its manifest bucket
+        // if that was rewritten now, or if the filter still holds the hash exactly (a small
+        // bucket's filter keeps its members' leading bytes; an earlier pass may have stopped
+        // between the two).
         let objects = VersionObjects { dir, buckets };
-        for b in manifest_buckets {
-            if versions::rebuild_filter(work, &objects, b).await? {
+        let touched: std::collections::BTreeSet<u32> = hashes.iter().map(|h| buckets.bucket_of(h.as_bytes())).collect();
+        for b in touched {
+            if versions::rebuild_filter(work, &objects, b, &hashes, manifest_buckets.contains(&b)).await? {
                 metrics::counter!("memberlake_erasure_objects_rewritten_total").increment(1);
             }
         }

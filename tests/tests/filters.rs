@@ -26,12 +26,29 @@ async fn store_reads(matcher: &Service) -> f64 {
     metric_value(&metrics(matcher).await, "memberlake_matcher_store_reads_total")
 }
 
-/// Waits until `matcher` serves `n` versions with their filters.
-async fn filters_loaded(matcher: &Service, n: f64) {
-    wait_for(Duration::from_secs(20), &format!("{n} filters loaded"), || async {
-        (series(&metrics(matcher).await, r#"memberlake_matcher_filter_versions{state="loaded"}"#) == n).then_some(())
+/// Filters `matcher` has attached to a version so far (the activation-lag histogram's count).
+async fn attached(matcher: &Service) -> f64 {
+    series(&metrics(matcher).await, "memberlake_matcher_filter_activation_lag_seconds_count")
+}
+
+/// Waits until `matcher` has attached `n` filters in all, and serves one version with its filter.
+async fn filters_attached(matcher: &Service, n: f64) {
+    wait_for(Duration::from_secs(20), &format!("{n} filters attached"), || async {
+        let m = metrics(matcher).await;
+        let attached = series(&m, "memberlake_matcher_filter_activation_lag_seconds_count");
+        let loaded = series(&m, r#"memberlake_matcher_filter_versions{state="loaded"}"#);
+        (attached == n && loaded == 1.0).then_some(())
     })
     .await;
+}
+
+/// The non-members of `others` ruled out by a filter: each one's "no" is an absent probe.
+async fn ruled_out(c: &reqwest::Client, url: &str, matcher: &Service, adv: &str, others: &[EmailHash]) {
+    let absent = r#"memberlake_matcher_filter_probes_total{result="absent"}"#;
+    let before = series(&metrics(matcher).await, absent);
+    answers(c, url, adv, &[], others).await;
+    let ruled = series(&metrics(matcher).await, absent) - before;
+    assert!(ruled >= others.len() as f64 - 2.0, "{ruled} of {} non-members ruled out by the filter", others.len());
 }
 
 fn strangers(n: usize) -> Vec<EmailHash> {
@@ -65,7 +82,7 @@ async fn non_members_are_answered_from_memory_and_members_never_ruled_out() {
     let members = emails(0, 6_000);
     let v1 = world.wait_finished(&world.upload("acme", "v1.csv", list(&members)).await, FINISH).await;
     assert_eq!(v1.state, FileState::Ingested);
-    filters_loaded(&matcher, 1.0).await;
+    filters_attached(&matcher, 1.0).await;
     let m = metrics(&matcher).await;
     // 16-bit fingerprints: 2 bytes per slot, ~1.3 slots per member in buckets this small (3,000
     // members each; ~1.14 in full-size buckets).
@@ -97,11 +114,11 @@ async fn non_members_are_answered_from_memory_and_members_never_ruled_out() {
         is_member(&c, &url, "acme", md5_email(&added[0])).await.then_some(())
     })
     .await;
-    filters_loaded(&matcher, 1.0).await;
-    answers(&c, &url, "acme", &hashes(&added), &hashes(&members[..300])).await;
+    // v2's own filter: the removed are ruled out by it, the added pass it.
+    filters_attached(&matcher, 2.0).await;
+    answers(&c, &url, "acme", &hashes(&added), &[]).await;
+    ruled_out(&c, &url, &matcher, "acme", &hashes(&members[..300])).await;
     answers(&c, &url, "acme", &hashes(&v2_list[..500]), &outsiders[..500]).await;
-    let m = metrics(&matcher).await;
-    assert!(metric_value(&m, "memberlake_matcher_filter_loads_total") >= 2.0, "{m}");
 
     // ---- a rollback to v1: its own filter (built by the rollback's merge), same answers as v1
     let (status, body) = admin.raw(reqwest::Method::POST, "/admin/v1/advertisers/acme/rollback", Some(json!({}))).await;
@@ -115,8 +132,10 @@ async fn non_members_are_answered_from_memory_and_members_never_ruled_out() {
         is_member(&c, &url, "acme", md5_email(&members[0])).await.then_some(())
     })
     .await;
-    filters_loaded(&matcher, 1.0).await;
-    answers(&c, &url, "acme", &hashes(&members[..600]), &hashes(&added)).await;
+    filters_attached(&matcher, 3.0).await;
+    answers(&c, &url, "acme", &hashes(&members[..600]), &[]).await;
+    ruled_out(&c, &url, &matcher, "acme", &hashes(&added)).await;
+    assert_eq!(attached(&matcher).await, 3.0, "v1, v2, the rollback: each its own filter, once");
 
     // ---- an erasure: the erased member is nobody's, whatever a filter holds
     let person = md5_email(&members[10]);
