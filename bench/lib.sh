@@ -12,6 +12,14 @@ mkdir -p "$RUN_DIR"
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
 
+ensure_oha() { # sets OHA: the load generator, installed from crates.io into the cache once
+  OHA=$CACHE_DIR/oha/bin/oha
+  if [[ ! -x $OHA ]]; then
+    say "installing oha (load generator) from crates.io"
+    cargo install oha --locked --root "$CACHE_DIR/oha" --target-dir "$CACHE_DIR/oha-build" >&2
+  fi
+}
+
 bench_setup() { # name: isolated database and keyspace named after the benchmark
   local name=$1
   "$REPO_ROOT/deploy/local/stack.sh" up ${BENCH_STACK_ARGS:-} >&2

@@ -14,11 +14,7 @@ source "$(dirname "$0")/lib.sh"
 ROWS=${MEMBERLAKE_BENCH_ROWS:-1000000}
 DURATION=${MEMBERLAKE_BENCH_DURATION:-20s}
 CONNS=${MEMBERLAKE_BENCH_CONNECTIONS:-64}
-OHA=$CACHE_DIR/oha/bin/oha
-if [[ ! -x $OHA ]]; then
-  say "installing oha (load generator) from crates.io"
-  cargo install oha --locked --root "$CACHE_DIR/oha" --target-dir "$CACHE_DIR/oha-build" >&2
-fi
+ensure_oha
 BENCH_STACK_ARGS=--no-s3 bench_setup matcher
 trap stop_all EXIT
 PORT=18080

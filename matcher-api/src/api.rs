@@ -197,21 +197,19 @@ async fn match_one(State(state): State<AppState>, RawQuery(query): RawQuery) -> 
     let member = match active.list(advertiser.as_str(), &hash, &mut tally) {
         // No list ingested for this advertiser (or it expired, the hash is erased, or the
         // version's filter rules it out): not a member, without a store read.
-        None => false,
+        None => Ok(false),
         Some(av) => {
             let read = state.memberships.partition(hash, av.observed_at, av.legacy).await;
-            // Counted whatever the store says: the filter was probed either way.
             let answer = read
                 .map_err(|e| ApiError::unavailable(format!("membership store unavailable: {e}")))
                 .and_then(|partition| partition.contains(advertiser.as_str(), av).ok_or_else(stale_partition));
             tally.false_positives += u64::from(av.filter.is_some() && matches!(answer, Ok(false)));
-            tally.record();
-            answer?
+            answer
         }
     };
-    if tally.absent > 0 {
-        tally.record();
-    }
+    // Counted whatever the store says: the filter was probed either way.
+    tally.record();
+    let member = member?;
     Ok(Json(MatchResponse { advertiser_id: advertiser.to_string(), email_hash: hash, member }))
 }
 
@@ -251,13 +249,12 @@ async fn suppress(
         advertisers.iter().filter_map(|a| active.list(a.as_str(), &hash, &mut tally).map(|av| (a, av))).collect();
     let members = match candidates.iter().map(|(_, av)| av.observed_at).max() {
         // No list may hold the hash (none asked has one, or their filters rule it out): no read.
-        None => Vec::new(),
+        None => Ok(Vec::new()),
         Some(needed_since) => {
             let with_legacy = candidates.iter().any(|(_, av)| av.legacy);
             let read = state.memberships.partition(hash, needed_since, with_legacy).await;
-            let answer = read
-                .map_err(|e| ApiError::unavailable(format!("membership store unavailable: {e}")))
-                .and_then(|partition| {
+            read.map_err(|e| ApiError::unavailable(format!("membership store unavailable: {e}"))).and_then(
+                |partition| {
                     let mut members = Vec::new();
                     for (a, av) in &candidates {
                         if partition.contains(a.as_str(), av).ok_or_else(stale_partition)? {
@@ -267,15 +264,13 @@ async fn suppress(
                         }
                     }
                     Ok(members)
-                });
-            // Counted whatever the store says: the filters were probed either way.
-            tally.record();
-            answer?
+                },
+            )
         }
     };
-    if candidates.is_empty() {
-        tally.record();
-    }
+    // Counted whatever the store says: the filters were probed either way.
+    tally.record();
+    let members = members?;
     Ok(Json(SuppressResponse { email_hash: hash, members }))
 }
 

@@ -125,12 +125,17 @@ impl<T: DeserializeOwned + Validate, S: Send + Sync> FromRequest<S> for JsonBody
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let headers = request.headers().clone();
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|e| ApiError::from_rejection(e.status(), e.body_text()))?;
+        let (headers, bytes) = read_body(request, state).await?;
         json_object(headers, bytes, state).await.map(Self)
     }
+}
+
+/// A request's headers and its whole body (a body over the limit is a 413).
+async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<(HeaderMap, Bytes), ApiError> {
+    let headers = request.headers().clone();
+    let bytes =
+        Bytes::from_request(request, state).await.map_err(|e| ApiError::from_rejection(e.status(), e.body_text()))?;
+    Ok((headers, bytes))
 }
 
 /// `bytes` (sent with `headers`) as [`JsonBody`] reads them.
@@ -164,10 +169,7 @@ impl<T: DeserializeOwned + Validate + Default, S: Send + Sync> FromRequest<S> fo
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
-        let headers = request.headers().clone();
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|e| ApiError::from_rejection(e.status(), e.body_text()))?;
+        let (headers, bytes) = read_body(request, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(T::default()));
         }
