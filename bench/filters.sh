@@ -91,28 +91,33 @@ metric() { # url name{labels}: the value of one series (empty if absent)
   awk -v s="$2" '$1 == s {print $2}' <<<"$text" | head -1
 }
 
-oha_row() { # label json reads-before reads-after
+oha_row() { # label json reads-before reads-after store-cpu-seconds matcher-cpu-seconds oha-cpu-seconds
   python3 - "$@" <<'PY'
 import json, sys
 label, path, before, after = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+store_cpu, matcher_cpu, oha_cpu = float(sys.argv[5]), float(sys.argv[6]), float(sys.argv[7])
 d = json.load(open(path))
 s, p = d["summary"], d["latencyPercentiles"]
 codes = d.get("statusCodeDistribution", {})
-n = sum(codes.values())
+n = max(sum(codes.values()), 1)
 ms = lambda v: f"{v * 1000:.2f}" if v is not None else "-"
 print(f"| {label} | {s['requestsPerSec']:.0f} | {ms(p.get('p50'))} | {ms(p.get('p99'))} | {ms(p.get('p99.9'))} | "
-      f"{(after - before) / max(n, 1):.3f} | {codes} |")
+      f"{(after - before) / n:.3f} | {store_cpu / n * 1e6:.1f} | {matcher_cpu / n * 1e6:.1f} | {oha_cpu / n * 1e6:.1f} | {codes} |")
 PY
 }
 
 run() { # label oha-args...
   local label=$1; shift
   say "$label"
-  local before after
-  before=$(reads)
-  "$OHA" --no-tui --output-format json -c "$CONNS" "$@" >"$RUN_DIR/oha-$label.json"
-  after=$(reads)
-  oha_row "$label" "$RUN_DIR/oha-$label.json" "$before" "$after"
+  local before after store0 store1 matcher_pid matcher0 matcher1
+  matcher_pid=$(<"$RUN_DIR/matcher.pid")
+  before=$(reads); read -r store0 _ < <(server_cpu); matcher0=$(cpu_secs "$matcher_pid")
+  # The load generator's own CPU (user + system), from bash's `time`.
+  { TIMEFORMAT='%U %S'; time "$OHA" --no-tui --output-format json -c "$CONNS" "$@" >"$RUN_DIR/oha-$label.json"; } 2>"$RUN_DIR/oha-$label.cpu"
+  after=$(reads); read -r store1 _ < <(server_cpu); matcher1=$(cpu_secs "$matcher_pid")
+  oha_row "$label" "$RUN_DIR/oha-$label.json" "$before" "$after" \
+    "$(python3 -c "print($store1 - $store0)")" "$(python3 -c "print($matcher1 - $matcher0)")" \
+    "$(awk '{print $1 + $2}' "$RUN_DIR/oha-$label.cpu")" | tee -a "$RUN_DIR/filters-rows.md"
 }
 
 matcher() { # filter memory
@@ -125,8 +130,9 @@ matcher() { # filter memory
 echo "machine: $(machine_line)"
 echo "$((ADVERTISERS * PER)) memberships over $ADVERTISERS advertisers, $BITS-bit filters; load: 90 % random non-members, cache off"
 echo
-echo "| run | achieved RPS | p50 ms | p99 ms | p99.9 ms | store reads / request | status codes |"
-echo "|---|---|---|---|---|---|---|"
+echo "| run | achieved RPS | p50 ms | p99 ms | p99.9 ms | store reads / request | store CPU µs / request | matcher CPU µs / request | oha CPU µs / request | status codes |"
+echo "|---|---|---|---|---|---|---|---|---|---|"
+: >"$RUN_DIR/filters-rows.md"
 settle_store
 matcher 1GiB
 t0=$(date +%s.%N)
@@ -146,6 +152,28 @@ matcher 0
 run "store-sat" -z "$DURATION" --urls-from-file "$keys/load.urls"
 run "store-10k" -z "$DURATION" -q 10000 --latency-correction --urls-from-file "$keys/load.urls"
 echo
+# What sizes the system is the store (docs/capacity.md): the requests one store CPU-second answers,
+# with filters against without, at the same offered load (the fixed 10K runs) and at saturation.
+python3 - "$RUN_DIR/filters-rows.md" <<'PY'
+import sys
+rows = {l.split("|")[1].strip(): [c.strip() for c in l.split("|")[2:-1]] for l in open(sys.argv[1]) if l.startswith("|")}
+rps = lambda r: float(rows[r][0])
+store = lambda r: float(rows[r][5])
+matcher = lambda r: float(rows[r][6])
+total = lambda r: store(r) + matcher(r) + float(rows[r][7])
+for a, b in (("filters-10k", "store-10k"), ("filters-sat", "store-sat")):
+    if a in rows and b in rows and store(a) > 0:
+        print(f"- {a} against {b}: store CPU per request {store(a):.1f} against {store(b):.1f} µs: "
+              f"{store(b) / store(a):.2f}x the requests per store CPU-second; matcher CPU per request "
+              f"{matcher(a):.1f} against {matcher(b):.1f} µs")
+print(f"- saturation on this machine (load generator, matcher and store on its cores): "
+      f"{rps('filters-sat') / rps('store-sat'):.2f}x the RPS without filters")
+cores = __import__("os").cpu_count()
+for r in ("filters-sat", "filters-sat-nonmembers", "store-sat"):
+    if r in rows:
+        print(f"- {r}: {total(r):.1f} µs of CPU per request (store + matcher + oha): at most "
+              f"{cores * 1e6 / total(r):.0f} RPS on {cores} cores")
+PY
 python3 - "$filter_bytes" "$((ADVERTISERS * PER))" "$BITS" "$load_secs" "${fp:-0}" "${absent:-0}" "$RUN_DIR/filters-worker.metrics" <<'PY'
 import sys
 fb, members, bits, load, fp, absent, worker = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], float(sys.argv[5]), float(sys.argv[6]), sys.argv[7]

@@ -76,7 +76,7 @@ wait_http() { # url [seconds]
 }
 
 cpu_secs() { # pid: its user+system CPU seconds so far (0 once it is gone)
-  awk -v tck="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); printf "%.1f\n", ($12 + $13) / tck}' "/proc/$1/stat" 2>/dev/null || echo 0
+  awk -v tck="$(getconf CLK_TCK)" '{sub(/^.*\) /, ""); printf "%.2f\n", ($12 + $13) / tck}' "/proc/$1/stat" 2>/dev/null || echo 0
 }
 
 server_cpu() { # CPU seconds so far of the local CQL node and S3 server: "<cql> <s3>"

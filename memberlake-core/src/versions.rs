@@ -24,7 +24,7 @@ use crate::ids::{AdvertiserId, EmailHash, ListVersion};
 use crate::lake::LakeError;
 use futures::StreamExt;
 
-use crate::filter::{FilterError, FingerprintBits, MemberFilter, VersionFilter};
+use crate::filter::{FilterBinding, FilterError, FingerprintBits, MemberFilter, VersionFilter};
 use crate::manifest::{
     decode_run, diff_sorted, encode_run, encode_sorted, merge_sorted, Buckets, Change, ManifestError, RunIndex,
 };
@@ -453,7 +453,7 @@ pub async fn merge_bucket_against(
                     match MemberFilter::build(bits, &members) {
                         Ok(built) => {
                             metrics::histogram!("memberlake_worker_filter_build_seconds").record(started.elapsed());
-                            Some(built.encode())
+                            Some(built.encode(FilterBinding::of_key(&filter_key)))
                         }
                         // A filter is an optimisation: without one the store answers this
                         // version, so a bucket no filter can be built for fails nothing.
@@ -520,7 +520,8 @@ pub async fn rebuild_filter(
         Err(e) => return Err(e.into()),
     };
     let hash_len = crate::ids::HashScheme::deployment().byte_len() as u8;
-    let old = MemberFilter::decode(&old, hash_len).ok();
+    let binding = FilterBinding::of_key(&key);
+    let old = MemberFilter::decode(&old, hash_len, binding).ok();
     let holds = old.as_ref().is_none_or(|f| !f.is_approximate() && erased.iter().any(|h| f.contains(h)));
     if !rewritten && !holds {
         return Ok(false);
@@ -529,7 +530,7 @@ pub async fn rebuild_filter(
     // the bucket is small, so it comes out exact again.
     let bits = old.and_then(|f| f.fingerprint_bits()).unwrap_or_default();
     let members = read_manifest_bucket(work, objects, objects.buckets, b).await?;
-    let encoded = tokio::task::spawn_blocking(move || MemberFilter::build(bits, &members).map(|f| f.encode()))
+    let encoded = tokio::task::spawn_blocking(move || MemberFilter::build(bits, &members).map(|f| f.encode(binding)))
         .await
         .expect("building a filter does not panic")
         .map_err(VersionError::filter(&key))?;
@@ -550,7 +551,8 @@ pub async fn read_version_filter(work: &WorkLocation, objects: &VersionObjects) 
             let key = objects.dir.filter(b);
             let bytes = work.get(&key).await?;
             let decoded = tokio::task::spawn_blocking(move || {
-                MemberFilter::decode(&bytes, hash_len).map_err(|source| VersionError::Filter { key, source })
+                MemberFilter::decode(&bytes, hash_len, FilterBinding::of_key(&key))
+                    .map_err(|source| VersionError::Filter { key, source })
             });
             decoded.await.expect("decoding a filter does not panic (it checks every bound)")
         })
@@ -858,7 +860,7 @@ mod tests {
         assert!(!rebuild_filter(&work, &big, gb, &[gone], false).await.unwrap(), "an approximate filter holds no hash");
         assert!(rebuild_filter(&work, &big, gb, &[gone], true).await.unwrap());
         let bytes = work.get(&big.dir.filter(gb)).await.unwrap();
-        let rebuilt = MemberFilter::decode(&bytes, 16).unwrap();
+        let rebuilt = MemberFilter::decode(&bytes, 16, FilterBinding::of_key(&big.dir.filter(gb))).unwrap();
         assert_eq!(rebuilt.fingerprint_bits(), Some(FingerprintBits::Sixteen));
         assert_eq!(
             rebuilt.keys(),

@@ -24,19 +24,27 @@
 //! filter cannot tell apart anyway) is one pass. The filter mixes keys with its own seeded hash,
 //! so the bucket prefix that all keys of a bucket share costs nothing.
 //!
-//! # The filter format (v1)
+//! # The filter format (v2)
 //!
 //! All integers little-endian.
 //!
 //! ```text
 //! offset
-//! 0     magic b"MLFUSE\0\x01" (8) | kind u8 | hash_len u8 | 6 zero bytes
+//! 0     magic b"MLFUSE\0\x02" (8) | kind u8 | hash_len u8 | 6 zero bytes
 //! 16    keys u64 (distinct keys)  | seed u64 | segment_length u32 | segment_length_mask u32
-//!       | segment_count_length u32 | 4 zero bytes                        (48 bytes so far)
-//! 48    payload: kind 0 (empty) nothing; kind 1 (exact) `keys` u64 keys, ascending;
+//!       | segment_count_length u32 | 4 zero bytes
+//! 48    binding u64: FNV-1a 64 of the object's key, which names the advertiser, the version
+//!       and the bucket ([`FilterBinding`])                                 (56 bytes so far)
+//! 56    payload: kind 0 (empty) nothing; kind 1 (exact) `keys` u64 keys, ascending;
 //!       kind 8 / 16: the fingerprints, u8 / u16 each
 //! end-8 FNV-1a 64 of every byte before it
 //! ```
+//!
+//! The binding makes a filter answer only for the bucket it was built for: a filter object
+//! found under another key (copied, restored from another deployment's backup, left behind by
+//! a version whose id was reused) is refused, and the store answers that version. Version 1
+//! (magic `\x01`, a 48-byte header without a binding), written by the first release with
+//! filters, is still read.
 //!
 //! A bucket of fewer than [`EXACT_MAX`] members keeps its keys themselves (kind 1): no false
 //! positive at all, and smaller than a fuse filter's fixed overhead at that size.
@@ -47,8 +55,11 @@ use xorf::{BinaryFuse16, BinaryFuse8, Descriptor, Filter};
 use crate::ids::EmailHash;
 use crate::manifest::{Buckets, Fnv1a64};
 
-const MAGIC: &[u8; 8] = b"MLFUSE\0\x01";
-const HEADER_LEN: usize = 48;
+const MAGIC: &[u8; 8] = b"MLFUSE\0\x02";
+/// The first format's magic: no binding (read, never written).
+const MAGIC_V1: &[u8; 8] = b"MLFUSE\0\x01";
+const HEADER_LEN: usize = 56;
+const HEADER_LEN_V1: usize = 48;
 const CHECKSUM_LEN: usize = 8;
 
 /// Below this many distinct keys a bucket keeps its keys (8 bytes each) instead of a filter.
@@ -112,8 +123,23 @@ pub enum FilterError {
     WrongHashLength { expected: u8, found: u8 },
     #[error("filter is inconsistent: {0}")]
     Inconsistent(&'static str),
+    #[error("the filter was built for another object (binding {found:#018x}, expected {expected:#018x})")]
+    WrongObject { expected: u64, found: u64 },
     #[error("building a filter of {keys} keys failed: {reason}")]
     Build { keys: usize, reason: &'static str },
+}
+
+/// What a filter object is bound to: the key it is stored under (which names its advertiser,
+/// version and bucket), as a checksum. Written by [`MemberFilter::encode`], checked by
+/// [`MemberFilter::decode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilterBinding(u64);
+
+impl FilterBinding {
+    /// The binding of the filter object stored under `key`.
+    pub fn of_key(key: &str) -> Self {
+        Self(Fnv1a64::of(key.as_bytes()))
+    }
 }
 
 /// A hash's key in a filter: its leading 8 bytes, big-endian (so sorted hashes give sorted keys).
@@ -224,8 +250,8 @@ impl MemberFilter {
         }
     }
 
-    /// The filter in the v1 format (module docs).
-    pub fn encode(&self) -> Vec<u8> {
+    /// The filter in the v2 format (module docs), bound to the object it is stored as.
+    pub fn encode(&self, binding: FilterBinding) -> Vec<u8> {
         let mut out = Vec::with_capacity(HEADER_LEN + self.memory_bytes() + CHECKSUM_LEN);
         out.extend_from_slice(MAGIC);
         out.push(self.kind_byte());
@@ -244,6 +270,7 @@ impl MemberFilter {
         out.extend_from_slice(&mask.to_le_bytes());
         out.extend_from_slice(&count_length.to_le_bytes());
         out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&binding.0.to_le_bytes());
         debug_assert_eq!(out.len(), HEADER_LEN);
         match &self.kind {
             Kind::Empty => {}
@@ -256,14 +283,18 @@ impl MemberFilter {
         out
     }
 
-    /// Reads a filter written by [`encode`](Self::encode), checking its checksum and that its
+    /// Reads a filter written by [`encode`](Self::encode), checking its checksum, that it is
+    /// bound to `binding` (the object it was read from; a v1 filter has no binding) and that its
     /// hashes are `hash_len` bytes wide (an empty filter is of any width).
-    pub fn decode(bytes: &[u8], hash_len: u8) -> Result<Self, FilterError> {
-        if bytes.len() < HEADER_LEN + CHECKSUM_LEN {
+    pub fn decode(bytes: &[u8], hash_len: u8, binding: FilterBinding) -> Result<Self, FilterError> {
+        let header_len = match bytes.get(..8) {
+            Some(magic) if magic == MAGIC => HEADER_LEN,
+            Some(magic) if magic == MAGIC_V1 => HEADER_LEN_V1,
+            Some(_) => return Err(FilterError::BadMagic),
+            None => return Err(FilterError::Truncated("shorter than a header and a checksum")),
+        };
+        if bytes.len() < header_len + CHECKSUM_LEN {
             return Err(FilterError::Truncated("shorter than a header and a checksum"));
-        }
-        if &bytes[..8] != MAGIC {
-            return Err(FilterError::BadMagic);
         }
         let (body, checksum) = bytes.split_at(bytes.len() - CHECKSUM_LEN);
         if Fnv1a64::of(body).to_le_bytes() != checksum {
@@ -271,6 +302,9 @@ impl MemberFilter {
         }
         let u32_at = |at: usize| u32::from_le_bytes(body[at..at + 4].try_into().expect("4 bytes"));
         let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
+        if header_len == HEADER_LEN && u64_at(48) != binding.0 {
+            return Err(FilterError::WrongObject { expected: binding.0, found: u64_at(48) });
+        }
         let (kind, found_len, keys) = (body[8], body[9], u64_at(16));
         if kind != 0 && found_len != hash_len {
             return Err(FilterError::WrongHashLength { expected: hash_len, found: found_len });
@@ -281,7 +315,7 @@ impl MemberFilter {
             segment_length_mask: u32_at(36),
             segment_count_length: u32_at(40),
         };
-        let payload = &body[HEADER_LEN..];
+        let payload = &body[header_len..];
         let kind = match kind {
             0 if payload.is_empty() && keys == 0 => Kind::Empty,
             0 => return Err(FilterError::Inconsistent("an empty filter with a payload")),
@@ -389,6 +423,11 @@ mod tests {
         out
     }
 
+    /// The binding the tests encode and decode with.
+    fn here() -> FilterBinding {
+        FilterBinding::of_key("versions/acme/42/filter/00007.fuse")
+    }
+
     fn false_positives(filter: &MemberFilter, probes: &[EmailHash]) -> usize {
         probes.iter().filter(|h| filter.contains(h)).count()
     }
@@ -438,26 +477,64 @@ mod tests {
     #[test]
     fn a_damaged_or_foreign_filter_is_refused() {
         let filter = MemberFilter::build(FingerprintBits::Eight, &hashes(0..1_000)).unwrap();
-        let bytes = filter.encode();
+        let bytes = filter.encode(here());
         let mut flipped = bytes.clone();
         flipped[HEADER_LEN + 3] ^= 1;
-        assert_eq!(MemberFilter::decode(&flipped, 16).unwrap_err(), FilterError::ChecksumMismatch);
+        assert_eq!(MemberFilter::decode(&flipped, 16, here()).unwrap_err(), FilterError::ChecksumMismatch);
         assert_eq!(
-            MemberFilter::decode(&bytes[..40], 16).unwrap_err(),
+            MemberFilter::decode(&bytes[..40], 16, here()).unwrap_err(),
             FilterError::Truncated("shorter than a header and a checksum")
         );
         assert_eq!(
-            MemberFilter::decode(&bytes, 32).unwrap_err(),
+            MemberFilter::decode(&bytes, 32, here()).unwrap_err(),
             FilterError::WrongHashLength { expected: 32, found: 16 }
         );
         let mut magic = bytes.clone();
         magic[0] = b'X';
-        assert_eq!(MemberFilter::decode(&magic, 16).unwrap_err(), FilterError::BadMagic);
+        assert_eq!(MemberFilter::decode(&magic, 16, here()).unwrap_err(), FilterError::BadMagic);
         // A payload cut short, re-checksummed: the descriptor no longer fits.
         let mut short = bytes[..bytes.len() - CHECKSUM_LEN - 100].to_vec();
         let checksum = Fnv1a64::of(&short);
         short.extend_from_slice(&checksum.to_le_bytes());
-        assert!(matches!(MemberFilter::decode(&short, 16), Err(FilterError::Inconsistent(_))));
+        assert!(matches!(MemberFilter::decode(&short, 16, here()), Err(FilterError::Inconsistent(_))));
+    }
+
+    /// A filter answers only for the object it was written as: the same bytes under another
+    /// version's or bucket's key are refused (the store answers that version instead).
+    #[test]
+    fn a_filter_is_refused_under_another_key() {
+        let members = hashes(0..1_000);
+        let bytes = MemberFilter::build(FingerprintBits::Eight, &members).unwrap().encode(here());
+        assert!(MemberFilter::decode(&bytes, 16, here()).is_ok());
+        for other in [
+            "versions/acme/43/filter/00007.fuse",
+            "versions/acme/42/filter/00006.fuse",
+            "versions/globex/42/filter/00007.fuse",
+        ] {
+            assert!(
+                matches!(
+                    MemberFilter::decode(&bytes, 16, FilterBinding::of_key(other)),
+                    Err(FilterError::WrongObject { .. })
+                ),
+                "{other}: accepted"
+            );
+        }
+    }
+
+    /// The first format (no binding) is still read, under any key, and answers as before.
+    #[test]
+    fn a_v1_filter_is_still_read() {
+        let members = hashes(0..1_000);
+        let built = MemberFilter::build(FingerprintBits::Eight, &members).unwrap();
+        let v2 = built.encode(here());
+        let mut v1 = MAGIC_V1.to_vec();
+        v1.extend_from_slice(&v2[8..HEADER_LEN_V1]);
+        v1.extend_from_slice(&v2[HEADER_LEN..v2.len() - CHECKSUM_LEN]);
+        let checksum = Fnv1a64::of(&v1);
+        v1.extend_from_slice(&checksum.to_le_bytes());
+        let decoded = MemberFilter::decode(&v1, 16, FilterBinding::of_key("anywhere")).unwrap();
+        assert!(members.iter().all(|h| decoded.contains(h)));
+        assert_eq!(decoded.memory_bytes(), built.memory_bytes());
     }
 
     #[test]
@@ -496,7 +573,7 @@ mod tests {
 
     #[test]
     fn a_descriptor_that_could_index_past_the_fingerprints_is_refused() {
-        let bytes = MemberFilter::build(FingerprintBits::Eight, &hashes(0..5_000)).unwrap().encode();
+        let bytes = MemberFilter::build(FingerprintBits::Eight, &hashes(0..5_000)).unwrap().encode(here());
         let fingerprints = (bytes.len() - HEADER_LEN - CHECKSUM_LEN) as u32;
         // A checksum is easy to forge: the descriptor itself must be sound.
         for (length, mask, count_length, why) in [
@@ -508,15 +585,18 @@ mod tests {
             (1 << 31, u32::MAX >> 1, 1 << 31, "beyond u32"),
         ] {
             let crafted = with_descriptor(&bytes, length, mask, count_length);
-            assert!(matches!(MemberFilter::decode(&crafted, 16), Err(FilterError::Inconsistent(_))), "{why}: accepted");
+            assert!(
+                matches!(MemberFilter::decode(&crafted, 16, here()), Err(FilterError::Inconsistent(_))),
+                "{why}: accepted"
+            );
         }
         // An exact filter whose key count disagrees with its payload.
-        let exact = MemberFilter::build(FingerprintBits::Eight, &hashes(0..10)).unwrap().encode();
+        let exact = MemberFilter::build(FingerprintBits::Eight, &hashes(0..10)).unwrap().encode(here());
         let mut lying = exact[..exact.len() - CHECKSUM_LEN].to_vec();
         lying[16..24].copy_from_slice(&(u64::MAX / 4).to_le_bytes());
         let checksum = Fnv1a64::of(&lying);
         lying.extend_from_slice(&checksum.to_le_bytes());
-        assert!(matches!(MemberFilter::decode(&lying, 16), Err(FilterError::Inconsistent(_))));
+        assert!(matches!(MemberFilter::decode(&lying, 16, here()), Err(FilterError::Inconsistent(_))));
     }
 
     proptest! {
@@ -547,7 +627,7 @@ mod tests {
             };
             let hash_len = if sha256 { 32 } else { 16 };
             let built = MemberFilter::build(bits, &members).unwrap();
-            let decoded = MemberFilter::decode(&built.encode(), hash_len).unwrap();
+            let decoded = MemberFilter::decode(&built.encode(here()), hash_len, here()).unwrap();
             for h in &members {
                 prop_assert!(built.contains(h));
                 prop_assert!(decoded.contains(h));

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use memberlake::catalog::FileState;
-use memberlake::filter::MemberFilter;
+use memberlake::filter::{FilterBinding, MemberFilter};
 use memberlake::ids::EmailHash;
 use memberlake::work::WorkLocation;
 use memberlake_tests::*;
@@ -34,7 +34,7 @@ async fn work_objects_holding(world: &TestWorld, hash: EmailHash) -> (usize, Vec
         let bytes = work.get(key).await.unwrap();
         let holds = if key.ends_with(".fuse") {
             // A bucket's filter: an exact one (small buckets) holds its members' leading bytes.
-            let filter = MemberFilter::decode(&bytes, 16).unwrap();
+            let filter = MemberFilter::decode(&bytes, 16, FilterBinding::of_key(key)).unwrap();
             !filter.is_approximate() && filter.contains(&hash)
         } else {
             memberlake::manifest::decode_run(&bytes).unwrap().1.contains(&hash)

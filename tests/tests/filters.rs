@@ -182,4 +182,23 @@ async fn non_members_are_answered_from_memory_and_members_never_ruled_out() {
     let filters = work.list(&format!("{}/filter", dir.prefix())).await.unwrap();
     let bits = world.file(v2.file_id).await.version.bucket_bits.unwrap();
     assert_eq!(filters.len(), 1 << bits, "{filters:?}");
+
+    // ---- a filter object under another version's key is refused: acme's filters copied to
+    // where globex's would be (a version that has none) would rule out globex's members; a
+    // matcher finds them, refuses them (bound to acme's keys) and answers globex from the store
+    let globex_dir = memberlake::work::VersionDir::new(&AdvertiserId::parse("globex").unwrap(), g.file_id.into());
+    let globex_bits = world.file(g.file_id).await.version.bucket_bits.unwrap();
+    for b in 0..1u32 << globex_bits {
+        let bytes = work.get(&filters[b as usize % filters.len()]).await.unwrap();
+        work.put(&globex_dir.filter(b), bytes).await.unwrap();
+    }
+    let (fresh, fresh_url) = world.start_matcher(&[]).await;
+    wait_for(Duration::from_secs(20), "acme's filter loaded, globex's refused", || async {
+        let m = metrics(&fresh).await;
+        (series(&m, r#"memberlake_matcher_filter_versions{state="loaded"}"#) == 1.0
+            && series(&m, r#"memberlake_matcher_filter_loads_total{result="error"}"#) >= 1.0)
+            .then_some(())
+    })
+    .await;
+    answers(&c, &fresh_url, "globex", &hashes(&globex[100..300]), &outsiders[..100]).await;
 }
