@@ -3,8 +3,10 @@
 //! hashing: [`memberlake::ingest::read_range`]), the same sorted runs and bucket merge into a
 //! private scratch directory — and prints what ingestion would find: rows, valid, rejected by
 //! reason with sample offsets, duplicates, the range plan and, given an advertiser, the members
-//! it would add, remove and keep against the active version's manifest. Nothing is written to
-//! the lake, the catalog or the store.
+//! it would add, remove and keep against the active version's manifest, with the deployment's
+//! erasures applied as a merge applies them (without an advertiser nothing is read from the
+//! catalog, so erased people are counted as members). Nothing is written to the lake, the
+//! catalog or the store.
 //!
 //! Exit codes: 0 fine, 9 it would be held (the same guards as the splitter, from the same
 //! settings), 10 it would fail (unreadable), 3 a server is unreachable.
@@ -57,6 +59,8 @@ struct Findings {
     by_reason: BTreeMap<RejectReason, u64>,
     samples: BTreeMap<RejectReason, Vec<u64>>,
     members: u64,
+    /// Rows of erased people dropped, as a merge drops them (`None`: erasures not read).
+    erased: Option<u64>,
     diff: Option<Diff>,
 }
 
@@ -102,16 +106,22 @@ pub async fn run(args: CheckArgs) -> Result<(), Failed> {
     let bits = bucket_bits_for(size, args.plan.bucket_target);
 
     // The active version to diff against, if asked: from the catalog, its manifest from the
-    // deployment's work location.
-    let base = match &advertiser {
-        Some(advertiser) => active_base(&args, advertiser).await?,
-        None => None,
+    // deployment's work location; and the catalog's erasures.
+    let (catalog, base) = match &advertiser {
+        Some(advertiser) => {
+            let catalog = open_catalog(&args).await?;
+            let base = active_base(&args, &catalog, advertiser).await?;
+            (Some(catalog), base)
+        }
+        None => (None, None),
     };
 
     let scratch_dir = std::env::temp_dir().join(format!("memberlake-check-{}", std::process::id()));
     std::fs::create_dir_all(&scratch_dir).map_err(|e| Failed::new(Exit::Failure, e))?;
     let scratch = WorkLocation::scratch(&scratch_dir).map_err(|e| Failed::new(Exit::Failure, e))?;
-    let result = dry_run(&lake, &key, &etag, size, compression, &ranges, bits, &scratch, advertiser, base).await;
+    let result =
+        dry_run(&lake, &key, &etag, size, compression, &ranges, bits, &scratch, advertiser, base, catalog.as_ref())
+            .await;
     let _ = std::fs::remove_dir_all(&scratch_dir);
     let mut findings = result.map_err(|e| match e.downcast::<memberlake::lake::LakeError>() {
         Ok(lake_error) => unreadable(lake_error),
@@ -123,14 +133,16 @@ pub async fn run(args: CheckArgs) -> Result<(), Failed> {
     verdict(&findings, &args.plan)
 }
 
+async fn open_catalog(args: &CheckArgs) -> Result<Catalog, Failed> {
+    Catalog::open(&DatabaseArgs { database_max_connections: 1, ..args.database.clone() }).await.map_err(|e| {
+        let exit = if e.is_transient() { Exit::Unavailable } else { Exit::Failure };
+        Failed::new(exit, anyhow::Error::new(e).context("reading the active version from Postgres"))
+    })
+}
+
 /// The active version of `advertiser` and where its manifest is, or `None` (no active version,
 /// or a legacy one without a manifest: said on stderr).
-async fn active_base(args: &CheckArgs, advertiser: &AdvertiserId) -> Result<Option<Base>, Failed> {
-    let catalog =
-        Catalog::open(&DatabaseArgs { database_max_connections: 1, ..args.database.clone() }).await.map_err(|e| {
-            let exit = if e.is_transient() { Exit::Unavailable } else { Exit::Failure };
-            Failed::new(exit, anyhow::Error::new(e).context("reading the active version from Postgres"))
-        })?;
+async fn active_base(args: &CheckArgs, catalog: &Catalog, advertiser: &AdvertiserId) -> Result<Option<Base>, Failed> {
     let active = catalog.active_manifest(advertiser).await.map_err(|e| Failed::new(Exit::Unavailable, e))?;
     let Some(active) = active else {
         eprintln!("{advertiser} has no active version: the whole list would be its first version");
@@ -172,6 +184,7 @@ async fn dry_run(
     scratch: &WorkLocation,
     advertiser: Option<AdvertiserId>,
     base: Option<Base>,
+    erasures: Option<&Catalog>,
 ) -> anyhow::Result<Findings> {
     let advertiser = advertiser.unwrap_or_else(|| AdvertiserId::parse("check").expect("a valid id"));
     // The scratch version's number: never read by anything but this run.
@@ -196,12 +209,20 @@ async fn dry_run(
         runs.extend((0..parts?).map(|part| objects.dir.run(index, part)));
     }
     let mut diff = base.as_ref().map(|b| Diff { version: b.version, added: 0, removed: 0 });
+    findings.erased = erasures.map(|_| 0);
     for b in 0..(1u32 << bits) {
         let base = base.as_ref().map(|base| (&base.work, &base.objects));
-        // Erasures are not applied: the dry run reports what the list itself holds.
+        // The bucket's erased hashes, dropped as the merge unit drops them.
+        let erased = match erasures {
+            Some(catalog) => catalog.erased_in_bucket(objects.buckets, b).await.context("reading erasures")?,
+            None => Vec::new(),
+        };
         let merged =
-            versions::merge_bucket_against(scratch, &objects, MergeSource::Runs(&runs), base, b, &[], None).await?;
+            versions::merge_bucket_against(scratch, &objects, MergeSource::Runs(&runs), base, b, &erased, None).await?;
         findings.members += merged.members;
+        if let Some(e) = findings.erased.as_mut() {
+            *e += merged.erased;
+        }
         if let Some(d) = diff.as_mut() {
             d.added += merged.added.len() as u64;
             d.removed += merged.removed.len() as u64;
@@ -245,7 +266,10 @@ fn report(list: &str, size: u64, compression: Compression, plan: &PlanArgs, f: &
         let offsets = f.samples.get(reason).map(|o| o.iter().map(u64::to_string).collect::<Vec<_>>().join(", "));
         let _ = writeln!(out, "  {:<18}{n}  (at bytes {})", reason.as_str(), offsets.unwrap_or_default());
     }
-    let _ = writeln!(out, "duplicates  {}", f.valid - f.members);
+    let _ = writeln!(out, "duplicates  {}", f.valid - f.members - f.erased.unwrap_or(0));
+    if let Some(erased) = f.erased {
+        let _ = writeln!(out, "erased      {erased}  (people erased from every list, dropped)");
+    }
     let _ = writeln!(out, "members     {}", f.members);
     if let Some(d) = &f.diff {
         let _ = writeln!(out, "against the active version {} ({} members):", d.version.0, d.base_members(f.members));
