@@ -133,10 +133,12 @@ pub async fn run(args: CheckArgs) -> Result<(), Failed> {
     verdict(&findings, &args.plan)
 }
 
+/// The deployment's catalog, for the active version to compare with and the erasures to apply
+/// (one connection: a CLI run).
 async fn open_catalog(args: &CheckArgs) -> Result<Catalog, Failed> {
     Catalog::open(&DatabaseArgs { database_max_connections: 1, ..args.database.clone() }).await.map_err(|e| {
         let exit = if e.is_transient() { Exit::Unavailable } else { Exit::Failure };
-        Failed::new(exit, anyhow::Error::new(e).context("reading the active version from Postgres"))
+        Failed::new(exit, anyhow::Error::new(e).context("connecting to Postgres (the active version and the erasures)"))
     })
 }
 
