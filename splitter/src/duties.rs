@@ -1,10 +1,10 @@
 //! What the leader does every tick, and the background retirement of legacy versions.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use memberlake::catalog::{CatalogError, Leadership, SettlePolicy};
+use memberlake::catalog::{CatalogError, Leadership, PendingErasure, SettlePolicy};
 use memberlake::ids::{AdvertiserId, EmailHash, FileId, ListVersion};
 use memberlake::manifest::Buckets;
 use memberlake::store::MembershipStore;
@@ -215,7 +215,56 @@ pub async fn erase_once(
     let pending = leader.pending_erasures(grace, ERASURE_BATCH).await?;
     let mut hashes: Vec<EmailHash> = pending.iter().map(|p| p.email_hash).collect();
     hashes.sort_unstable();
-    let mut rewritten: std::collections::HashMap<EmailHash, u64> = Default::default();
+    let mut rewritten: HashMap<EmailHash, u64> = HashMap::new();
+    if let Err(e) = rewrite_work_objects(leader, work, &hashes, &mut rewritten).await {
+        record_unfinished(leader, &pending, &rewritten).await?;
+        return Err(e);
+    }
+    let mut completed = 0;
+    for (i, p) in pending.iter().enumerate() {
+        if let Err(e) = store.erase_partitions(&p.email_hash).await {
+            record_unfinished(leader, &pending[i..], &rewritten).await?;
+            return Err(e.into());
+        }
+        let objects = rewritten.get(&p.email_hash).copied().unwrap_or(0);
+        leader.record_erasure_pass(p.email_hash, objects, p.settled).await?;
+        if p.settled {
+            completed += 1;
+            metrics::counter!("memberlake_erasures_completed_total").increment(1);
+        }
+        // The hash is what was erased, not an email; it is already in the audit log.
+        info!(email_hash = %p.email_hash, objects, complete = p.settled, "erasure pass");
+    }
+    export_erasure_backlog(leader).await?;
+    Ok(completed)
+}
+
+/// A pass that fails part way still records, for each erasure of `pending` it rewrote objects
+/// for, a pass that completes nothing: those objects no longer hold the hash, so no later pass
+/// would count them again (an erasure's `objects_rewritten` would undercount).
+async fn record_unfinished(
+    leader: &Leadership,
+    pending: &[PendingErasure],
+    rewritten: &HashMap<EmailHash, u64>,
+) -> Result<(), CatalogError> {
+    for p in pending {
+        if let Some(&objects) = rewritten.get(&p.email_hash) {
+            leader.record_erasure_pass(p.email_hash, objects, false).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Rewrites every work object holding one of `hashes` (sorted) without them — each version's
+/// manifest and diff buckets of the hashes, and the runs of versions that still have them —
+/// and rebuilds the filters of their buckets; counts in `rewritten` the objects each hash was
+/// dropped from, as it goes (so a failure part way loses no count).
+async fn rewrite_work_objects(
+    leader: &Leadership,
+    work: &WorkLocation,
+    hashes: &[EmailHash],
+    rewritten: &mut HashMap<EmailHash, u64>,
+) -> Result<(), RetireError> {
     for v in leader.versions_with_work().await? {
         let Ok(buckets) = Buckets::new(v.bucket_bits as u8) else {
             warn!(file_id = v.file_id.0, bits = v.bucket_bits, "a version with an invalid bucket width; skipped");
@@ -223,7 +272,7 @@ pub async fn erase_once(
         };
         let dir = VersionDir::new(&v.advertiser_id, v.file_id.into());
         let mut keys = std::collections::BTreeSet::new();
-        for h in &hashes {
+        for h in hashes {
             let b = buckets.bucket_of(h.as_bytes());
             keys.extend([dir.manifest(b), dir.diff(b, DiffSide::Added), dir.diff(b, DiffSide::Removed)]);
         }
@@ -232,7 +281,7 @@ pub async fn erase_once(
         }
         let mut manifest_buckets = std::collections::BTreeSet::new();
         for key in keys {
-            let found = versions::erase_from_run(work, &key, &hashes).await?;
+            let found = versions::erase_from_run(work, &key, hashes).await?;
             metrics::counter!("memberlake_erasure_objects_rewritten_total").increment(u64::from(!found.is_empty()));
             if let Some(h) = found.first().filter(|_| key.starts_with(&format!("{}/manifest/", dir.prefix()))) {
                 manifest_buckets.insert(buckets.bucket_of(h.as_bytes()));
@@ -248,25 +297,12 @@ pub async fn erase_once(
         let objects = VersionObjects { dir, buckets };
         let touched: std::collections::BTreeSet<u32> = hashes.iter().map(|h| buckets.bucket_of(h.as_bytes())).collect();
         for b in touched {
-            if versions::rebuild_filter(work, &objects, b, &hashes, manifest_buckets.contains(&b)).await? {
+            if versions::rebuild_filter(work, &objects, b, hashes, manifest_buckets.contains(&b)).await? {
                 metrics::counter!("memberlake_erasure_objects_rewritten_total").increment(1);
             }
         }
     }
-    let mut completed = 0;
-    for p in &pending {
-        store.erase_partitions(&p.email_hash).await?;
-        let objects = rewritten.get(&p.email_hash).copied().unwrap_or(0);
-        leader.record_erasure_pass(p.email_hash, objects, p.settled).await?;
-        if p.settled {
-            completed += 1;
-            metrics::counter!("memberlake_erasures_completed_total").increment(1);
-        }
-        // The hash is what was erased, not an email; it is already in the audit log.
-        info!(email_hash = %p.email_hash, objects, complete = p.settled, "erasure pass");
-    }
-    export_erasure_backlog(leader).await?;
-    Ok(completed)
+    Ok(())
 }
 
 /// Sets the erasure backlog gauges; returns the erasures pending.
