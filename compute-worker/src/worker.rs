@@ -107,7 +107,6 @@ impl Worker {
     /// threads: a slot's row completions then wake only that slot, on the threads the CQL
     /// driver's connection tasks run on, instead of every slot on the `main` thread.
     pub async fn run(self: Arc<Self>, shutdown: Shutdown) {
-        export_zero_counters();
         let slots: Vec<_> = (0..self.cfg.slots.len())
             .map(|i| {
                 let policy = &self.cfg.slots[i];
@@ -346,19 +345,4 @@ fn record_done(stage: memberlake::catalog::WorkStage, report: &UnitReport, timin
 /// Jitter keeps many idle workers from polling in lockstep.
 fn jitter(d: Duration) -> Duration {
     d.mul_f64(rand::rng().random_range(0.5..1.5))
-}
-
-/// A worker that has not taken a unit yet still exports its unlabelled counters, at zero: a
-/// dashboard's `rate()` and an alert's `absent()` see a new worker at once rather than when it
-/// first finishes work (the image test asks every worker's `/metrics` for them).
-fn export_zero_counters() {
-    for name in [
-        "memberlake_worker_ranges_done_total",
-        "memberlake_worker_rows_hashed_into_runs_total",
-        "memberlake_worker_rows_written_total",
-        "memberlake_worker_rows_deleted_total",
-        "memberlake_worker_hashes_erased_total",
-    ] {
-        metrics::counter!(name).increment(0);
-    }
 }

@@ -359,6 +359,7 @@ pub fn start<T: clap::Parser>(service: &str, log: impl Fn(&T) -> &LogArgs) -> T 
     let (args, settings) = parse::<T>();
     crate::telemetry::init(log(&args));
     crate::telemetry::catalogue::record_build_info(service);
+    crate::telemetry::catalogue::export_zero_counters(service);
     log_effective_config(service, &settings);
     args
 }

@@ -480,6 +480,10 @@ async fn a_worker_with_a_wrong_lake_never_fails_a_file() {
     let (_, metrics) = wrong.get("/metrics").await.unwrap();
     assert_eq!(metric_value(&metrics, "memberlake_worker_ranges_done_total"), 0.0);
     assert_eq!(metric_value(&metrics, "memberlake_worker_ranges_failed_total"), 0.0);
+    // A worker that has done nothing still shows its unlabelled counters, at zero.
+    for name in ["memberlake_worker_ranges_done_total", "memberlake_worker_rows_written_total"] {
+        assert!(metrics.lines().any(|l| l == format!("{name} 0")), "{name} at zero: {metrics}");
+    }
     let owners = sql_i64(&world.catalog, "SELECT count(*) FROM ranges WHERE lease_owner = 'wrong-worker'").await;
     assert_eq!(owners, 0);
     wrong.terminate().await;

@@ -278,6 +278,18 @@ pub fn record_build_info(service: &str) {
     metrics::gauge!(BUILD_INFO, "service" => service.to_owned(), "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }
 
+/// Registers, at zero, the unlabelled counters of [`METRICS`] that `service` exports: a process
+/// that has done no work yet (a worker that has taken no unit) still shows them, so a
+/// dashboard's `rate()` and an alert's `absent()` see it at once rather than after its first
+/// unit of work. Leader-only counters are left to the leader.
+pub fn export_zero_counters(service: &str) {
+    let zeroed =
+        METRICS.iter().filter(|m| matches!(m.kind, Kind::Counter) && m.labels.is_empty() && m.exported_by == service);
+    for m in zeroed {
+        metrics::counter!(m.name).increment(0);
+    }
+}
+
 /// The documentation of `name`, if it is a memberlake metric.
 pub fn doc(name: &str) -> Option<&'static MetricDoc> {
     METRICS.iter().find(|m| m.name == name)
